@@ -1,0 +1,225 @@
+"""Every compiled loop of tinyfcn, and the only module that imports numba.
+
+These kernels are private. They take C-contiguous arrays and plain ints, write into
+output arrays the caller allocates, and check nothing: the wrappers in
+:mod:`tinyfcn.functional` validate shapes, dtypes and values first. Each kernel has
+a plain-NumPy twin in :mod:`tinyfcn.reference`, and the tests prove the two agree.
+
+numba's options are decided here, once, by ``jit``:
+
+- ``cache=True``: compiled code is stored next to this file, so a second process
+  starts without recompiling;
+- no ``fastmath``: it would let LLVM assume there is no inf or NaN, and max-pooling
+  starts from -inf;
+- no ``parallel``: the kernels are serial. Convolutions spend their time in the
+  BLAS matrix multiply, which runs on every core by itself.
+
+Set the environment variable ``NUMBA_DISABLE_JIT=1`` to run these functions as plain
+Python (for a debugger or a coverage report).
+"""
+import math
+
+import numba
+import numpy as np
+
+jit = numba.njit(cache=True)
+
+
+@jit
+def _valid_range(n_out, n_in, offset, stride):
+    """Output positions ``o`` in ``[lo, hi)`` whose input position ``o*stride + offset`` lies in ``[0, n_in)``."""
+    lo = max(0, -(offset // stride))          # ceil(-offset / stride)
+    hi = min(n_out, (n_in - 1 - offset) // stride + 1)
+    return lo, max(lo, hi)
+
+
+@jit
+def im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
+    """Unfold every convolution window of ``x`` into a column of ``cols``.
+
+    ``cols[(c*kh + i)*kw + j, (n*Ho + oh)*Wo + ow] = x[n, c, oh*sh - ph + i, ow*sw - pw + j]``,
+    and 0 where that position falls in the zero padding.
+
+    x: (N, C, H, W); cols: (C*kh*kw, N*Ho*Wo), overwritten.
+    A convolution is then one matrix product: ``weight.reshape(C_out, -1) @ cols``.
+    Rows are the outer loop so that every write is contiguous.
+    """
+    N, C, H, W = x.shape
+    for c in range(C):
+        for i in range(kh):
+            oh_lo, oh_hi = _valid_range(Ho, H, i - ph, sh)
+            for j in range(kw):
+                ow_lo, ow_hi = _valid_range(Wo, W, j - pw, sw)
+                row = (c * kh + i) * kw + j
+                for n in range(N):
+                    for oh in range(Ho):
+                        col = (n * Ho + oh) * Wo
+                        if oh < oh_lo or oh >= oh_hi:
+                            for ow in range(Wo):
+                                cols[row, col + ow] = 0
+                            continue
+                        h = oh * sh - ph + i
+                        for ow in range(ow_lo):
+                            cols[row, col + ow] = 0
+                        for ow in range(ow_lo, ow_hi):
+                            cols[row, col + ow] = x[n, c, h, ow * sw - pw + j]
+                        for ow in range(ow_hi, Wo):
+                            cols[row, col + ow] = 0
+
+
+@jit
+def col2im(cols, kh, kw, sh, sw, ph, pw, Ho, Wo, x):
+    """Fold columns back onto the image, adding where windows overlap: the adjoint of :func:`im2col`.
+
+    ``x[n, c, oh*sh - ph + i, ow*sw - pw + j] += cols[(c*kh + i)*kw + j, (n*Ho + oh)*Wo + ow]``
+    for every position inside ``x``; entries that fall in the padding are dropped.
+
+    cols: (C*kh*kw, N*Ho*Wo); x: (N, C, H, W), overwritten.
+    Used for the input gradient of a convolution and for the forward pass of a
+    transposed convolution, where each column is one weighted copy of the kernel.
+    """
+    N, C, H, W = x.shape
+    x[...] = 0
+    for c in range(C):
+        for i in range(kh):
+            oh_lo, oh_hi = _valid_range(Ho, H, i - ph, sh)
+            for j in range(kw):
+                ow_lo, ow_hi = _valid_range(Wo, W, j - pw, sw)
+                row = (c * kh + i) * kw + j
+                for n in range(N):
+                    for oh in range(oh_lo, oh_hi):
+                        h = oh * sh - ph + i
+                        col = (n * Ho + oh) * Wo
+                        for ow in range(ow_lo, ow_hi):
+                            x[n, c, h, ow * sw - pw + j] += cols[row, col + ow]
+
+
+@jit
+def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw, out, indices):
+    """Max over each window, and where it was found.
+
+    ``out[n, c, oh, ow] = max x[n, c, h, w]`` over the window rows ``oh*sh - ph + [0, kh)``
+    and columns ``ow*sw - pw + [0, kw)`` clipped to the input (padding counts as -inf);
+    ``indices[n, c, oh, ow] = h*W + w`` of the first maximum in row-major order.
+
+    x: (N, C, H, W); out, indices: (N, C, Ho, Wo), overwritten.
+    """
+    N, C, H, W = x.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    for n in range(N):
+        for c in range(C):
+            for oh in range(Ho):
+                h0 = max(oh * sh - ph, 0)
+                h1 = min(oh * sh - ph + kh, H)
+                for ow in range(Wo):
+                    w0 = max(ow * sw - pw, 0)
+                    w1 = min(ow * sw - pw + kw, W)
+                    best = x[n, c, h0, w0]
+                    arg = h0 * W + w0
+                    for h in range(h0, h1):
+                        for w in range(w0, w1):
+                            if x[n, c, h, w] > best:
+                                best = x[n, c, h, w]
+                                arg = h * W + w
+                    out[n, c, oh, ow] = best
+                    indices[n, c, oh, ow] = arg
+
+
+@jit
+def max_unpool2d(x, indices, out):
+    """Scatter-add every value to the position its index names: ``out[n, c].flat[indices[n, c, i, j]] += x[n, c, i, j]``.
+
+    x, indices: (N, C, H, W); out: (N, C, Ho, Wo), overwritten.
+    This is max-pooling's argmax routing: the backward pass of max-pooling, and max-unpooling.
+    """
+    N, C, H, W = x.shape
+    Wo = out.shape[3]
+    out[...] = 0
+    for n in range(N):
+        for c in range(C):
+            for i in range(H):
+                for j in range(W):
+                    k = indices[n, c, i, j]
+                    out[n, c, k // Wo, k % Wo] += x[n, c, i, j]
+
+
+@jit
+def max_unpool2d_backward(dout, indices, dx):
+    """Gather: ``dx[n, c, i, j] = dout[n, c].flat[indices[n, c, i, j]]`` (the adjoint of :func:`max_unpool2d`).
+
+    dout: (N, C, Ho, Wo); indices, dx: (N, C, H, W), dx overwritten.
+    """
+    N, C, H, W = dx.shape
+    Wo = dout.shape[3]
+    for n in range(N):
+        for c in range(C):
+            for i in range(H):
+                for j in range(W):
+                    k = indices[n, c, i, j]
+                    dx[n, c, i, j] = dout[n, c, k // Wo, k % Wo]
+
+
+@jit
+def relu_forward(x, out):
+    """``out = max(x, 0)``, element by element. x, out: 1-D views of equal size."""
+    for i in range(x.size):
+        out[i] = x[i] if x[i] > 0 else 0
+
+
+@jit
+def relu_backward(dout, out, dx):
+    """``dx = dout`` where the forward output was positive, else 0. All 1-D views of equal size."""
+    for i in range(dout.size):
+        dx[i] = dout[i] if out[i] > 0 else 0
+
+
+@jit
+def softmax_cross_entropy(scores, target, ignore_index, mean, dscores):
+    """Per-pixel softmax cross-entropy and its gradient, in one pass over the scores.
+
+    For every pixel p whose target t is not ``ignore_index``:
+    ``loss_p = logsumexp_k(scores[n, :, p]) - scores[n, t, p]`` and
+    ``dscores[n, :, p] = softmax(scores[n, :, p]) - onehot(t)``; ignored pixels get 0.
+    The max is subtracted before ``exp`` so logits of any size are safe.
+
+    scores, dscores: (N, K, P) with P = H*W, dscores overwritten; target: (N, P) int64.
+    Returns the summed loss, or its mean over counted pixels when ``mean`` is true
+    (0.0 when every pixel is ignored); the gradient is scaled to match.
+    """
+    N, K, P = scores.shape
+    count = 0
+    for n in range(N):
+        for p in range(P):
+            if target[n, p] != ignore_index:
+                count += 1
+    scale = 1.0 / count if (mean and count > 0) else 1.0
+    peak = np.empty(P, scores.dtype)
+    sumexp = np.empty(P, scores.dtype)
+    factor = np.empty(P, scores.dtype)
+    total = 0.0
+    for n in range(N):
+        peak[:] = scores[n, 0]
+        for k in range(1, K):
+            for p in range(P):
+                peak[p] = max(peak[p], scores[n, k, p])
+        sumexp[:] = 0
+        for k in range(K):
+            for p in range(P):
+                e = math.exp(scores[n, k, p] - peak[p])
+                dscores[n, k, p] = e
+                sumexp[p] += e
+        for p in range(P):
+            t = target[n, p]
+            if t == ignore_index:
+                factor[p] = 0
+            else:
+                total += peak[p] + math.log(sumexp[p]) - scores[n, t, p]
+                factor[p] = scale / sumexp[p]
+        for k in range(K):
+            for p in range(P):
+                dscores[n, k, p] *= factor[p]
+        for p in range(P):
+            t = target[n, p]
+            if t != ignore_index:
+                dscores[n, t, p] -= scale
+    return total * scale

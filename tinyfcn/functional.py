@@ -1,0 +1,424 @@
+"""The ops of tinyfcn: one forward/backward pair each, checked inputs, compiled loops.
+
+Every ``*_forward`` returns ``(out, cache)``; every ``*_backward`` takes ``(dout, cache)``
+and returns the gradients, never modifying ``dout``. Inputs are NCHW float32 or
+float64 arrays; outputs have the input's dtype. Bad input raises a ``TypeError``
+or ``ValueError`` naming the op, what it expected and what it got.
+
+How the convolutions run
+------------------------
+``im2col`` unfolds every kernel window into a column, so a convolution is one BLAS
+matrix product. For x (N, C_in, H, W) and weight (C_out, C_in, kH, kW)::
+
+    cols = im2col(x)                        # (C_in*kH*kW, N*H_out*W_out)
+    out  = weight.reshape(C_out, -1) @ cols # (C_out, N*H_out*W_out) -> NCHW
+
+and backward reuses the same two pieces::
+
+    dweight = dout2 @ cols.T                # dout2 = dout as (C_out, N*H_out*W_out)
+    dx      = col2im(weight2.T @ dout2)     # fold the columns back, adding overlaps
+
+A transposed convolution runs the same pieces the other way round. Its forward
+pass, ``col2im(weight2.T @ x2)``, is literally the paper's picture: column (n, i, j)
+of ``weight2.T @ x2`` is the kernel weighted by the input pixel x[n, :, i, j], and
+``col2im`` adds each such copy into its output window.
+
+The plain-NumPy twins of these functions live in :mod:`tinyfcn.reference`.
+"""
+import numpy as np
+
+from . import _kernels
+from .shapes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
+
+# ---------------------------------------------------------------- input checks
+
+
+def _check_array(op, name, a, layout=None, dtype=None):
+    """Return ``a`` as a C-contiguous float array after checking type, dtype, ndim and finiteness.
+
+    ``layout`` names the expected axes, e.g. ``("N", "C", "H", "W")``; None accepts any ndim.
+    ``dtype``, when given, is the dtype ``a`` must match (that of the op's input).
+    """
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{op}: {name} is {a.dtype} but the input is {dtype}; cast one of them")
+    if layout is not None and a.ndim != len(layout):
+        raise ValueError(f"{op}: {name} must be {len(layout)}-D ({', '.join(layout)}), got shape {a.shape}")
+    # The sum of finite numbers is finite unless it overflows; only then look element by element.
+    with np.errstate(over="ignore"):
+        total = a.sum()
+    if not np.isfinite(total) and not np.isfinite(a).all():
+        raise ValueError(f"{op}: {name} contains NaN or inf")
+    return np.ascontiguousarray(a)
+
+
+def _check_grad(op, dout, shape, dtype=None):
+    """Check an upstream gradient against the forward output's shape (and dtype, when given)."""
+    dout = _check_array(op, "dout", dout, dtype=dtype)
+    if dout.shape != tuple(shape):
+        raise ValueError(f"{op}: dout must have the forward output's shape {tuple(shape)}, got {dout.shape}")
+    return dout
+
+
+def _check_bias(op, bias, channels, dtype):
+    if bias is None:
+        return None
+    bias = _check_array(op, "bias", bias, ("C_out",), dtype)
+    if bias.shape != (channels,):
+        raise ValueError(f"{op}: bias must have shape ({channels},) to match the weight, got {bias.shape}")
+    return bias
+
+
+def _check_geometry(op, kernel, stride, padding):
+    """Turn kernel, stride and padding into (h, w) pairs: kernel and stride >= 1, padding >= 0."""
+    kernel, stride, padding = pair(kernel, "kernel_size"), pair(stride, "stride"), pair(padding, "padding")
+    if min(kernel) < 1 or min(stride) < 1 or min(padding) < 0:
+        raise ValueError(f"{op}: need kernel_size >= 1, stride >= 1 and padding >= 0, "
+                         f"got kernel_size={kernel}, stride={stride}, padding={padding}")
+    return kernel, stride, padding
+
+
+# ---------------------------------------------------------------- layout helpers
+
+
+def _to_rows(a):
+    """(N, C, H, W) -> (C, N*H*W): one row per channel, the layout of the matrix products."""
+    return a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1)
+
+
+def _from_rows(m, n, h, w):
+    """(C, N*H*W) -> C-contiguous (N, C, H, W), the inverse of :func:`_to_rows`."""
+    return np.ascontiguousarray(m.reshape(m.shape[0], n, h, w).transpose(1, 0, 2, 3))
+
+
+def _im2col(x, kernel, stride, padding, out_size):
+    cols = np.empty((x.shape[1] * kernel[0] * kernel[1], x.shape[0] * out_size[0] * out_size[1]), x.dtype)
+    _kernels.im2col(x, *kernel, *stride, *padding, *out_size, cols)
+    return cols
+
+
+def _col2im(cols, shape, kernel, stride, padding, out_size):
+    x = np.empty(shape, cols.dtype)
+    _kernels.col2im(np.ascontiguousarray(cols), *kernel, *stride, *padding, *out_size, x)
+    return x
+
+
+# ---------------------------------------------------------------- convolution
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
+    """2-D convolution (cross-correlation, as in every deep-learning library).
+
+    ``out[n, o, i, j] = bias[o] + sum_{c,u,v} weight[o, c, u, v] * xpad[n, c, i*sh + u, j*sw + v]``
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W)
+    weight : ndarray, shape (C_out, C_in, kH, kW)
+    bias : ndarray, shape (C_out,), or None
+    stride, padding : int or (int, int)
+        Zero padding is added on both sides.
+
+    Returns
+    -------
+    out : ndarray, shape (N, C_out, H_out, W_out), ``H_out = floor((H + 2p - kH) / s) + 1``
+    cache : tuple for :func:`conv2d_backward`
+    """
+    op = "conv2d"
+    x = _check_array(op, "x", x, ("N", "C_in", "H", "W"))
+    weight = _check_array(op, "weight", weight, ("C_out", "C_in", "kH", "kW"), x.dtype)
+    C_out, C_in, kh, kw = weight.shape
+    if x.shape[1] != C_in:
+        raise ValueError(f"{op}: x has {x.shape[1]} channels but weight {weight.shape} expects C_in={C_in}")
+    bias = _check_bias(op, bias, C_out, x.dtype)
+    kernel, stride, padding = _check_geometry(op, (kh, kw), stride, padding)
+    N, _, H, W = x.shape
+    Ho, Wo = conv2d_output_size((H, W), kernel, stride, padding)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"{op}: kernel {kh}x{kw} is larger than the padded input "
+                         f"{H + 2 * padding[0]}x{W + 2 * padding[1]}")
+    cols = _im2col(x, kernel, stride, padding, (Ho, Wo))
+    out = weight.reshape(C_out, -1) @ cols
+    if bias is not None:
+        out += bias[:, None]
+    return _from_rows(out, N, Ho, Wo), (x.shape, weight, bias is not None, stride, padding, cols)
+
+
+def conv2d_backward(dout, cache):
+    """Gradients of :func:`conv2d_forward`.
+
+    ``dweight = dout2 @ cols.T``, ``dbias = sum of dout over (N, H_out, W_out)``,
+    ``dx = col2im(weight2.T @ dout2)`` -- the input gradient is a transposed convolution of dout.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, C_out, H_out, W_out)
+    cache : from :func:`conv2d_forward`
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C_in, H, W)
+    dweight : ndarray, shape (C_out, C_in, kH, kW)
+    dbias : ndarray, shape (C_out,), or None if the forward pass had no bias
+    """
+    x_shape, weight, has_bias, stride, padding, cols = cache
+    N = x_shape[0]
+    C_out = weight.shape[0]
+    Ho, Wo = conv2d_output_size(x_shape[2:], weight.shape[2:], stride, padding)
+    dout = _check_grad("conv2d_backward", dout, (N, C_out, Ho, Wo), cols.dtype)
+    dout2 = _to_rows(dout)                                             # (C_out, N*Ho*Wo)
+    dweight = (dout2 @ cols.T).reshape(weight.shape)
+    dbias = dout2.sum(axis=1) if has_bias else None
+    dx = _col2im(weight.reshape(C_out, -1).T @ dout2, x_shape, weight.shape[2:], stride, padding, (Ho, Wo))
+    return dx, dweight, dbias
+
+
+def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
+    """2-D transposed convolution: every input pixel adds a weighted copy of the kernel to the output.
+
+    ``x[n, c, i, j] * weight[c]`` (a (C_out, kH, kW) block) is added into the output window
+    starting at ``(i*sh - ph, j*sw - pw)``; overlapping copies sum and the padding trims the border.
+    It is the adjoint of :func:`conv2d_forward` with the same weight array, stride and padding.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W)
+    weight : ndarray, shape (C_in, C_out, kH, kW)
+    bias : ndarray, shape (C_out,), or None
+    stride, padding : int or (int, int)
+
+    Returns
+    -------
+    out : ndarray, shape (N, C_out, H_out, W_out), ``H_out = (H - 1) * s - 2p + kH``
+    cache : tuple for :func:`conv_transpose2d_backward`
+    """
+    op = "conv_transpose2d"
+    x = _check_array(op, "x", x, ("N", "C_in", "H", "W"))
+    weight = _check_array(op, "weight", weight, ("C_in", "C_out", "kH", "kW"), x.dtype)
+    C_in, C_out, kh, kw = weight.shape
+    if x.shape[1] != C_in:
+        raise ValueError(f"{op}: x has {x.shape[1]} channels but weight {weight.shape} expects C_in={C_in}")
+    bias = _check_bias(op, bias, C_out, x.dtype)
+    kernel, stride, padding = _check_geometry(op, (kh, kw), stride, padding)
+    N, _, H, W = x.shape
+    Ho, Wo = conv_transpose2d_output_size((H, W), kernel, stride, padding)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"{op}: output size (H-1)*s - 2p + k = {Ho}x{Wo} is not positive; reduce the padding")
+    x2 = _to_rows(x)                                                   # (C_in, N*H*W)
+    copies = weight.reshape(C_in, -1).T @ x2                           # column (n, i, j): kernel weighted by x[n, :, i, j]
+    out = _col2im(copies, (N, C_out, Ho, Wo), kernel, stride, padding, (H, W))
+    if bias is not None:
+        out += bias[None, :, None, None]
+    return out, (x2, x.shape, weight, bias is not None, stride, padding)
+
+
+def conv_transpose2d_backward(dout, cache):
+    """Gradients of :func:`conv_transpose2d_forward`.
+
+    Each copy reads back the output window it was added to: ``cols = im2col(dout)``,
+    ``dx = weight2 @ cols`` (a convolution of dout with the same weight),
+    ``dweight = x2 @ cols.T``, ``dbias = sum of dout over (N, H_out, W_out)``.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, C_out, H_out, W_out)
+    cache : from :func:`conv_transpose2d_forward`
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C_in, H, W)
+    dweight : ndarray, shape (C_in, C_out, kH, kW)
+    dbias : ndarray, shape (C_out,), or None if the forward pass had no bias
+    """
+    x2, x_shape, weight, has_bias, stride, padding = cache
+    N, C_in, H, W = x_shape
+    out_size = conv_transpose2d_output_size((H, W), weight.shape[2:], stride, padding)
+    dout = _check_grad("conv_transpose2d_backward", dout, (N, weight.shape[1], *out_size), x2.dtype)
+    cols = _im2col(dout, weight.shape[2:], stride, padding, (H, W))   # (C_out*kH*kW, N*H*W)
+    dx = _from_rows(weight.reshape(C_in, -1) @ cols, N, H, W)
+    dweight = (x2 @ cols.T).reshape(weight.shape)
+    dbias = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def max_pool2d_forward(x, kernel_size=2, stride=None, padding=0, ceil_mode=False):
+    """2-D max-pooling; remembers where each maximum came from.
+
+    Padding counts as -inf. ``ceil_mode`` rounds the output size up as PyTorch does
+    (the last window may hang over the bottom/right edge but must start inside).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    kernel_size : int or (int, int)
+    stride : int or (int, int), default ``kernel_size``
+    padding : int or (int, int), at most half the kernel size
+    ceil_mode : bool
+
+    Returns
+    -------
+    out : ndarray, shape (N, C, H_out, W_out), ``H_out = floor_or_ceil((H + 2p - k) / s) + 1``
+    cache : ``(indices, x.shape)``; ``indices[n, c, i, j]`` is the flat position ``h*W + w``
+        of the window's first maximum in x[n, c]. Usable by :func:`max_unpool2d`.
+    """
+    op = "max_pool2d"
+    x = _check_array(op, "x", x, ("N", "C", "H", "W"))
+    kernel, stride, padding = _check_geometry(op, kernel_size, kernel_size if stride is None else stride, padding)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"{op}: padding {padding} must be at most half the kernel size {kernel}")
+    N, C, H, W = x.shape
+    Ho, Wo = pool2d_output_size((H, W), kernel, stride, padding, ceil_mode)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"{op}: kernel {kernel[0]}x{kernel[1]} is larger than the padded input "
+                         f"{H + 2 * padding[0]}x{W + 2 * padding[1]}")
+    out = np.empty((N, C, Ho, Wo), x.dtype)
+    indices = np.empty((N, C, Ho, Wo), np.int64)
+    _kernels.max_pool2d_forward(x, *kernel, *stride, *padding, out, indices)
+    return out, (indices, x.shape)
+
+
+def max_pool2d_backward(dout, cache):
+    """Gradient of :func:`max_pool2d_forward`: each window's gradient goes to its maximum (argmax routing).
+
+    Where overlapping windows share a maximum, their gradients add.
+    dout: (N, C, H_out, W_out) -> dx: (N, C, H, W).
+    """
+    indices, x_shape = cache
+    dout = _check_grad("max_pool2d_backward", dout, indices.shape)
+    return max_unpool2d(dout, indices, x_shape[2:])
+
+
+def _check_indices(op, cache_or_indices, n_c):
+    """The max-pool indices, from the cache or given directly: a 4-D integer array whose (N, C) are ``n_c``."""
+    indices = cache_or_indices[0] if isinstance(cache_or_indices, tuple) else cache_or_indices
+    if not isinstance(indices, np.ndarray) or indices.dtype.kind not in "iu":
+        raise TypeError(f"{op}: indices must be an integer array (or the max-pool cache), got {type(indices).__name__}")
+    if indices.ndim != 4 or indices.shape[:2] != tuple(n_c):
+        raise ValueError(f"{op}: indices must be 4-D with (N, C) = {tuple(n_c)}, got shape {indices.shape}")
+    return np.ascontiguousarray(indices, dtype=np.int64)
+
+
+def _check_index_range(op, indices, plane):
+    if indices.size and (indices.min() < 0 or indices.max() >= plane[0] * plane[1]):
+        raise ValueError(f"{op}: indices must lie in [0, {plane[0] * plane[1]}) to address a {plane[0]}x{plane[1]} "
+                         f"plane, got values in [{indices.min()}, {indices.max()}]")
+
+
+def max_unpool2d(x, cache_or_indices, output_size):
+    """Max-unpooling: put every value back at the position its index names; 0 elsewhere.
+
+    ``out[n, c].flat[indices[n, c, i, j]] += x[n, c, i, j]``. With indices from a
+    max-pool whose windows do not overlap (kernel == stride, as SegNet uses it) this
+    is PyTorch's ``max_unpool2d``; where windows overlap and share a maximum the values
+    add, which makes max-pooling's backward pass exactly this op.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    cache_or_indices : the cache of :func:`max_pool2d_forward`, or its indices (N, C, H, W)
+    output_size : (H_out, W_out), usually the size of the pooled input
+
+    Returns
+    -------
+    out : ndarray, shape (N, C, H_out, W_out)
+    """
+    op = "max_unpool2d"
+    x = _check_array(op, "x", x, ("N", "C", "H", "W"))
+    indices = _check_indices(op, cache_or_indices, x.shape[:2])
+    if indices.shape != x.shape:
+        raise ValueError(f"{op}: indices must have the shape of x {x.shape}, got {indices.shape}")
+    Ho, Wo = pair(tuple(output_size), "output_size")
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"{op}: output_size must be positive, got {(Ho, Wo)}")
+    _check_index_range(op, indices, (Ho, Wo))
+    out = np.empty((*x.shape[:2], Ho, Wo), x.dtype)
+    _kernels.max_unpool2d(x, indices, out)
+    return out
+
+
+def max_unpool2d_backward(dout, cache_or_indices):
+    """Gradient of :func:`max_unpool2d`: ``dx[n, c, i, j] = dout[n, c].flat[indices[n, c, i, j]]``.
+
+    dout: (N, C, H_out, W_out) -> dx: same shape as the indices.
+    """
+    op = "max_unpool2d_backward"
+    dout = _check_array(op, "dout", dout, ("N", "C", "H_out", "W_out"))
+    indices = _check_indices(op, cache_or_indices, dout.shape[:2])
+    _check_index_range(op, indices, dout.shape[2:])
+    dx = np.empty(indices.shape, dout.dtype)
+    _kernels.max_unpool2d_backward(dout, indices, dx)
+    return dx
+
+
+# ---------------------------------------------------------------- activations and loss
+
+
+def relu_forward(x):
+    """``out = max(x, 0)``. x: any shape. Returns ``(out, cache)``; the cache is ``out``."""
+    x = _check_array("relu", "x", x)
+    out = np.empty_like(x)
+    _kernels.relu_forward(x.reshape(-1), out.reshape(-1))
+    return out, out
+
+
+def relu_backward(dout, cache):
+    """``dx = dout`` where the forward output was positive, else 0 (the gradient at 0 is taken as 0)."""
+    dout = _check_grad("relu_backward", dout, cache.shape, cache.dtype)
+    dx = np.empty_like(dout)
+    _kernels.relu_backward(dout.reshape(-1), cache.reshape(-1), dx.reshape(-1))
+    return dx
+
+
+def softmax(scores, axis=1):
+    """Softmax along ``axis`` (default: the class axis of (N, K, H, W) scores), stable for any logits."""
+    scores = _check_array("softmax", "scores", scores)
+    e = np.exp(scores - scores.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def softmax_cross_entropy(scores, target, ignore_index=255, reduction="mean"):
+    """Per-pixel softmax cross-entropy with an ignore label, and its gradient.
+
+    ``loss = sum_p [logsumexp_k scores[n, k, p] - scores[n, t_p, p]]`` over the pixels whose
+    label is not ``ignore_index``; ``reduction="mean"`` divides by their number (loss 0 and a
+    zero gradient when there are none), ``"sum"`` does not.
+    ``dscores = softmax(scores) - onehot(target)`` at counted pixels (divided likewise), 0 elsewhere.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (N, K, H, W), float
+    target : ndarray, shape (N, H, W), integer labels in [0, K) or ``ignore_index``
+    ignore_index : int
+    reduction : {"mean", "sum"}
+
+    Returns
+    -------
+    loss : float
+    dscores : ndarray, shape (N, K, H, W)
+    """
+    op = "softmax_cross_entropy"
+    scores = _check_array(op, "scores", scores, ("N", "K", "H", "W"))
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"{op}: reduction must be 'mean' or 'sum', got {reduction!r}")
+    if not isinstance(target, np.ndarray) or target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must be an integer array of labels, got "
+                        f"{target.dtype if isinstance(target, np.ndarray) else type(target).__name__}")
+    N, K, H, W = scores.shape
+    if target.shape != (N, H, W):
+        raise ValueError(f"{op}: target must have shape (N, H, W) = {(N, H, W)} to match scores, got {target.shape}")
+    target = np.ascontiguousarray(target, dtype=np.int64)
+    if target.size and (target.min() < 0 or target.max() >= K):
+        bad = target[(target != ignore_index) & ((target < 0) | (target >= K))]
+        if bad.size:
+            raise ValueError(f"{op}: labels must lie in [0, {K}) or equal ignore_index={ignore_index}; "
+                             f"found {np.unique(bad)[:10].tolist()}")
+    dscores = np.empty_like(scores)
+    loss = _kernels.softmax_cross_entropy(scores.reshape(N, K, -1), target.reshape(N, -1), ignore_index,
+                                          reduction == "mean", dscores.reshape(N, K, -1))
+    return float(loss), dscores

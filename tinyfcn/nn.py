@@ -1,0 +1,299 @@
+"""Thin layer objects for assembling networks.
+
+Every layer has ``forward(...)`` and ``backward(dout)``; ``forward`` keeps what
+``backward`` needs, so call them in pairs. Layers with weights expose
+``params`` (name -> the array the layer computes with, so updating it in place
+trains the layer) and ``grads`` (same names and shapes, filled by ``backward``).
+A frozen layer keeps its ``params`` but leaves ``grads`` empty, so an optimizer
+that walks ``grads`` never moves it.
+
+A ``backward`` never modifies the gradient it is given. Where one map feeds two
+layers, the caller adds the two gradients that come back.
+"""
+import numpy as np
+
+from . import functional as F
+from .init import bilinear_kernel, he_normal, zeros
+from .shapes import pair
+
+
+class Layer:
+    """Base class: empty ``params``/``grads`` and a training flag (only :class:`Dropout` reads it)."""
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.training = True
+
+    def train(self, mode=True):
+        """Switch to training mode (or evaluation mode with ``mode=False``); returns self."""
+        self.training = mode
+        return self
+
+    def eval(self):
+        """Switch to evaluation mode; returns self."""
+        return self.train(False)
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+def _initial_weight(init, shape, fan_in, rng, dtype):
+    if init == "he":
+        return he_normal(shape, fan_in, rng, dtype)
+    if init == "zeros":
+        return zeros(shape, dtype)
+    if init == "bilinear":
+        return bilinear_kernel(shape[0], shape[1], shape[2:], dtype)
+    raise ValueError(f"unknown init {init!r}: use 'he', 'zeros' or 'bilinear'")
+
+
+class Conv2d(Layer):
+    """2-D convolution, ``y = conv2d(x, weight) + bias``; see :func:`tinyfcn.functional.conv2d_forward`.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding : int or (int, int)
+    bias : bool
+    init : {"he", "zeros"}
+        He normal (default) or all zeros (FCN's score layers). The bias starts at 0.
+    rng : numpy.random.Generator, optional
+    dtype : float32 (default) or float64
+
+    ``params``: ``weight`` (C_out, C_in, kH, kW) and ``bias`` (C_out,).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 init="he", rng=None, dtype=np.float32):
+        super().__init__()
+        kh, kw = pair(kernel_size, "kernel_size")
+        self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding")
+        shape = (out_channels, in_channels, kh, kw)
+        self.params["weight"] = _initial_weight(init, shape, in_channels * kh * kw, rng, dtype)
+        if bias:
+            self.params["bias"] = zeros(out_channels, dtype)
+
+    def forward(self, x):
+        out, self.cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
+                                           self.stride, self.padding)
+        return out
+
+    def backward(self, dout):
+        dx, self.grads["weight"], dbias = F.conv2d_backward(dout, self.cache)
+        if dbias is not None:
+            self.grads["bias"] = dbias
+        return dx
+
+    def __repr__(self):
+        C_out, C_in, kh, kw = self.params["weight"].shape
+        return (f"Conv2d({C_in}, {C_out}, kernel_size=({kh}, {kw}), stride={self.stride}, "
+                f"padding={self.padding}, bias={'bias' in self.params})")
+
+
+class ConvTranspose2d(Layer):
+    """2-D transposed convolution (learnable upsampling); see :func:`tinyfcn.functional.conv_transpose2d_forward`.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, bias, rng, dtype
+        As for :class:`Conv2d`.
+    init : {"he", "zeros", "bilinear"}
+        ``"bilinear"`` is FCN's upsampling kernel (needs in_channels == out_channels).
+    trainable : bool
+        False freezes the weight (FCN's default for its upsampling layers): ``backward``
+        still returns dx but fills no ``grads``.
+
+    ``params``: ``weight`` (C_in, C_out, kH, kW) and ``bias`` (C_out,).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 init="he", trainable=True, rng=None, dtype=np.float32):
+        super().__init__()
+        kh, kw = pair(kernel_size, "kernel_size")
+        self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding")
+        self.trainable = trainable
+        s = self.stride
+        shape = (in_channels, out_channels, kh, kw)
+        # each output pixel sees about in_channels * (kH/sH) * (kW/sW) inputs
+        fan_in = max(1, in_channels * (kh // s[0]) * (kw // s[1]))
+        self.params["weight"] = _initial_weight(init, shape, fan_in, rng, dtype)
+        if bias:
+            self.params["bias"] = zeros(out_channels, dtype)
+
+    def forward(self, x):
+        out, self.cache = F.conv_transpose2d_forward(x, self.params["weight"], self.params.get("bias"),
+                                                     self.stride, self.padding)
+        return out
+
+    def backward(self, dout):
+        dx, dweight, dbias = F.conv_transpose2d_backward(dout, self.cache)
+        if self.trainable:
+            self.grads["weight"] = dweight
+            if dbias is not None:
+                self.grads["bias"] = dbias
+        return dx
+
+    def __repr__(self):
+        C_in, C_out, kh, kw = self.params["weight"].shape
+        return (f"ConvTranspose2d({C_in}, {C_out}, kernel_size=({kh}, {kw}), stride={self.stride}, "
+                f"padding={self.padding}, bias={'bias' in self.params}, trainable={self.trainable})")
+
+
+class MaxPool2d(Layer):
+    """2-D max-pooling; see :func:`tinyfcn.functional.max_pool2d_forward`.
+
+    After ``forward``, ``indices`` holds where each maximum came from, for :class:`MaxUnpool2d`.
+    """
+
+    def __init__(self, kernel_size=2, stride=None, padding=0, ceil_mode=False):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.ceil_mode = kernel_size, stride, padding, ceil_mode
+
+    def forward(self, x):
+        out, self.cache = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode)
+        return out
+
+    def backward(self, dout):
+        return F.max_pool2d_backward(dout, self.cache)
+
+    @property
+    def indices(self):
+        """(N, C, H_out, W_out) flat positions of the maxima of the last forward pass."""
+        return self.cache[0]
+
+    def __repr__(self):
+        return (f"MaxPool2d(kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, ceil_mode={self.ceil_mode})")
+
+
+class MaxUnpool2d(Layer):
+    """Max-unpooling with the indices of a :class:`MaxPool2d`; see :func:`tinyfcn.functional.max_unpool2d`."""
+
+    def forward(self, x, indices, output_size):
+        self.indices = indices
+        return F.max_unpool2d(x, indices, output_size)
+
+    def backward(self, dout):
+        return F.max_unpool2d_backward(dout, self.indices)
+
+
+class ReLU(Layer):
+    """``max(x, 0)``."""
+
+    def forward(self, x):
+        out, self.cache = F.relu_forward(x)
+        return out
+
+    def backward(self, dout):
+        return F.relu_backward(dout, self.cache)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each value with probability p and scale the rest by 1/(1-p).
+
+    In evaluation mode it is the identity, so nothing needs rescaling at test time.
+
+    Parameters
+    ----------
+    p : float in [0, 1)
+    rng : numpy.random.Generator, optional
+        Source of the masks; seed it for a reproducible run.
+    """
+
+    def __init__(self, p=0.5, rng=None):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must lie in [0, 1), got {p}")
+        self.p = p
+        self.rng = np.random.default_rng() if rng is None else rng
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            self.mask = None
+            return x
+        self.mask = (self.rng.random(x.shape) >= self.p).astype(x.dtype) / x.dtype.type(1 - self.p)
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout if self.mask is None else dout * self.mask
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
+
+
+class SoftmaxCrossEntropy(Layer):
+    """Per-pixel softmax cross-entropy; see :func:`tinyfcn.functional.softmax_cross_entropy`.
+
+    ``forward(scores, target)`` returns the loss (a float); ``backward()`` returns dscores.
+    """
+
+    def __init__(self, ignore_index=255, reduction="mean"):
+        super().__init__()
+        self.ignore_index, self.reduction = ignore_index, reduction
+
+    def forward(self, scores, target):
+        loss, self.dscores = F.softmax_cross_entropy(scores, target, self.ignore_index, self.reduction)
+        return loss
+
+    def backward(self, dloss=1.0):
+        return self.dscores * self.dscores.dtype.type(dloss)
+
+    def __repr__(self):
+        return f"SoftmaxCrossEntropy(ignore_index={self.ignore_index}, reduction={self.reduction!r})"
+
+
+class Crop(Layer):
+    """Keep a window of ``x`` the size of a reference map, starting at ``offset`` (Caffe's Crop on axes 2, 3).
+
+    FCN crops each upsampled or skip map to align it with the map it is added to;
+    the offsets come from :mod:`tinyfcn.models`' coordinate maps.
+    ``forward(x, like)``: x (N, C, H, W), ``like`` an array (N', C', h, w) or an (h, w) pair;
+    returns ``x[:, :, oh:oh + h, ow:ow + w]``. ``backward`` puts dout back in a zero map of x's shape.
+    """
+
+    def __init__(self, offset=0):
+        super().__init__()
+        self.offset = pair(offset, "offset")
+
+    def forward(self, x, like):
+        h, w = like.shape[-2:] if isinstance(like, np.ndarray) else pair(tuple(like), "like")
+        (oh, ow), (H, W) = self.offset, x.shape[-2:]
+        if min(oh, ow) < 0 or oh + h > H or ow + w > W:
+            raise ValueError(f"Crop: a {h}x{w} window at offset {(oh, ow)} does not fit in a {H}x{W} map")
+        self.x_shape = x.shape
+        return x[:, :, oh:oh + h, ow:ow + w]
+
+    def backward(self, dout):
+        oh, ow = self.offset
+        dx = np.zeros(self.x_shape, dout.dtype)
+        dx[:, :, oh:oh + dout.shape[2], ow:ow + dout.shape[3]] = dout
+        return dx
+
+    def __repr__(self):
+        return f"Crop(offset={self.offset})"
+
+
+class Add(Layer):
+    """Element-wise sum of two maps of the same shape (FCN's skip fusion). Both inputs receive dout."""
+
+    def forward(self, a, b):
+        if a.shape != b.shape:
+            raise ValueError(f"Add: the two maps must have the same shape, got {a.shape} and {b.shape}")
+        return a + b
+
+    def backward(self, dout):
+        return dout, dout
+
+
+class Concat(Layer):
+    """Concatenate maps along the channel axis (the U-Net alternative to FCN's sum). ``backward`` splits dout."""
+
+    def forward(self, *maps):
+        if len({(m.shape[0], *m.shape[2:]) for m in maps}) != 1:
+            raise ValueError(f"Concat: maps must agree on N, H and W, got {[m.shape for m in maps]}")
+        self.splits = np.cumsum([m.shape[1] for m in maps])[:-1]
+        return np.concatenate(maps, axis=1)
+
+    def backward(self, dout):
+        return tuple(np.split(dout, self.splits, axis=1))
