@@ -243,6 +243,23 @@ class SoftmaxCrossEntropy(Layer):
         return f"SoftmaxCrossEntropy(ignore_index={self.ignore_index}, reduction={self.reduction!r})"
 
 
+class Scale(Layer):
+    """Multiply by a fixed factor (the at-once FCN-8s scales pool4 by 0.01 and pool3 by 0.0001)."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * x.dtype.type(self.factor)
+
+    def backward(self, dout):
+        return dout * dout.dtype.type(self.factor)
+
+    def __repr__(self):
+        return f"Scale({self.factor})"
+
+
 class Crop(Layer):
     """Keep a window of ``x`` the size of a reference map, starting at ``offset`` (Caffe's Crop on axes 2, 3).
 
