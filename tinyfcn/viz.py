@@ -1,0 +1,440 @@
+"""Figures: label maps, predictions, training curves, confusion matrices, and upsampling.
+
+Every plotting function builds a :class:`matplotlib.figure.Figure` itself and never touches
+pyplot's global state, so it works headless, in scripts and in notebooks (a returned figure
+displays itself as the cell's value). Given ``path``, a function also saves its figure
+there, atomically: it writes ``name.tmp.suffix`` in the same folder, then renames it over
+``path``, so a reader never sees half a file. The suffix picks the format (``.png``,
+``.pdf``, ``.svg``, ...); no suffix means PNG.
+
+Inputs
+------
+image : uint8 ndarray, shape (H, W, 3) RGB, or (H, W, 1) / (H, W) grey.
+    A normalized float (C, H, W) network input has to be turned back first:
+    ``(x * std + mean).transpose(1, 2, 0)``, clipped to [0, 255], cast to uint8.
+label map : integer ndarray, shape (H, W); class indices, 255 = ignore.
+classes : sequence of K class names; name ``classes[k]`` belongs to label k.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
+
+from .functional import conv_transpose2d_forward
+from .palette import voc_palette
+from .shapes import pair
+
+PALETTE = voc_palette()   # (256, 3) uint8; row k is the colour of label k
+IGNORE = 255              # drawn in PALETTE[255], never blended by overlay()
+PANEL = 2.4               # inches per image panel
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _figure(width, height):
+    """A new Figure with an Agg canvas and constrained layout, independent of pyplot."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path):
+    """Save ``fig`` to ``path`` atomically (temp file + ``os.replace``) if ``path`` is given; return ``fig``."""
+    if path is None:
+        return fig
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    try:
+        fig.savefig(tmp, format=path.suffix[1:] or "png", dpi="figure")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return fig
+
+
+def _as_rgb(image, name="image"):
+    """Check a uint8 (H, W, 3), (H, W, 1) or (H, W) image and return it as (H, W, 3)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise TypeError(f"{name} must be uint8 (H, W, 3) or (H, W), got dtype {image.dtype}; turn a normalized "
+                        f"float (C, H, W) input back with (x * std + mean).transpose(1, 2, 0), clip, astype(uint8)")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ValueError(f"{name} must be (H, W, 3), (H, W, 1) or (H, W), got shape {image.shape}; "
+                         f"a (C, H, W) array needs .transpose(1, 2, 0)")
+    return np.broadcast_to(image, (*image.shape[:2], 3))
+
+
+def _check_label(label, name="label"):
+    """Return ``label`` as an integer (H, W) ndarray, or raise naming it."""
+    label = np.asarray(label)
+    if label.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer label map, got dtype {label.dtype}")
+    if label.ndim != 2:
+        raise ValueError(f"{name} must be an (H, W) label map, got shape {label.shape}")
+    return label
+
+
+def _legend_handles(labels, classes):
+    """One coloured patch per label in ``labels`` (sorted), named from ``classes``; 255 is "ignore"."""
+    return [Patch(facecolor=PALETTE[k] / 255, edgecolor="0.6", label="ignore" if k == IGNORE else classes[k])
+            for k in sorted(labels)]
+
+
+# ---------------------------------------------------------------- label maps as colours
+
+
+def colorize(label, num_classes=None):
+    """Paint a label map with the VOC palette.
+
+    Parameters
+    ----------
+    label : integer ndarray, shape (H, W) (any shape works)
+        Labels in [0, 255]; 255 (ignore) gets the palette's near-white.
+    num_classes : int, optional
+        If given, labels other than 255 must lie in ``[0, num_classes)``.
+
+    Returns
+    -------
+    rgb : uint8 ndarray, shape (H, W, 3)
+    """
+    label = np.asarray(label)
+    if label.dtype.kind not in "iu":
+        raise TypeError(f"colorize: label must be an integer array, got dtype {label.dtype}")
+    top = len(PALETTE) if num_classes is None else min(num_classes, len(PALETTE))
+    bad = (label != IGNORE) & ((label < 0) | (label >= top))
+    if bad.any():
+        raise ValueError(f"colorize: labels must lie in [0, {top}) or equal {IGNORE}; "
+                         f"found {np.unique(label[bad])[:10].tolist()}")
+    return PALETTE[label]
+
+
+def overlay(image, label, alpha=0.5):
+    """Blend class colours over an image; background (0) and ignore (255) pixels stay as they were.
+
+    ``out = round((1 - alpha) * image + alpha * colour)`` at labelled object pixels.
+
+    Parameters
+    ----------
+    image : uint8 ndarray, shape (H, W, 3), (H, W, 1) or (H, W)
+    label : integer ndarray, shape (H, W)
+    alpha : float in [0, 1]
+        Weight of the class colour.
+
+    Returns
+    -------
+    out : uint8 ndarray, shape (H, W, 3)
+    """
+    rgb = _as_rgb(image)
+    label = _check_label(label)
+    if label.shape != rgb.shape[:2]:
+        raise ValueError(f"overlay: label {label.shape} must match the image's (H, W) = {rgb.shape[:2]}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"overlay: alpha must lie in [0, 1], got {alpha}")
+    blended = np.rint((1 - alpha) * rgb + alpha * colorize(label).astype(np.float64))
+    keep = (label == 0) | (label == IGNORE)
+    return np.where(keep[..., None], rgb, blended).astype(np.uint8)
+
+
+def plot_labels(label, classes, ax=None, path=None):
+    """Draw one label map in palette colours, with a legend of the classes it contains.
+
+    Parameters
+    ----------
+    label : integer ndarray, shape (H, W)
+    classes : sequence of str, length K
+    ax : matplotlib Axes, optional
+        Draw into this axes (of any figure) instead of a new figure.
+    path : str or Path, optional
+        Save the figure here.
+
+    Returns
+    -------
+    fig : Figure
+        The new figure, or the figure ``ax`` belongs to.
+    """
+    label = _check_label(label)
+    colours = colorize(label, len(classes))
+    handles = _legend_handles(np.unique(label).tolist(), classes)
+    if ax is None:
+        fig = _figure(PANEL + 1.8, PANEL)
+        ax = fig.add_subplot()
+        fig.legend(handles=handles, loc="outside right upper", frameon=False, fontsize="small")
+    else:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, fontsize="small")
+    ax.imshow(colours, interpolation="nearest")
+    ax.set_axis_off()
+    return _save(ax.figure, path)
+
+
+def _label_grid(images, columns, classes, max_rows):
+    """Rows of ``image | label map | label map | ...``, one titled column per entry of ``columns``.
+
+    ``columns`` maps a title to a sequence of (H, W) label maps, one per image. At most
+    ``max_rows`` rows are drawn; one legend lists the classes that appear.
+    """
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to plot")
+    for title, maps in columns.items():
+        if len(maps) != n:
+            raise ValueError(f"{title!r} has {len(maps)} label maps for {n} images")
+    rows = min(n, max_rows)
+    fig = _figure(PANEL * (1 + len(columns)) + 1.6, PANEL * rows)
+    axes = fig.subplots(rows, 1 + len(columns), squeeze=False)
+    shown = set()
+    for r in range(rows):
+        image = _as_rgb(images[r], f"images[{r}]")
+        panels = [image]
+        for title, maps in columns.items():
+            label = _check_label(maps[r], f"{title}[{r}]")
+            if label.shape != image.shape[:2]:
+                raise ValueError(f"{title}[{r}] is {label.shape} but images[{r}] is {image.shape[:2]}")
+            panels.append(colorize(label, len(classes)))
+            shown.update(np.unique(label).tolist())
+        for ax, panel in zip(axes[r], panels):
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_axis_off()
+    for ax, title in zip(axes[0], ["image", *columns]):
+        ax.set_title(title)
+    fig.legend(handles=_legend_handles(shown, classes), loc="outside right upper", frameon=False)
+    return fig
+
+
+def plot_predictions(images, targets, preds, classes, path=None, max_rows=6):
+    """One row per example: image | ground truth | prediction.
+
+    Parameters
+    ----------
+    images : sequence of uint8 images, each (H, W, 3) or (H, W), e.g. an (N, H, W, 3) array
+    targets, preds : sequences of integer label maps, each (H, W) like its image
+    classes : sequence of str, length K
+    path : str or Path, optional
+    max_rows : int
+        Draw only the first ``max_rows`` examples.
+
+    Returns
+    -------
+    fig : Figure
+    """
+    return _save(_label_grid(images, {"ground truth": targets, "prediction": preds}, classes, max_rows), path)
+
+
+def plot_comparison(images, targets, preds_by_model, classes, path=None, max_rows=6):
+    """The paper's figure 4: image | one column per model (e.g. FCN-32s, FCN-16s, FCN-8s) | ground truth.
+
+    Parameters
+    ----------
+    images : sequence of uint8 images, each (H, W, 3) or (H, W)
+    targets : sequence of integer label maps, each (H, W)
+    preds_by_model : dict
+        Model name -> sequence of predicted label maps, one per image; columns follow the dict's order.
+    classes : sequence of str, length K
+    path : str or Path, optional
+    max_rows : int
+
+    Returns
+    -------
+    fig : Figure
+    """
+    return _save(_label_grid(images, {**preds_by_model, "ground truth": targets}, classes, max_rows), path)
+
+
+# ---------------------------------------------------------------- training
+
+
+def plot_curves(history, path=None):
+    """Training curves: loss per epoch (left) and validation mean IoU per epoch (right).
+
+    Parameters
+    ----------
+    history : dict of lists, one entry per epoch
+        Needs ``"train_loss"`` and ``"val_mean_iou"``; ``"val_loss"`` and
+        ``"val_pixel_accuracy"`` are drawn too when present.
+    path : str or Path, optional
+
+    Returns
+    -------
+    fig : Figure
+    """
+    missing = [key for key in ("train_loss", "val_mean_iou") if key not in history]
+    if missing:
+        raise KeyError(f"plot_curves: history needs {missing}; it has {sorted(history)}")
+    fig = _figure(9, 3.5)
+    ax_loss, ax_score = fig.subplots(1, 2)
+    for ax, series in ((ax_loss, {"train_loss": "train", "val_loss": "validation"}),
+                       (ax_score, {"val_mean_iou": "mean IoU", "val_pixel_accuracy": "pixel accuracy"})):
+        for key, name in series.items():
+            if key in history:
+                values = history[key]
+                ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax_loss.set(ylabel="loss", title="loss")
+    ax_score.set(ylabel="score", title="validation", ylim=(0, 1))
+    return _save(fig, path)
+
+
+def plot_confusion(matrix, classes, path=None, normalize=True):
+    """Draw a confusion matrix, rows = ground truth, columns = prediction.
+
+    Parameters
+    ----------
+    matrix : ndarray, shape (K, K)
+        From :func:`tinyfcn.metrics.confusion_matrix`.
+    classes : sequence of str, length K
+    path : str or Path, optional
+    normalize : bool
+        Divide each row by its total, so cell (i, j) is the fraction of class i's pixels
+        predicted as j and the diagonal is per-class accuracy. Classes with no pixels
+        give an empty (blank) row. False shows raw pixel counts.
+
+    Returns
+    -------
+    fig : Figure
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    K = len(classes)
+    if m.shape != (K, K):
+        raise ValueError(f"plot_confusion: matrix must be (K, K) = ({K}, {K}) for {K} classes, got {m.shape}")
+    if normalize:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m = m / m.sum(axis=1, keepdims=True)
+    side = max(4.0, 0.4 * K + 2.5)
+    fig = _figure(side + 1, side)
+    ax = fig.add_subplot()
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(im, ax=ax, label="fraction of the true class" if normalize else "pixels")
+    ax.set_xticks(range(K), classes, rotation=90)
+    ax.set_yticks(range(K), classes)
+    ax.set(xlabel="prediction", ylabel="ground truth")
+    if K <= 12:
+        bright = 0.5 if normalize else 0.5 * m.max()     # white text on the darker half of the colour scale
+        for (i, j), v in np.ndenumerate(m):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}" if normalize else f"{v:.0f}", ha="center", va="center",
+                        fontsize="small", color="white" if v > bright else "black")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- upsampling
+
+
+def transposed_conv_copies(x, weight, stride=1, padding=0):
+    """Split a single-channel transposed convolution into the weighted kernel copies it sums.
+
+    Input pixel (i, j) adds ``x[i, j] * weight`` to the output window whose corner is at
+    ``(i * sh, j * sw)`` of the uncropped grid; the padding then trims ``p`` rows and
+    columns from each side. The output is computed by
+    :func:`tinyfcn.functional.conv_transpose2d_forward` and checked against the copies' sum.
+
+    Parameters
+    ----------
+    x : array_like, shape (H, W)
+    weight : array_like, shape (kH, kW)
+    stride, padding : int or (int, int)
+
+    Returns
+    -------
+    copies : ndarray, shape (H, W, Hf, Wf), float64
+        ``copies[i, j]`` is input pixel (i, j)'s weighted kernel in the uncropped grid,
+        zero elsewhere; ``Hf = (H - 1) * sh + kH``.
+    out : ndarray, shape (Hf - 2 * ph, Wf - 2 * pw), float64
+        The transposed convolution, equal to ``copies.sum(axis=(0, 1))`` with the padding trimmed.
+    """
+    x, weight = np.asarray(x, dtype=np.float64), np.asarray(weight, dtype=np.float64)
+    if x.ndim != 2 or weight.ndim != 2:
+        raise ValueError(f"transposed_conv_copies: x and weight must be 2-D, got shapes {x.shape} and {weight.shape}")
+    (sh, sw), (ph, pw) = pair(stride, "stride"), pair(padding, "padding")
+    out = conv_transpose2d_forward(x[None, None], weight[None, None], stride=(sh, sw), padding=(ph, pw))[0][0, 0]
+    (H, W), (kh, kw) = x.shape, weight.shape
+    copies = np.zeros((H, W, (H - 1) * sh + kh, (W - 1) * sw + kw))
+    for i, j in np.ndindex(H, W):
+        copies[i, j, i * sh:i * sh + kh, j * sw:j * sw + kw] = x[i, j] * weight
+    summed = copies.sum(axis=(0, 1))[ph:ph + out.shape[0], pw:pw + out.shape[1]]
+    if not np.allclose(summed, out):
+        raise RuntimeError(f"conv_transpose2d_forward gave\n{out}\nbut the kernel copies sum to\n{summed}")
+    return copies, out
+
+
+def _draw_cells(ax, values, norm, title, annotate):
+    """Show a 2-D array as coloured cells with grid lines; NaN cells stay blank; values written when asked."""
+    ax.imshow(values, cmap="RdBu_r", norm=norm)
+    ax.set_xticks(np.arange(values.shape[1] + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(values.shape[0] + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="0.8", linewidth=0.8)
+    ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+    ax.set_title(title, fontsize="small")
+    if annotate:
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize="small",
+                        color="white" if abs(v) > 0.6 * norm.vmax else "black")
+
+
+def plot_transposed_conv(x, weight, stride, padding=0, path=None):
+    """Picture one transposed convolution as weighted kernel copies summing into the output.
+
+    Panels: the input x and the kernel K (left); for each input pixel (i, j), its copy
+    ``x[i, j] * K`` placed in the output grid (arranged like the input pixels); and their
+    sum, the output (right). With padding, a dashed frame marks the part of the grid that is
+    kept. Cell values are written when the grid is at most 10 cells across. Values come
+    from :func:`transposed_conv_copies`.
+
+    Parameters
+    ----------
+    x : array_like, shape (H, W), at most 16 pixels
+    weight : array_like, shape (kH, kW)
+    stride, padding : int or (int, int)
+    path : str or Path, optional
+
+    Returns
+    -------
+    fig : Figure
+        The output panel's axes has the label ``"output"``.
+    """
+    copies, out = transposed_conv_copies(x, weight, stride, padding)
+    x, weight = np.asarray(x, dtype=np.float64), np.asarray(weight, dtype=np.float64)
+    (sh, sw), (ph, pw) = pair(stride, "stride"), pair(padding, "padding")
+    H, W, Hf, Wf = copies.shape
+    if H * W > 16:
+        raise ValueError(f"plot_transposed_conv: one panel per input pixel; use at most 16 pixels, got {H}x{W}")
+    lim = max(np.abs(copies).max(), np.abs(out).max(), np.abs(x).max()) or 1.0
+    norm = Normalize(-lim, lim)                      # zero is white, positive red, negative blue
+    annotate = max(Hf, Wf) <= 10
+    cell = max(1.8, 0.35 * max(Hf, Wf))
+    rows = max(H, 2)                                 # the left column stacks x over K
+    fig = _figure(cell * (W + 2), cell * rows + 0.6)
+    fig.suptitle(f"transposed convolution, stride {stride}, padding {padding}\n"
+                 f"each input pixel adds a weighted copy of the kernel")
+    grid = fig.add_gridspec(rows, W + 2)
+    left = grid[:, 0].subgridspec(2, 1)
+    _draw_cells(fig.add_subplot(left[0]), x, norm, f"input x ({H}x{W})", annotate)
+    _draw_cells(fig.add_subplot(left[1]), weight, norm, f"kernel K ({weight.shape[0]}x{weight.shape[1]})", annotate)
+    Ho, Wo = out.shape
+    for i, j in np.ndindex(H, W):
+        ax = fig.add_subplot(grid[i * rows // H:(i + 1) * rows // H, 1 + j])
+        shown = np.full((Hf, Wf), np.nan)
+        window = np.s_[i * sh:i * sh + weight.shape[0], j * sw:j * sw + weight.shape[1]]
+        shown[window] = copies[i, j][window]
+        _draw_cells(ax, shown, norm, f"x[{i},{j}]·K = {x[i, j]:.3g}·K", annotate)
+        ax.add_patch(Rectangle((j * sw - 0.5, i * sh - 0.5), weight.shape[1], weight.shape[0],
+                               fill=False, edgecolor="black", linewidth=1.5))
+        if ph or pw:
+            ax.add_patch(Rectangle((pw - 0.5, ph - 0.5), Wo, Ho,
+                                   fill=False, edgecolor="tab:green", linestyle="--", linewidth=1.5))
+    ax_out = fig.add_subplot(grid[:, -1], label="output")
+    kept = "\ninside the dashed frame" if ph or pw else ""
+    _draw_cells(ax_out, out, norm, f"output ({Ho}x{Wo}) = sum of copies{kept}", annotate)
+    return _save(fig, path)
