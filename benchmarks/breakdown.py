@@ -1,0 +1,217 @@
+"""Worker: where tinyfcn's time goes -- inside each convolution, and inside one training step.
+
+1. Convolution pieces. ``conv2d_forward`` is: check the inputs, ``im2col``, one matrix
+   product, add the bias and transpose back to NCHW; ``conv2d_backward`` is: check dout
+   and transpose it to rows, two matrix products (weight gradient, column gradient) and
+   ``col2im``. A transposed convolution runs the same pieces the other way round. A
+   replica of each call, built from tinyfcn's own private helpers (read-only), runs the
+   pieces in order with a stopwatch lap after each, at the FCN-8s shapes; the real call
+   is timed alongside to show the pieces add up. So a slow op can be pinned on the BLAS,
+   on the numba loops or on copies.
+2. Training-step profile. Every layer of an FCN-8s gets a stopwatch around its
+   ``forward``/``backward`` (on the instance, nothing in tinyfcn is modified); the
+   step's time is split by layer type, plus the loss and the SGD update.
+
+This describes tinyfcn's current implementation; if its internals change, the affected
+part is reported as skipped instead of failing the suite.
+"""
+import collections
+import time
+
+import numpy as np
+
+from tinyfcn import functional as F
+from tinyfcn import nn
+from tinyfcn.models import FCN8s
+from tinyfcn.optim import SGD
+
+import fcn_layers
+from _common import calls_per_sample, log, read_job, threads_from_env, time_calls, write_result
+
+
+def _randn(rng, shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+class Laps:
+    """A stopwatch with named laps: ``lap(name)`` records the time since the previous lap."""
+
+    def __init__(self):
+        self.times, self.last = {}, time.perf_counter()
+
+    def lap(self, name):
+        now = time.perf_counter()
+        self.times[name] = now - self.last
+        self.last = now
+
+
+def conv_replica(op, rng):
+    """A step-by-step copy of ``conv2d_forward`` + ``conv2d_backward`` with a lap after each piece.
+
+    Returns ``(replica, real, gemm_flops)``: ``replica()`` returns ``{piece: seconds}``; ``real()``
+    runs the public functions, to check that the pieces add up to the real thing. Timing
+    the pieces in sequence (not each on its own, over and over) keeps the cache effects
+    of the real call: e.g. ``col2im`` reads a matrix the GEMM just wrote.
+    """
+    x = _randn(rng, op["x_shape"])
+    w = _randn(rng, op["w_shape"], 0.1)
+    b = _randn(rng, (w.shape[0],))
+    k, s, p = tuple(w.shape[2:]), op["stride"], op["padding"]
+    N, C_out = x.shape[0], w.shape[0]
+    Ho, Wo = fcn_layers.output_size(op)
+    dout = _randn(rng, (N, C_out, Ho, Wo))
+
+    def replica():
+        t = Laps()
+        xc, wc = F._check_array("conv2d", "x", x), F._check_array("conv2d", "weight", w)
+        bc = F._check_bias("conv2d", b, C_out, x.dtype)
+        t.lap("fwd: checks")
+        cols = F._im2col(xc, k, s, p, (Ho, Wo))
+        t.lap("fwd: im2col")
+        w2 = wc.reshape(C_out, -1)
+        out = w2 @ cols
+        t.lap("fwd: GEMM W@cols")
+        out += bc[:, None]
+        F._from_rows(out, N, Ho, Wo)
+        t.lap("fwd: +bias, to NCHW")
+        d2 = F._to_rows(F._check_array("conv2d_backward", "dout", dout))
+        t.lap("bwd: check, dout to rows")
+        d2 @ cols.T
+        t.lap("bwd: GEMM dW")
+        d2.sum(axis=1)
+        t.lap("bwd: db")
+        dcols = w2.T @ d2
+        t.lap("bwd: GEMM W.T@dout")
+        F._col2im(dcols, x.shape, k, s, p, (Ho, Wo))
+        t.lap("bwd: col2im")
+        return t.times
+
+    def real():
+        F.conv2d_backward(dout, F.conv2d_forward(x, w, b, s, p)[1])
+
+    return replica, real, 2 * C_out * w[0].size * N * Ho * Wo
+
+
+def convT_replica(op, rng):
+    """As :func:`conv_replica`, for ``conv_transpose2d_forward`` + ``conv_transpose2d_backward``."""
+    x = _randn(rng, op["x_shape"])
+    w = _randn(rng, op["w_shape"], 0.1)
+    k, s, p = tuple(w.shape[2:]), op["stride"], op["padding"]
+    N, C_in, H, W = x.shape
+    C_out = w.shape[1]
+    Ho, Wo = fcn_layers.output_size(op)
+    dout = _randn(rng, (N, C_out, Ho, Wo))
+
+    def replica():
+        t = Laps()
+        xc = F._check_array("conv_transpose2d", "x", x)
+        wc = F._check_array("conv_transpose2d", "weight", w)
+        x2 = F._to_rows(xc)
+        t.lap("fwd: checks, x to rows")
+        w2 = wc.reshape(C_in, -1)
+        copies = w2.T @ x2
+        t.lap("fwd: GEMM W.T@x")
+        F._col2im(copies, (N, C_out, Ho, Wo), k, s, p, (H, W))
+        t.lap("fwd: col2im")
+        dc = F._check_array("conv_transpose2d_backward", "dout", dout)
+        t.lap("bwd: check dout")
+        cols = F._im2col(dc, k, s, p, (H, W))
+        t.lap("bwd: im2col(dout)")
+        F._from_rows(w2 @ cols, N, H, W)
+        t.lap("bwd: GEMM dx, to NCHW")
+        x2 @ cols.T
+        t.lap("bwd: GEMM dW")
+        return t.times
+
+    def real():
+        F.conv_transpose2d_backward(dout, F.conv_transpose2d_forward(x, w, None, s, p)[1])
+
+    return replica, real, 2 * N * H * W * w.size
+
+
+def op_breakdown(quick):
+    """Per conv / transposed conv of FCN-8s: median ms of each piece, GEMM GFLOP/s, and the real call's ms."""
+    rng = np.random.default_rng(0)
+    repeats, target = (5, 0.01) if quick else (15, 0.02)
+    rows = []
+    for op in fcn_layers.fcn_ops():
+        if op["kind"] == "pool" or "fcn8s" not in op["uses"]:
+            continue
+        replica, real, flops = (conv_replica if op["kind"] == "conv" else convT_replica)(op, rng)
+        for _ in range(2):                                    # warm-up: numba, BLAS buffers
+            replica(), real()
+        laps = collections.defaultdict(list)
+        number = calls_per_sample(real, target)
+        real_times = []
+        for _ in range(repeats):                              # alternate replica and real calls
+            for _ in range(number):
+                for name, sec in replica().items():
+                    laps[name].append(sec)
+            real_times.append(time_calls(real, number))
+        pieces = {name: {"ms": float(np.median(v)) * 1e3} for name, v in laps.items()}
+        for name, piece in pieces.items():
+            piece["gflops"] = flops / piece["ms"] / 1e6 if "GEMM" in name else None
+        rows.append({"label": fcn_layers.label(op), "uses": fcn_layers.uses_text(op), "pieces": pieces,
+                     "real_ms": float(np.median(real_times)) * 1e3})
+    return rows
+
+
+def _stopwatch(totals, key, fn):
+    """Wrap ``fn`` so that each call adds its duration to ``totals[key]``."""
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[key] += time.perf_counter() - t0
+    return timed
+
+
+def train_step_profile(quick, batch=8, size=64):
+    """Median seconds per FCN-8s training step, split by layer type and direction, loss and SGD."""
+    rng = np.random.default_rng(0)
+    model = FCN8s(fcn_layers.NUM_CLASSES)
+    loss_fn = nn.SoftmaxCrossEntropy(fcn_layers.IGNORE)
+    opt = SGD(model.params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = _randn(rng, (batch, 3, size, size))
+    y = rng.integers(0, fcn_layers.NUM_CLASSES, (batch, size, size))
+    totals = collections.defaultdict(float)
+    for layer in model.layers.values():
+        kind = type(layer).__name__
+        layer.forward = _stopwatch(totals, f"{kind} fwd", layer.forward)
+        layer.backward = _stopwatch(totals, f"{kind} bwd", layer.backward)
+    loss_fn.forward = _stopwatch(totals, "loss fwd (+grad)", loss_fn.forward)
+    loss_fn.backward = _stopwatch(totals, "loss bwd", loss_fn.backward)
+    opt.step = _stopwatch(totals, "SGD step", opt.step)
+    grads = _stopwatch(totals, "model.grads dict", lambda: model.grads)
+    per_step = collections.defaultdict(list)
+    for i in range(2 + (5 if quick else 15)):
+        totals.clear()
+        t0 = time.perf_counter()
+        loss_fn.forward(model.forward(x), y)
+        model.backward(loss_fn.backward())
+        opt.step(grads())
+        step = time.perf_counter() - t0
+        if i >= 2:                                   # two warm-up steps
+            per_step["step total"].append(step)
+            per_step["unaccounted (model glue)"].append(step - sum(totals.values()))
+            for key, value in totals.items():
+                per_step[key].append(value)
+    return {key: float(np.median(v)) for key, v in per_step.items()}
+
+
+def main():
+    job = read_job()
+    result = {"threads": threads_from_env()}
+    for name, fn in (("ops", op_breakdown), ("train_step", train_step_profile)):
+        log(f"  breakdown: {name}")
+        try:
+            result[name] = fn(job["quick"])
+        except (AttributeError, TypeError) as e:      # tinyfcn's private helpers changed
+            result[name] = None
+            result[f"{name}_skipped"] = f"{type(e).__name__}: {e}"
+    write_result(job["out"], result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Turn the workers' results into plain-text tables. Formatting only: no measuring, no judging.
+
+Every ratio printed is tinyfcn's time divided by torch's time for the same job (so
+2.0x means tinyfcn takes twice as long; below 1 it is faster). The target columns
+quote the issue's goals; they are information, not assertions.
+"""
+
+TARGETS = {"conv": 1.5, "convT": 2.0, "pool": 2.0}
+"""The issue's goals for tinyfcn/torch forward+backward time."""
+
+
+def table(headers, rows, title=None):
+    """A fixed-width text table; first column left-aligned, the others right-aligned."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    out = [title, "=" * len(title)] if title else []
+    out += [line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]]
+    return "\n".join(out)
+
+
+def ms(v):
+    return None if v is None else (f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}")
+
+
+def x(v):
+    return None if v is None else f"{v:.2f}x"
+
+
+def num(v, digits=1):
+    return None if v is None else f"{v:.{digits}f}"
+
+
+def both(values, digits=1):
+    """``"tinyfcn / torch"``, or just tinyfcn's figure when torch was not measured."""
+    if not values:
+        return None
+    if values.get("torch") is None:
+        return num(values["tinyfcn"], digits)
+    return f"{num(values['tinyfcn'], digits)} / {num(values['torch'], digits)}"
+
+
+def verdict(ratio, target):
+    if ratio is None or target is None:
+        return None
+    return "ok" if ratio <= target else "NO"
+
+
+def gemm_table(res):
+    rows = [[f"({m}x{k}) @ ({k}x{n})", num(r.get("numpy_gflops")), num(r.get("torch_gflops"))]
+            for r in res["gemm"] for m, k, n in [r["shape"]]]
+    return table(["float32 matrix product", "numpy GFLOP/s", "torch GFLOP/s"], rows,
+                 f"Matrix-multiply peak, {res['threads']} thread(s)")
+
+
+def ops_table(res, peak):
+    """One row per distinct op: fwd and fwd+bwd ms, ratios, GFLOP/s, % of numpy's GEMM peak."""
+    rows = []
+    for e in res["ops"]:
+        f, fb = e["fwd_ms"], e["fwdbwd_ms"]
+        g = e.get("fwdbwd_gflops") or {}
+        gf = e.get("fwd_gflops") or {}
+        target = TARGETS.get(e["kind"]) if e["kind"] != "conv" else None
+        layers = ",".join(e["uses"].get("fcn8s", [])) or ",".join(f"{a}:{'+'.join(n)}" for a, n in e["uses"].items())
+        rows.append([e["label"], layers, ms(f["tinyfcn"]), ms(f.get("torch")), x(e["fwd_ratio"]),
+                     ms(fb["tinyfcn"]), ms(fb.get("torch")), x(e["fwdbwd_ratio"]),
+                     both(gf), both(g),
+                     f"{100 * g['tinyfcn'] / peak:.0f}%" if g and peak else None,
+                     verdict(e["fwdbwd_ratio"], target)])
+    headers = ["op (batch %d)" % res["batch"], "layers (FCN-8s)", "fwd ms", "torch", "ratio", "f+b ms", "torch",
+               "ratio", "fwd GF/s tiny/torch", "f+b GF/s tiny/torch", "f+b %peak", "<=2x"]
+    return table(headers, rows, f"Per op, float32, medians, {res['threads']} thread(s)  (ratio = tinyfcn time / torch time)")
+
+
+def sums_table(res):
+    """Per architecture and op kind: the summed time of all its uses, tinyfcn vs torch."""
+    rows = []
+    for arch, kinds in res["sums"].items():
+        for kind, modes in kinds.items():
+            f, fb = modes["fwd"], modes["fwdbwd"]
+            rows.append([arch, kind, ms(f["tinyfcn"]), ms(f.get("torch")), x(f["ratio"]), ms(fb["tinyfcn"]),
+                         ms(fb.get("torch")), x(fb["ratio"]),
+                         f"<= {TARGETS[kind]}x" if kind in TARGETS else None, verdict(fb["ratio"], TARGETS.get(kind))])
+    return table(["model", "op kind", "fwd ms", "torch", "ratio", "f+b ms", "torch", "ratio", "target (f+b)", "met"],
+                 rows, f"Sum over each model's uses of each op, {res['threads']} thread(s)")
+
+
+def mirror_table(res):
+    rows = [[k, f"{v['max_abs_diff']:.2e}", f"{v['max_abs_output']:.3g}"] for k, v in res["mirror_check"].items()]
+    return table(["model, input", "max |tinyfcn - torch|", "max |output|"], rows,
+                 "Check: torch_fcn.TorchFCN computes the same function as tinyfcn (same weights, eval mode)")
+
+
+def model_rows(models):
+    rows = []
+    for m in models["configs"]:
+        t, r = m["tinyfcn"], m.get("torch") or {}
+        rows.append([m["arch"], f"{m['batch']} x {m['size']}x{m['size']}",
+                     num(t["train_img_s"]), num(r.get("train_img_s")), x(m.get("train_ratio")),
+                     num(t["infer_img_s"]), num(r.get("infer_img_s")), x(m.get("infer_ratio")),
+                     num(t["peak_rss_mb"], 0), num(r.get("peak_rss_mb"), 0),
+                     both({"tinyfcn": t["rss_after_import_mb"], "torch": r.get("rss_after_import_mb")}, 0)])
+    return rows
+
+
+def models_table(models):
+    headers = ["model", "batch x input", "train img/s", "torch", "ratio", "infer img/s", "torch", "ratio",
+               "peak RSS MB", "torch", "after import MB tiny/torch"]
+    return table(headers, model_rows(models),
+                 f"Whole model, {models['threads']} thread(s), medians over {models['rounds']} process(es) each "
+                 "(ratio = tinyfcn time / torch time)")
+
+
+def linearity_table(models):
+    rows = [[l["arch"], l["lib"], l["mode"], ms(l["ms_per_image_small"]), ms(l["ms_per_image_large"]),
+             f"{l['ratio']:.2f}", f"{l['per_pixel_ratio']:.2f}", "yes" if l["within_20pct"] else "no"]
+            for l in models["linearity"]]
+    return table(["model", "lib", "mode", "ms/img 64x64", "ms/img 128x128", "ratio (ideal 4)", "per pixel",
+                  "within 20%"], rows, "Linearity: time per image grows with the pixel count")
+
+
+def startup_table(res):
+    keys = [("launch_to_first_step_s", "launch -> first step done"), ("interpreter_start_s", "python start-up"),
+            ("import_s", "import numpy, numba, tinyfcn"), ("build_s", "build FCN-8s + batch"),
+            ("first_forward_s", "first forward + loss"), ("first_backward_step_s", "first backward + SGD"),
+            ("second_step_s", "second step (for scale)"), ("numba_cache_hits", "numba cache hits"),
+            ("numba_cache_misses", "numba cache misses (compiles)")]
+    rows = [[label, f"{res['cold'][k]:.2f}" if k.endswith("_s") else f"{res['cold'][k]:.0f}",
+             f"{res['warm'][k]:.2f}" if k.endswith("_s") else f"{res['warm'][k]:.0f}"] for k, label in keys]
+    rows.append(["target (launch -> first step)", "< 30 s", "< 3 s"])
+    rows.append(["met", verdict(res["cold"]["launch_to_first_step_s"], 30),
+                 verdict(res["warm"]["launch_to_first_step_s"], 3)])
+    text = table(["FCN-8s, batch 8, 64x64 (seconds)", f"cold (n={len(res['cold_runs'])})",
+                  f"warm (n={len(res['warm_runs'])})"], rows,
+                 f"Start-up: fresh process to first finished training step, {res['threads']} thread(s), medians")
+    for c in res["cache"]:
+        text += (f"\nnumba cache after the cold run: {c['index_files']} index (.nbi) + {c['data_files']} data (.nbc) "
+                 f"files; files (re)written by the warm runs: {len(c['files_written_by_warm_runs'])}")
+    return text
+
+
+def breakdown_tables(res):
+    """Conv pieces (ms), transposed-conv pieces (ms) and the training-step profile."""
+    out = []
+    if res.get("ops"):
+        for kind, title in (("conv", "Inside tinyfcn's conv2d forward+backward"),
+                            ("convT", "Inside tinyfcn's conv_transpose2d forward+backward")):
+            rows_in = [r for r in res["ops"] if r["label"].startswith(kind + " ")]
+            if not rows_in:
+                continue
+            pieces = list(rows_in[0]["pieces"])
+            rows = []
+            for r in rows_in:
+                p = r["pieces"]
+                gemms = "/".join(num(v["gflops"], 0) for v in p.values() if v["gflops"])
+                rows.append([r["label"], r["uses"]] + [ms(p[k]["ms"]) for k in pieces]
+                            + [ms(sum(v["ms"] for v in p.values())), ms(r["real_ms"]), gemms])
+            headers = (["op", "layers"] + [k.split(": ")[1] if k.count(":") else k for k in pieces]
+                       + ["sum", "real f+b", "GEMM GF/s"])
+            out.append(table(headers, rows, f"{title} (ms per call, medians; `real f+b` = the public functions, "
+                                            f"timed alongside), {res['threads']} thread(s)"))
+    elif res.get("ops_skipped"):
+        out.append(f"conv breakdown skipped: {res['ops_skipped']}")
+    if res.get("train_step"):
+        prof = res["train_step"]
+        total = prof["step total"]
+        rows = [[k, ms(v * 1e3), f"{100 * v / total:.1f}%"]
+                for k, v in sorted(prof.items(), key=lambda kv: -kv[1]) if k != "step total"]
+        rows.append(["step total", ms(total * 1e3), "100%"])
+        out.append(table(["FCN-8s train step (batch 8, 64x64)", "ms", "share"], rows,
+                         f"Where a tinyfcn training step goes (per-layer stopwatches, medians), "
+                         f"{res['threads']} thread(s)"))
+    elif res.get("train_step_skipped"):
+        out.append(f"training-step profile skipped: {res['train_step_skipped']}")
+    return "\n\n".join(out)

@@ -1,0 +1,220 @@
+"""tinyfcn's benchmark suite against PyTorch: one command, tables on stdout, everything in JSON.
+
+    python benchmarks/run.py                 # full run at 1 thread (about 5-10 minutes)
+    python benchmarks/run.py --quick         # smoke run (about a minute)
+    python benchmarks/run.py --threads 1 2   # adds a separate 2-thread section
+    python benchmarks/run.py --only ops      # a subset: gemm, ops, model, startup, breakdown
+    python benchmarks/run.py --show benchmarks/results/<file>.json   # re-print saved tables
+
+Every measurement group runs in a worker process started with OMP/OpenBLAS/MKL/numba
+thread counts already in its environment (a thread pool's size is fixed when the
+library loads, so setting it later in the same process does not work). This file
+therefore imports neither numpy nor torch. See README.md for what each column means.
+"""
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+
+import report
+from _common import NO_TORCH_VAR, log, thread_env
+
+HERE = pathlib.Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+SECTIONS = ("gemm", "ops", "model", "startup", "breakdown")
+ONCE = ("startup", "breakdown")
+"""Sections measured at the first thread count only (compile time and profiles do not need a second one)."""
+ARCHS = ("fcn32s", "fcn16s", "fcn8s")
+SIZES = ((8, 64), (4, 128))
+"""(batch, input size) of the whole-model runs: the default 64x64 batch, and 4x the pixels at half the batch."""
+
+
+def run_worker(script, job, threads, torch_on):
+    """Run ``benchmarks/<script>`` in a fresh process with ``threads`` threads; return its JSON result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        env = thread_env(threads)
+        env[NO_TORCH_VAR] = "0" if torch_on else "1"
+        subprocess.run([sys.executable, str(HERE / script), json.dumps({**job, "out": out})], env=env, check=True)
+        with open(out) as f:
+            return json.load(f)
+
+
+def run_models(threads, quick, torch_on, rounds):
+    """Every (arch, size) x (tinyfcn, torch), each in its own process, ``rounds`` times in alternating order.
+
+    Step times are pooled over the rounds before taking the median; memory is the
+    median of the processes' peaks.
+    """
+    archs = ("fcn8s",) if quick else ARCHS
+    libs = ["tinyfcn", "torch"] if torch_on else ["tinyfcn"]
+    runs = {}
+    for r in range(rounds):
+        for arch in archs:
+            for batch, size in SIZES:
+                for lib in (libs if r % 2 == 0 else libs[::-1]):
+                    job = {"lib": lib, "arch": arch, "batch": batch, "size": size, "quick": quick}
+                    runs.setdefault((arch, batch, size, lib), []).append(run_worker("model.py", job, threads, torch_on))
+    configs = []
+    for arch in archs:
+        for batch, size in SIZES:
+            entry = {"arch": arch, "batch": batch, "size": size}
+            for lib in libs:
+                entry[lib] = summarize_model_runs(runs[(arch, batch, size, lib)], batch)
+            if torch_on:
+                for mode in ("train", "infer"):
+                    entry[f"{mode}_ratio"] = entry["tinyfcn"][f"{mode}_s"] / entry["torch"][f"{mode}_s"]
+            configs.append(entry)
+    return {"threads": threads, "rounds": rounds, "configs": configs, "linearity": linearity(configs, libs)}
+
+
+def summarize_model_runs(runs, batch):
+    """Median step time (pooled over processes), images/s and memory for one configuration and library."""
+    out = {}
+    for mode in ("train", "infer"):
+        times = [t for run in runs for t in run[f"{mode}_s"]]
+        out[f"{mode}_s"] = statistics.median(times)
+        out[f"{mode}_steps"] = len(times)
+        out[f"{mode}_img_s"] = batch / out[f"{mode}_s"]
+    for key in ("peak_rss_mb", "peak_rss_train_mb", "rss_after_import_mb"):
+        out[key] = statistics.median(run[key] for run in runs)
+    return out
+
+
+def linearity(configs, libs):
+    """Time per image at 128x128 over 64x64: 4 if time grows exactly with the pixel count (goal: within 20 %)."""
+    rows = []
+    by_key = {(c["arch"], c["size"]): c for c in configs}
+    for arch in dict.fromkeys(c["arch"] for c in configs):
+        small, large = by_key[(arch, SIZES[0][1])], by_key[(arch, SIZES[1][1])]
+        pixels = (SIZES[1][1] / SIZES[0][1]) ** 2
+        for lib in libs:
+            for mode in ("train", "infer"):
+                a = small[lib][f"{mode}_s"] / small["batch"]
+                b = large[lib][f"{mode}_s"] / large["batch"]
+                rows.append({"arch": arch, "lib": lib, "mode": mode, "ms_per_image_small": a * 1e3,
+                             "ms_per_image_large": b * 1e3, "ratio": b / a, "per_pixel_ratio": b / a / pixels,
+                             "within_20pct": abs(b / a / pixels - 1) <= 0.2})
+    return rows
+
+
+def git_state():
+    """The commit measured and whether tinyfcn/ had uncommitted changes (others may be editing it)."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(HERE.parent), *args], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return ""
+    return {"commit": git("rev-parse", "HEAD"), "tinyfcn_dirty": bool(git("status", "--porcelain", "tinyfcn"))}
+
+
+def busy_warning(res, threads, by_threads):
+    """A line on how busy the machine was; a warning when other work competed for the cores.
+
+    The 1-minute load average counts runnable processes, ours included. With more runnable
+    threads than cores, the thread pools of a multi-threaded run wait for descheduled
+    workers at every barrier, and 2-thread timings can come out *slower* than 1-thread ones.
+    """
+    before, after = res["load_average"]
+    line = f"(load average before/after this section: {before:.1f} / {after:.1f} on {os.cpu_count()} cores)"
+    gemm = (by_threads.get(str(threads), {}).get("gemm") or {}).get("gemm")
+    one = (by_threads.get("1", {}).get("gemm") or {}).get("gemm")
+    if threads > 1 and gemm and one and gemm[0]["numpy_gflops"] < one[0]["numpy_gflops"]:
+        line += (f"\nWARNING: numpy's GEMM at {threads} threads ({gemm[0]['numpy_gflops']:.0f} GFLOP/s) is slower than "
+                 f"at 1 thread ({one[0]['numpy_gflops']:.0f}): other work is using the cores, so this section's "
+                 "figures measure contention, not the libraries.")
+    elif max(before, after) > os.cpu_count():
+        line += "\nWARNING: more runnable processes than cores: expect noisy figures."
+    return line
+
+
+def print_section(name, res, gemm_peak):
+    """Print the tables of one section as soon as it is measured."""
+    if name == "gemm":
+        text = report.gemm_table(res)
+    elif name == "ops":
+        text = report.ops_table(res, gemm_peak) + "\n\n" + report.sums_table(res)
+        if res.get("mirror_check"):
+            text += "\n\n" + report.mirror_table(res)
+    elif name == "model":
+        text = report.models_table(res) + "\n\n" + report.linearity_table(res)
+    elif name == "startup":
+        text = report.startup_table(res)
+    else:
+        text = report.breakdown_tables(res)
+    print("\n" + text + "\n", flush=True)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="short smoke run: fewer repeats, FCN-8s only for whole models")
+    p.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts, each its own section (default 1)")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="run only these sections")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="processes per whole-model configuration and library (default 2, --quick 1)")
+    p.add_argument("--no-torch", action="store_true", help="leave torch out even if it is installed")
+    p.add_argument("--out", type=pathlib.Path, default=None, help="JSON file (default results/<timestamp>.json)")
+    p.add_argument("--show", type=pathlib.Path, default=None, metavar="JSON",
+                   help="print the tables of an earlier run's JSON file and exit (measures nothing)")
+    return p.parse_args(argv)
+
+
+def show(path):
+    """Print every table of a saved results file."""
+    results = json.loads(path.read_text())
+    for threads, sections in results["by_threads"].items():
+        print(f"\n######## {threads} thread(s) ########")
+        peak = (sections.get("gemm") or {}).get("gemm", [{}])[0].get("numpy_gflops")
+        for name, res in sections.items():
+            print_section(name, res, peak)
+            if "load_average" in res:
+                print(busy_warning(res, int(threads), results["by_threads"]))
+
+
+def run_section(name, threads, args, torch_on):
+    """Measure one section at one thread count; the result carries the load average around it."""
+    log(f"[{threads} thread(s)] {name} ...")
+    load_before = os.getloadavg()[0]
+    if name == "model":
+        res = run_models(threads, args.quick, torch_on, args.rounds or (1 if args.quick else 2))
+    else:
+        res = run_worker(f"{name}.py", {"quick": args.quick}, threads, torch_on)
+    res["load_average"] = [load_before, os.getloadavg()[0]]
+    return res
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.show:
+        return show(args.show)
+    torch_on = not args.no_torch and importlib.util.find_spec("torch") is not None
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = {"started": stamp, "quick": args.quick, "torch": torch_on, "git": git_state(), "by_threads": {}}
+    if not torch_on:
+        print("torch is not importable (or --no-torch): reporting tinyfcn only; torch columns stay empty.")
+    for i, threads in enumerate(args.threads):
+        print(f"\n######## {threads} thread(s) ########", flush=True)
+        sections = results["by_threads"][str(threads)] = {}
+        for name in SECTIONS:
+            if name not in args.only or (name in ONCE and i > 0):
+                continue
+            res = sections[name] = run_section(name, threads, args, torch_on)
+            if name == "gemm":
+                results.setdefault("machine", res["machine"])
+            peak = (sections.get("gemm") or {}).get("gemm", [{}])[0].get("numpy_gflops")
+            print_section(name, res, peak)
+            print(busy_warning(res, threads, results["by_threads"]), flush=True)
+            out.write_text(json.dumps(results, indent=1))      # after every section: a crash loses little
+    print(f"results written to {out}")
+
+
+if __name__ == "__main__":
+    main()
