@@ -1,7 +1,7 @@
 """Worker: where tinyfcn's time goes -- inside each convolution, and inside one training step.
 
 1. Convolution pieces. ``conv2d_forward`` is: check the inputs, ``im2col``, one matrix
-   product, add the bias and transpose back to NCHW; ``conv2d_backward`` is: check dout
+   product per image straight into NCHW, add the bias; ``conv2d_backward`` is: check dout
    and transpose it to rows, two matrix products (weight gradient, column gradient) and
    ``col2im``. A transposed convolution runs the same pieces the other way round. A
    replica of each call, built from tinyfcn's own private helpers (read-only), runs the
@@ -69,11 +69,10 @@ def conv_replica(op, rng):
         cols = F._im2col(xc, k, s, p, (Ho, Wo))
         t.lap("fwd: im2col")
         w2 = wc.reshape(C_out, -1)
-        out = w2 @ cols
+        out = w2 @ F._per_image(cols, N)
         t.lap("fwd: GEMM W@cols")
         out += bc[:, None]
-        F._from_rows(out, N, Ho, Wo)
-        t.lap("fwd: +bias, to NCHW")
+        t.lap("fwd: +bias")
         d2 = F._to_rows(F._check_array("conv2d_backward", "dout", dout))
         t.lap("bwd: check, dout to rows")
         d2 @ cols.T
@@ -117,8 +116,8 @@ def convT_replica(op, rng):
         t.lap("bwd: check dout")
         cols = F._im2col(dc, k, s, p, (H, W))
         t.lap("bwd: im2col(dout)")
-        F._from_rows(w2 @ cols, N, H, W)
-        t.lap("bwd: GEMM dx, to NCHW")
+        w2 @ F._per_image(cols, N)
+        t.lap("bwd: GEMM dx")
         x2 @ cols.T
         t.lap("bwd: GEMM dW")
         return t.times

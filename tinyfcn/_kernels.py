@@ -42,7 +42,10 @@ def im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
 
     x: (N, C, H, W); cols: (C*kh*kw, N*Ho*Wo), overwritten.
     A convolution is then one matrix product: ``weight.reshape(C_out, -1) @ cols``.
-    Rows are the outer loop so that every write is contiguous.
+
+    Rows are the outer loop so that every write is contiguous. The innermost index is
+    cast to ``uint64``: numba then knows it is never negative and skips Python's
+    negative-index wraparound, which lets LLVM turn the stride-1 copy into vector moves.
     """
     N, C, H, W = x.shape
     for c in range(C):
@@ -54,17 +57,21 @@ def im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
                 for n in range(N):
                     for oh in range(Ho):
                         col = (n * Ho + oh) * Wo
-                        if oh < oh_lo or oh >= oh_hi:
+                        if oh < oh_lo or oh >= oh_hi:         # this row of windows is in the padding
                             for ow in range(Wo):
-                                cols[row, col + ow] = 0
+                                cols[row, np.uint64(col + ow)] = 0
                             continue
                         h = oh * sh - ph + i
                         for ow in range(ow_lo):
-                            cols[row, col + ow] = 0
-                        for ow in range(ow_lo, ow_hi):
-                            cols[row, col + ow] = x[n, c, h, ow * sw - pw + j]
+                            cols[row, np.uint64(col + ow)] = 0
                         for ow in range(ow_hi, Wo):
-                            cols[row, col + ow] = 0
+                            cols[row, np.uint64(col + ow)] = 0
+                        if sw == 1:
+                            for ow in range(ow_lo, ow_hi):
+                                cols[row, np.uint64(col + ow)] = x[n, c, h, np.uint64(ow - pw + j)]
+                        else:
+                            for ow in range(ow_lo, ow_hi):
+                                cols[row, np.uint64(col + ow)] = x[n, c, h, np.uint64(ow * sw - pw + j)]
 
 
 @jit
@@ -77,6 +84,7 @@ def col2im(cols, kh, kw, sh, sw, ph, pw, Ho, Wo, x):
     cols: (C*kh*kw, N*Ho*Wo); x: (N, C, H, W), overwritten.
     Used for the input gradient of a convolution and for the forward pass of a
     transposed convolution, where each column is one weighted copy of the kernel.
+    Unsigned inner indices as in :func:`im2col`.
     """
     N, C, H, W = x.shape
     x[...] = 0
@@ -90,8 +98,12 @@ def col2im(cols, kh, kw, sh, sw, ph, pw, Ho, Wo, x):
                     for oh in range(oh_lo, oh_hi):
                         h = oh * sh - ph + i
                         col = (n * Ho + oh) * Wo
-                        for ow in range(ow_lo, ow_hi):
-                            x[n, c, h, ow * sw - pw + j] += cols[row, col + ow]
+                        if sw == 1:
+                            for ow in range(ow_lo, ow_hi):
+                                x[n, c, h, np.uint64(ow - pw + j)] += cols[row, np.uint64(col + ow)]
+                        else:
+                            for ow in range(ow_lo, ow_hi):
+                                x[n, c, h, np.uint64(ow * sw - pw + j)] += cols[row, np.uint64(col + ow)]
 
 
 @jit

@@ -11,7 +11,7 @@ How the convolutions run
 matrix product. For x (N, C_in, H, W) and weight (C_out, C_in, kH, kW)::
 
     cols = im2col(x)                        # (C_in*kH*kW, N*H_out*W_out)
-    out  = weight.reshape(C_out, -1) @ cols # (C_out, N*H_out*W_out) -> NCHW
+    out  = weight.reshape(C_out, -1) @ cols # one product per image's block of columns -> NCHW
 
 and backward reuses the same two pieces::
 
@@ -89,9 +89,13 @@ def _to_rows(a):
     return a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1)
 
 
-def _from_rows(m, n, h, w):
-    """(C, N*H*W) -> C-contiguous (N, C, H, W), the inverse of :func:`_to_rows`."""
-    return np.ascontiguousarray(m.reshape(m.shape[0], n, h, w).transpose(1, 0, 2, 3))
+def _per_image(cols, n):
+    """View (R, N*P) columns as N matrices (R, P), one per image (no copy).
+
+    ``W @ _per_image(cols, N)`` is then one matrix product per image whose result is
+    already in NCHW order, (N, C_out, P): no transpose needed afterwards.
+    """
+    return cols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)
 
 
 def _im2col(x, kernel, stride, padding, out_size):
@@ -140,11 +144,11 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     if Ho < 1 or Wo < 1:
         raise ValueError(f"{op}: kernel {kh}x{kw} is larger than the padded input "
                          f"{H + 2 * padding[0]}x{W + 2 * padding[1]}")
-    cols = _im2col(x, kernel, stride, padding, (Ho, Wo))
-    out = weight.reshape(C_out, -1) @ cols
+    cols = _im2col(x, kernel, stride, padding, (Ho, Wo))              # (C_in*kH*kW, N*Ho*Wo)
+    out = weight.reshape(C_out, -1) @ _per_image(cols, N)                # (N, C_out, Ho*Wo)
     if bias is not None:
         out += bias[:, None]
-    return _from_rows(out, N, Ho, Wo), (x.shape, weight, bias is not None, stride, padding, cols)
+    return out.reshape(N, C_out, Ho, Wo), (x.shape, weight, bias is not None, stride, padding, cols)
 
 
 def conv2d_backward(dout, cache):
@@ -238,7 +242,7 @@ def conv_transpose2d_backward(dout, cache):
     out_size = conv_transpose2d_output_size((H, W), weight.shape[2:], stride, padding)
     dout = _check_grad("conv_transpose2d_backward", dout, (N, weight.shape[1], *out_size), x2.dtype)
     cols = _im2col(dout, weight.shape[2:], stride, padding, (H, W))   # (C_out*kH*kW, N*H*W)
-    dx = _from_rows(weight.reshape(C_in, -1) @ cols, N, H, W)
+    dx = (weight.reshape(C_in, -1) @ _per_image(cols, N)).reshape(N, C_in, H, W)
     dweight = (x2 @ cols.T).reshape(weight.shape)
     dbias = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dweight, dbias
