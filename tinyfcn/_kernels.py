@@ -235,3 +235,17 @@ def softmax_cross_entropy(scores, target, ignore_index, mean, dscores):
             if t != ignore_index:
                 dscores[n, t, p] -= scale
     return total * scale
+
+
+@jit
+def sgd_update(w, grad, velocity, lr, momentum, weight_decay, nesterov):
+    """One SGD-with-momentum step, in place, in one pass and without temporary arrays.
+
+    ``g = grad + weight_decay * w``; ``velocity = momentum * velocity + g``;
+    ``w -= lr * (g + momentum * velocity)`` (Nesterov) or ``w -= lr * velocity``.
+    All arrays 1-D views of equal size; ``w`` and ``velocity`` are updated.
+    """
+    for i in range(w.size):
+        g = grad[i] + weight_decay * w[i]
+        velocity[i] = momentum * velocity[i] + g
+        w[i] -= lr * (g + momentum * velocity[i] if nesterov else velocity[i])

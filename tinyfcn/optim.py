@@ -17,6 +17,8 @@ within a factor of ten of the everyday lr 1e-3 to 1e-2 with momentum 0.9
 """
 import numpy as np
 
+from . import _kernels
+
 
 class SGD:
     """SGD with momentum and weight decay, updating the parameter arrays in place (PyTorch's rule).
@@ -41,6 +43,10 @@ class SGD:
                              f"got lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
         if nesterov and momentum == 0:
             raise ValueError("SGD: Nesterov momentum needs momentum > 0")
+        for name, w in params.items():
+            if not (isinstance(w, np.ndarray) and w.flags.c_contiguous and w.flags.writeable):
+                raise ValueError(f"SGD: parameter {name!r} must be a writeable C-contiguous array, "
+                                 "so that it can be updated in place")
         self.params = params
         self.lr, self.momentum, self.weight_decay, self.nesterov = lr, momentum, weight_decay, nesterov
         self.velocity = {k: np.zeros_like(v) for k, v in params.items()}
@@ -48,11 +54,13 @@ class SGD:
     def step(self, grads):
         """Update every parameter that has an entry in ``grads`` (frozen layers have none)."""
         for name, grad in grads.items():
-            w, v = self.params[name], self.velocity[name]
-            g = grad + self.weight_decay * w if self.weight_decay else grad
-            v *= self.momentum
-            v += g
-            w -= self.lr * (g + self.momentum * v if self.nesterov else v)
+            w = self.params[name]
+            if grad.shape != w.shape or grad.dtype != w.dtype:
+                raise ValueError(f"SGD.step: gradient of {name!r} is {grad.dtype} {grad.shape}, "
+                                 f"the parameter is {w.dtype} {w.shape}")
+            _kernels.sgd_update(w.reshape(-1), np.ascontiguousarray(grad).reshape(-1),
+                                self.velocity[name].reshape(-1), self.lr, self.momentum, self.weight_decay,
+                                self.nesterov)
 
     def state_dict(self):
         """The momentum buffers, keyed like the parameters (a copy)."""
