@@ -33,6 +33,21 @@ from .shapes import conv2d_output_size, conv_transpose2d_output_size, pair, pool
 # ---------------------------------------------------------------- input checks
 
 
+class NonFiniteError(ValueError):
+    """An op received NaN or inf (during training: the network has diverged)."""
+
+
+
+def all_finite(a):
+    """True when the array holds no NaN and no inf.
+
+    Fast path: the sum of finite numbers is finite unless it overflows, so only a
+    non-finite sum needs the element-by-element look.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(a.sum()) or np.isfinite(a).all())
+
+
 def _check_array(op, name, a, layout=None, dtype=None):
     """Return ``a`` as a C-contiguous float array after checking type, dtype, ndim and finiteness.
 
@@ -47,11 +62,8 @@ def _check_array(op, name, a, layout=None, dtype=None):
         raise TypeError(f"{op}: {name} is {a.dtype} but the input is {dtype}; cast one of them")
     if layout is not None and a.ndim != len(layout):
         raise ValueError(f"{op}: {name} must be {len(layout)}-D ({', '.join(layout)}), got shape {a.shape}")
-    # The sum of finite numbers is finite unless it overflows; only then look element by element.
-    with np.errstate(over="ignore"):
-        total = a.sum()
-    if not np.isfinite(total) and not np.isfinite(a).all():
-        raise ValueError(f"{op}: {name} contains NaN or inf")
+    if not all_finite(a):
+        raise NonFiniteError(f"{op}: {name} contains NaN or inf")
     return np.ascontiguousarray(a)
 
 

@@ -1,0 +1,129 @@
+"""Checkpoints: one ``.npz`` file of plain arrays, written atomically, read without pickle.
+
+Layout of the file::
+
+    model/<param>   every model parameter, e.g. model/score_fr.weight
+    optim/<param>   the SGD momentum buffers (when an optimizer is saved)
+    order           the current epoch's shuffled image order (when saved mid-run)
+    meta            one JSON string: format tag, model config, epoch, step, position in
+                    the epoch, training settings, RNG states, history
+
+Everything is an array of numbers or a string, so ``np.load(..., allow_pickle=False)``
+reads it; a file is written to a temporary name beside the target and renamed over
+it, so a crash or Ctrl-C never leaves a half-written checkpoint behind.
+"""
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .models import build
+
+FORMAT = "tinyfcn-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable tinyfcn checkpoint, or one that does not fit the model."""
+
+
+def atomic_write(path, write):
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    The rename is atomic, so readers see the old file or the complete new one, never a part.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(path, model, optimizer=None, order=None, **meta):
+    """Write ``model`` (and optionally the optimizer's momentum and the epoch's image order) to ``path``.
+
+    Parameters
+    ----------
+    path : str or Path
+    model : FCN32s, FCN16s or FCN8s
+    optimizer : SGD, optional
+    order : int ndarray, optional
+        The current epoch's shuffled order, so a resumed run continues mid-epoch exactly.
+    **meta
+        JSON-serialisable values stored in the ``meta`` string (epoch, step, history, ...).
+        The model's config and dropout RNG state are added automatically.
+    """
+    arrays = {f"model/{k}": v for k, v in model.params.items()}
+    if optimizer is not None:
+        arrays.update({f"optim/{k}": v for k, v in optimizer.velocity.items()})
+    if order is not None:
+        arrays["order"] = np.asarray(order, dtype=np.int64)
+    meta = dict(format=FORMAT, config=model.config, model_rng=model.rng.bit_generator.state, **meta)
+    arrays["meta"] = np.array(json.dumps(meta))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns
+    -------
+    dict with ``meta`` (the JSON dict), ``model`` and ``optim`` (name -> array) and ``order`` (or None).
+
+    Raises
+    ------
+    CheckpointError
+        Missing, truncated or corrupt file, or an ``.npz`` that is not a tinyfcn checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "meta" not in f.files:
+                raise CheckpointError(f"{path} is an .npz file but not a tinyfcn checkpoint (no 'meta' entry)")
+            meta = json.loads(str(f["meta"]))
+            arrays = {k: f[k] for k in f.files if k != "meta"}
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
+    return {
+        "meta": meta,
+        "model": {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")},
+        "optim": {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")},
+        "order": arrays.get("order"),
+    }
+
+
+def restore_model(model, checkpoint):
+    """Load a checkpoint's weights and dropout RNG state into ``model``; a mismatch raises CheckpointError."""
+    saved = checkpoint["meta"]["config"]
+    if saved["arch"] != model.config["arch"]:
+        raise CheckpointError(f"the checkpoint holds an {saved['arch']} model, not an {model.config['arch']}")
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    model.rng.bit_generator.state = checkpoint["meta"]["model_rng"]
+
+
+def load_model(path, dtype=np.float32):
+    """Build the model a checkpoint describes and load its weights (in evaluation mode)."""
+    checkpoint = load_checkpoint(path)
+    try:
+        model = build(checkpoint["meta"]["config"], dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: the stored model configuration is not valid: {e}") from None
+    restore_model(model, checkpoint)
+    return model.eval()

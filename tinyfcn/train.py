@@ -1,0 +1,263 @@
+"""Training and evaluation loops.
+
+One training step is the whole story of the library in five lines::
+
+    scores = model.forward(x)                     # (N, K, H, W)
+    loss = loss_fn.forward(scores, y)             # pixel-mean cross-entropy, 255 ignored
+    model.backward(loss_fn.backward())            # fills model.grads
+    optimizer.step(model.grads)                   # updates model.params in place
+
+:func:`fit` wraps it with seeded shuffling, validation, checkpoints that resume a
+run exactly, a guard against NaN, and Ctrl-C handling.
+"""
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import data as datamod
+from . import functional as F
+from . import nn
+from .checkpoint import atomic_write, load_checkpoint, restore_model, save_checkpoint
+from .metrics import BoundaryAccuracy, ConfusionMatrix
+from .optim import SCHEDULES, SGD
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (the loss or the weights stopped being finite)."""
+
+
+def evaluate(model, dataset, batch_size=8, boundary_width=3):
+    """Run ``model`` over ``dataset`` in evaluation mode and score it with one dataset-wide confusion matrix.
+
+    Returns
+    -------
+    dict
+        ``loss`` (pixel-mean cross-entropy), ``pixel_accuracy``, ``mean_accuracy``, ``mean_iou``,
+        ``fw_iou``, ``per_class_iou``, ``boundary_accuracy`` (pixel accuracy within
+        ``boundary_width`` px of a ground-truth boundary) and ``confusion`` (K x K array).
+    """
+    training = model.training
+    model.eval()
+    confusion = ConfusionMatrix(model.config["num_classes"], datamod.IGNORE)
+    boundary = BoundaryAccuracy(boundary_width, datamod.IGNORE)
+    total, pixels = 0.0, 0
+    try:
+        for x, y in datamod.batches(dataset, batch_size):
+            scores = model.forward(x)
+            total += F.softmax_cross_entropy(scores, y, datamod.IGNORE, reduction="sum")[0]
+            pixels += int(np.count_nonzero(y != datamod.IGNORE))
+            pred = scores.argmax(axis=1)
+            confusion.update(y, pred)
+            boundary.update(y, pred)
+    finally:
+        model.train(training)
+    return dict(loss=total / max(pixels, 1), **confusion.scores(), boundary_accuracy=boundary.value(),
+                confusion=confusion.matrix)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Turn Ctrl-C into a flag that the loop checks between steps, so a step is never half done."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag["set"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_pixel_accuracy", "val_loss", "val_pixel_accuracy",
+                "val_mean_accuracy", "val_mean_iou", "val_fw_iou", "val_boundary_accuracy", "seconds",
+                "images_per_second")
+
+
+def fit(model, train_set, val_set=None, epochs=10, batch_size=8, lr=0.01, momentum=0.9, weight_decay=5e-4,
+        nesterov=False, schedule="constant", augment=False, seed=0, out=None, resume=False, progress=True,
+        on_epoch_end=None):
+    """Train ``model`` with SGD on ``train_set``, validating on ``val_set`` after every epoch.
+
+    Parameters
+    ----------
+    model : FCN32s, FCN16s or FCN8s
+    train_set, val_set : tinyfcn.data.Dataset
+    epochs : int
+        Total epochs of the run (a resumed run continues up to this number).
+    batch_size : int
+        Images per step; images of different sizes are padded (labels with 255, which the loss ignores).
+    lr, momentum, weight_decay, nesterov : SGD settings (lr is the base of the schedule)
+    schedule : {"constant", "step", "poly"}
+    augment : bool
+        Random horizontal flips.
+    seed : int
+        Seeds the shuffling and augmentation. The same seed and model give an identical run.
+    out : str or Path, optional
+        Run folder: ``last.npz`` every epoch, ``best.npz`` (best validation mean IoU),
+        ``history.json``. Needed for ``resume`` and for Ctrl-C to save anything.
+    resume : bool
+        Continue from ``out/last.npz`` exactly where it stopped (even mid-epoch).
+    progress : bool
+        Show a progress bar per epoch.
+    on_epoch_end : callable, optional
+        Called as ``on_epoch_end(history)`` after each epoch (e.g. to draw plots).
+
+    Returns
+    -------
+    history : dict of lists, one entry per epoch (keys in ``HISTORY_KEYS``)
+
+    Raises
+    ------
+    TrainingError
+        If the loss or the weights become NaN or inf; the message names the step, and the
+        last good checkpoint in ``out`` is left as it was.
+    KeyboardInterrupt
+        After Ctrl-C: the current step finishes and ``out/last.npz`` is saved first.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"fit: unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if batch_size < 1 or epochs < 0:
+        raise ValueError(f"fit: need batch_size >= 1 and epochs >= 0, got {batch_size} and {epochs}")
+    if len(train_set) == 0:
+        raise ValueError("fit: the training set is empty")
+    out = Path(out) if out is not None else None
+    optimizer = SGD(model.params, lr, momentum, weight_decay, nesterov)
+    loss_fn = nn.SoftmaxCrossEntropy(ignore_index=datamod.IGNORE)
+    rng = np.random.default_rng(seed)
+    history = {k: [] for k in HISTORY_KEYS}
+    epoch, step, order, position, best = 0, 0, None, 0, -1.0
+    steps_per_epoch = math.ceil(len(train_set) / batch_size)
+    if resume:
+        if out is None:
+            raise ValueError("fit: resume=True needs the run folder `out`")
+        checkpoint = load_checkpoint(out / "last.npz")
+        restore_model(model, checkpoint)
+        optimizer.load_state_dict(checkpoint["optim"])
+        meta = checkpoint["meta"]
+        rng.bit_generator.state = meta["data_rng"]
+        epoch, step, position, best, history = meta["epoch"], meta["step"], meta["position"], meta["best"], meta["history"]
+        order = checkpoint["order"]
+
+    def save(name):
+        save_checkpoint(out / name, model, optimizer, order=order, epoch=epoch, step=step,
+                        position=position, best=best, history=history, data_rng=rng.bit_generator.state)
+
+    model.train()
+    with _deferred_interrupt() as interrupted:
+        while epoch < epochs:
+            if order is None:
+                order, position = rng.permutation(len(train_set)), 0
+            start, seen, loss_sum, correct, counted = time.perf_counter(), 0, 0.0, 0, 0
+            bar = tqdm(total=len(order), initial=position, desc=f"epoch {epoch + 1}/{epochs}", unit="img",
+                       disable=not progress, leave=True)
+            while position < len(order):
+                pairs = [train_set[i] for i in order[position:position + batch_size]]
+                if augment:
+                    pairs = [datamod.augment(image, label, rng) for image, label in pairs]
+                x, y = datamod.collate(pairs)
+                optimizer.lr = SCHEDULES[schedule](lr, step, epochs * steps_per_epoch)
+                try:
+                    scores = model.forward(x)
+                    loss = loss_fn.forward(scores, y)
+                    if not np.isfinite(loss):
+                        raise F.NonFiniteError(f"the loss is {loss}")
+                    model.backward(loss_fn.backward())
+                    optimizer.step(model.grads)
+                    if not all(F.all_finite(w) for w in model.params.values()):
+                        raise F.NonFiniteError("the weights contain NaN or inf")
+                except F.NonFiniteError as e:
+                    raise TrainingError(f"diverged at step {step} (epoch {epoch + 1}): {e}; lower the learning rate"
+                                        + (f"; {out / 'last.npz'} holds the last good state" if out else "")) from None
+                position += len(pairs)
+                step += 1
+                seen += len(pairs)
+                valid = y != datamod.IGNORE
+                loss_sum += loss * len(pairs)
+                correct += int(np.count_nonzero((scores.argmax(axis=1) == y) & valid))
+                counted += int(np.count_nonzero(valid))
+                bar.update(len(pairs))
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / max(counted, 1):.3f}")
+                if interrupted["set"]:
+                    bar.close()
+                    if out is not None:
+                        save("last.npz")
+                    raise KeyboardInterrupt(f"interrupted at step {step}" +
+                                            (f"; saved {out / 'last.npz'}, continue with resume" if out else ""))
+            bar.close()
+            seconds = time.perf_counter() - start
+            epoch, order, position = epoch + 1, None, 0
+            record = dict(epoch=epoch, lr=optimizer.lr, train_loss=loss_sum / max(seen, 1),
+                          train_pixel_accuracy=correct / max(counted, 1), seconds=seconds,
+                          images_per_second=seen / seconds)
+            if val_set is not None and len(val_set):
+                scores = evaluate(model, val_set, batch_size)
+                record.update({f"val_{k}": scores[k] for k in ("loss", "pixel_accuracy", "mean_accuracy",
+                                                                 "mean_iou", "fw_iou", "boundary_accuracy")})
+            for k in HISTORY_KEYS:
+                history[k].append(_json_number(record.get(k)))
+            if progress:
+                print(_epoch_line(record))
+            if out is not None:
+                save("last.npz")
+                current = record.get("val_mean_iou", -record["train_loss"])
+                if current is not None and current > best:
+                    best = current
+                    save("best.npz")
+                atomic_write(out / "history.json", lambda f: f.write(json.dumps(history, indent=1).encode()))
+            if on_epoch_end is not None:
+                on_epoch_end(history)
+    return history
+
+
+def _json_number(value):
+    """NaN and missing values as None, so history.json stays valid JSON."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _epoch_line(record):
+    line = (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
+            f"pixel acc {record['train_pixel_accuracy']:.3f}, {record['images_per_second']:.0f} img/s")
+    if "val_mean_iou" in record:
+        line += (f" | val loss {record['val_loss']:.4f}, pixel acc {record['val_pixel_accuracy']:.3f}, "
+                 f"mean IoU {record['val_mean_iou']:.3f}, boundary acc {record['val_boundary_accuracy']:.3f}")
+    return line
+
+
+def sanity_check(model, dataset, images=4, steps=200, lr=0.02):
+    """Overfit a handful of images: the check to run before a long training.
+
+    With the score layers at zero the first loss must be exactly log K; after ``steps``
+    full-batch steps (dropout off) the network should label those images almost perfectly.
+
+    Returns
+    -------
+    dict with ``initial_loss``, ``log_k``, ``final_loss`` and ``pixel_accuracy`` on those images.
+    """
+    x, y = datamod.collate([dataset[i] for i in range(min(images, len(dataset)))])
+    model.eval()
+    optimizer = SGD(model.params, lr, momentum=0.9, weight_decay=0)
+    loss_fn = nn.SoftmaxCrossEntropy(ignore_index=datamod.IGNORE)
+    initial = None
+    for _ in range(steps):
+        loss = loss_fn.forward(model.forward(x), y)
+        initial = loss if initial is None else initial
+        model.backward(loss_fn.backward())
+        optimizer.step(model.grads)
+    scores = model.forward(x)
+    final = loss_fn.forward(scores, y)
+    valid = y != datamod.IGNORE
+    model.train()
+    return dict(initial_loss=initial, log_k=math.log(model.config["num_classes"]), final_loss=final,
+                pixel_accuracy=float(np.mean(scores.argmax(axis=1)[valid] == y[valid])))
