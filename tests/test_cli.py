@@ -38,8 +38,10 @@ def test_train_eval_predict_end_to_end(shapes, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert set(result) >= {"pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "per_class_iou"}
     assert result["mean_iou"] == pytest.approx(history["val_mean_iou"][-1])       # eval reproduces training's number
-    assert main(["eval", "--checkpoint", str(run / "best.npz"), "--data", str(shapes)]) == 0
+    assert main(["eval", "--checkpoint", str(run / "best.npz"), "--data", str(shapes), "--confusion",
+                 str(tmp_path / "confusion.png")]) == 0
     assert "mean_iou" in capsys.readouterr().out
+    assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     images = sorted((shapes / "JPEGImages").iterdir())[:2]
     assert main(["predict", "--checkpoint", str(run / "best.npz"), *map(str, images), "--out", str(tmp_path / "masks"),
@@ -63,7 +65,8 @@ def test_staged_training_from_the_command_line(shapes, tmp_path):
 
 def test_resume_and_refusing_to_overwrite_a_run(shapes, tmp_path, capsys):
     run = str(tmp_path / "run")
-    assert main(["train", "--data", str(shapes), "--model", "fcn32s", "--out", run, *FAST]) == 0
+    assert main(["train", "--data", str(shapes), "--model", "fcn32s", "--out", run, "--augment", "--crop", "24",
+                 *FAST]) == 0
     capsys.readouterr()
     assert main(["train", "--data", str(shapes), "--model", "fcn32s", "--out", run, *FAST]) == 2
     assert "already holds a run" in capsys.readouterr().err

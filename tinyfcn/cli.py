@@ -22,12 +22,18 @@ class UsageError(Exception):
 # ---------------------------------------------------------------- data
 
 
+def _size(values, flag):
+    """A list of 1 or 2 positive ints from the command line -> S or (H, W); None stays None."""
+    if values is None:
+        return None
+    if len(values) > 2:
+        raise UsageError(f"{flag} takes S or H W, got {len(values)} numbers")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 def cmd_data(args):
     from .data import make_dataset
-    if args.size is not None and len(args.size) > 2:
-        raise UsageError(f"--size takes S or H W, got {len(args.size)} numbers")
-    size = None if args.size is None else args.size[0] if len(args.size) == 1 else tuple(args.size)
-    root = make_dataset(args.name, args.out, args.n_train, args.n_val, args.seed, size)
+    root = make_dataset(args.name, args.out, args.n_train, args.n_val, args.seed, _size(args.size, "--size"))
     print(f"wrote the {args.name} dataset ({args.n_train} train, {args.n_val} val images) to {root}")
     return 0
 
@@ -103,7 +109,8 @@ def cmd_train(args):
 
     fit(model, train_set, val_set, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment,
-        seed=args.seed, out=out, resume=args.resume, progress=not args.quiet, on_epoch_end=plots)
+        crop=_size(args.crop, "--crop"), seed=args.seed, out=out, resume=args.resume, progress=not args.quiet,
+        on_epoch_end=plots)
     print(f"done: {out / 'best.npz'} (best validation mean IoU), {out / 'last.npz'}, history.json, curves.png, "
           "predictions.png")
     return 0
@@ -130,6 +137,9 @@ def cmd_eval(args):
         raise UsageError(f"the model takes {model.config['in_channels']}-channel images, the data has "
                          f"{dataset.in_channels}")
     result = evaluate(model, dataset, args.batch_size)
+    if args.confusion is not None:
+        from .viz import plot_confusion
+        plot_confusion(result["confusion"], dataset.classes, args.confusion)
     keys = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "boundary_accuracy", "per_class_iou")
     if args.json:
         print(json.dumps({k: _json_safe(result[k]) for k in keys}))
@@ -213,6 +223,7 @@ def build_parser():
     p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay (default 5e-4)")
     p.add_argument("--schedule", choices=["constant", "step", "poly"], default="poly", help="learning-rate schedule")
     p.add_argument("--augment", action="store_true", help="random horizontal flips")
+    p.add_argument("--crop", type=_positive, nargs="+", metavar="S", help="train on random S or H W crops")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling and dropout")
     p.add_argument("--out", type=Path, help="run folder (default runs/<model>, numbered if it exists)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -228,6 +239,7 @@ def build_parser():
     p.add_argument("--batch-size", type=_positive, default=8)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid files with a warning")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--confusion", type=Path, metavar="PNG", help="also save the confusion matrix as a figure")
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("predict", help="write label masks (palette PNGs) for images")

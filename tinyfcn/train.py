@@ -86,8 +86,8 @@ HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_pixel_accuracy", "val_loss",
 
 
 def fit(model, train_set, val_set=None, epochs=10, batch_size=8, lr=0.01, momentum=0.9, weight_decay=5e-4,
-        nesterov=False, schedule="constant", augment=False, seed=0, out=None, resume=False, progress=True,
-        on_epoch_end=None):
+        nesterov=False, schedule="constant", augment=False, crop=None, seed=0, out=None, resume=False,
+        progress=True, on_epoch_end=None):
     """Train ``model`` with SGD on ``train_set``, validating on ``val_set`` after every epoch.
 
     Parameters
@@ -102,6 +102,8 @@ def fit(model, train_set, val_set=None, epochs=10, batch_size=8, lr=0.01, moment
     schedule : {"constant", "step", "poly"}
     augment : bool
         Random horizontal flips.
+    crop : int or (h, w), optional
+        Train on random crops of this size (smaller images are padded, labels with 255).
     seed : int
         Seeds the shuffling and augmentation. The same seed and model give an identical run.
     out : str or Path, optional
@@ -164,8 +166,8 @@ def fit(model, train_set, val_set=None, epochs=10, batch_size=8, lr=0.01, moment
                        disable=not progress, leave=True)
             while position < len(order):
                 pairs = [train_set[i] for i in order[position:position + batch_size]]
-                if augment:
-                    pairs = [datamod.augment(image, label, rng) for image, label in pairs]
+                if augment or crop is not None:
+                    pairs = [datamod.augment(image, label, rng, flip=augment, crop=crop) for image, label in pairs]
                 x, y = datamod.collate(pairs)
                 optimizer.lr = SCHEDULES[schedule](lr, step, epochs * steps_per_epoch)
                 try:
