@@ -93,6 +93,22 @@ def _check_geometry(op, kernel, stride, padding):
     return kernel, stride, padding
 
 
+def _check_conv(op, x, weight, bias, stride, padding, weight_layout):
+    """The checks shared by conv2d and conv_transpose2d; their weights differ only in axis order.
+
+    ``weight_layout`` names the weight's axes, ("C_out", "C_in", ...) or ("C_in", "C_out", ...).
+    Returns contiguous x, weight and bias, and (h, w) pairs for kernel, stride and padding.
+    """
+    x = _check_array(op, "x", x, ("N", "C_in", "H", "W"))
+    weight = _check_array(op, "weight", weight, weight_layout, x.dtype)
+    c_in, c_out = weight.shape[weight_layout.index("C_in")], weight.shape[weight_layout.index("C_out")]
+    if x.shape[1] != c_in:
+        raise ValueError(f"{op}: x has {x.shape[1]} channels but weight {weight.shape} expects C_in={c_in}")
+    bias = _check_bias(op, bias, c_out, x.dtype)
+    kernel, stride, padding = _check_geometry(op, weight.shape[2:], stride, padding)
+    return x, weight, bias, kernel, stride, padding
+
+
 # ---------------------------------------------------------------- layout helpers
 
 
@@ -144,13 +160,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     cache : tuple for :func:`conv2d_backward`
     """
     op = "conv2d"
-    x = _check_array(op, "x", x, ("N", "C_in", "H", "W"))
-    weight = _check_array(op, "weight", weight, ("C_out", "C_in", "kH", "kW"), x.dtype)
-    C_out, C_in, kh, kw = weight.shape
-    if x.shape[1] != C_in:
-        raise ValueError(f"{op}: x has {x.shape[1]} channels but weight {weight.shape} expects C_in={C_in}")
-    bias = _check_bias(op, bias, C_out, x.dtype)
-    kernel, stride, padding = _check_geometry(op, (kh, kw), stride, padding)
+    x, weight, bias, kernel, stride, padding = _check_conv(op, x, weight, bias, stride, padding,
+                                                           ("C_out", "C_in", "kH", "kW"))
+    C_out, _, kh, kw = weight.shape
     N, _, H, W = x.shape
     Ho, Wo = conv2d_output_size((H, W), kernel, stride, padding)
     if Ho < 1 or Wo < 1:
@@ -212,13 +224,9 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
     cache : tuple for :func:`conv_transpose2d_backward`
     """
     op = "conv_transpose2d"
-    x = _check_array(op, "x", x, ("N", "C_in", "H", "W"))
-    weight = _check_array(op, "weight", weight, ("C_in", "C_out", "kH", "kW"), x.dtype)
-    C_in, C_out, kh, kw = weight.shape
-    if x.shape[1] != C_in:
-        raise ValueError(f"{op}: x has {x.shape[1]} channels but weight {weight.shape} expects C_in={C_in}")
-    bias = _check_bias(op, bias, C_out, x.dtype)
-    kernel, stride, padding = _check_geometry(op, (kh, kw), stride, padding)
+    x, weight, bias, kernel, stride, padding = _check_conv(op, x, weight, bias, stride, padding,
+                                                           ("C_in", "C_out", "kH", "kW"))
+    C_in, C_out, _, _ = weight.shape
     N, _, H, W = x.shape
     Ho, Wo = conv_transpose2d_output_size((H, W), kernel, stride, padding)
     if Ho < 1 or Wo < 1:
