@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import data as datamod
 from . import functional as F
@@ -85,8 +85,8 @@ HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_pixel_accuracy", "val_loss",
                 "images_per_second")
 
 
-def fit(model, train_set, val_set=None, epochs=10, batch_size=8, lr=0.01, momentum=0.9, weight_decay=5e-4,
-        nesterov=False, schedule="constant", augment=False, crop=None, seed=0, out=None, resume=False,
+def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, momentum=0.9, weight_decay=5e-4,
+        nesterov=False, schedule="poly", augment=False, crop=None, seed=0, out=None, resume=False,
         progress=True, on_epoch_end=None):
     """Train ``model`` with SGD on ``train_set``, validating on ``val_set`` after every epoch.
 
