@@ -1,4 +1,5 @@
 """The `tinyfcn` command line, run for real (in-process through main(), and once as a subprocess)."""
+import inspect
 import json
 import subprocess
 import sys
@@ -8,7 +9,8 @@ import pytest
 
 from tinyfcn import data
 from tinyfcn.checkpoint import load_checkpoint
-from tinyfcn.cli import main
+from tinyfcn.cli import build_parser, main
+from tinyfcn.train import fit
 
 FAST = ["--epochs", "1", "--batch-size", "4", "--quiet"]
 
@@ -79,6 +81,14 @@ def test_sanity_mode(shapes, capsys):
     code = main(["train", "--data", str(shapes), "--model", "fcn8s", "--sanity"])
     out = capsys.readouterr().out
     assert "initial loss 1.3863 (log K = 1.3863)" in out and code in (0, 1)
+
+
+def test_train_command_and_fit_share_their_defaults():
+    # the recipe measured in the README; the command line and the Python API must not drift apart
+    args = build_parser().parse_args(["train"])
+    defaults = inspect.signature(fit).parameters
+    for name in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule", "seed"):
+        assert getattr(args, name) == defaults[name].default, name
 
 
 def test_summary_and_gradcheck(capsys):
