@@ -19,7 +19,7 @@ import numpy as np
 from . import functional as F
 from . import nn
 from .gradcheck import adjoint_error, numerical_gradient, rel_error
-from .shapes import conv2d_output_size, conv_transpose2d_output_size, pool2d_output_size
+from .sizes import conv2d_output_size, conv_transpose2d_output_size, pool2d_output_size
 
 TOLERANCE = 1e-7
 """Largest relative error accepted for any op (float64, h = 1e-5)."""

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from .palette import voc_palette
-from .shapes import pair
+from .sizes import pair
 
 IGNORE = 255
 """The label of pixels that count neither in the loss nor in the metrics."""

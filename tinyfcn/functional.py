@@ -28,7 +28,7 @@ The plain-NumPy twins of these functions live in :mod:`tinyfcn.reference`.
 import numpy as np
 
 from . import _kernels
-from .shapes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
+from .sizes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
 
 # ---------------------------------------------------------------- input checks
 

@@ -1,7 +1,7 @@
 """Weight initialisation: He (Kaiming) normal, zeros, and the FCN bilinear upsampling kernel."""
 import numpy as np
 
-from .shapes import pair
+from .sizes import pair
 
 
 def he_normal(shape, fan_in=None, rng=None, dtype=np.float32):

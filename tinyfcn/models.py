@@ -39,7 +39,7 @@ import math
 import numpy as np
 
 from . import nn
-from .shapes import pair
+from .sizes import pair
 
 # ---------------------------------------------------------------- coordinate maps
 

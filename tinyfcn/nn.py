@@ -14,7 +14,7 @@ import numpy as np
 
 from . import functional as F
 from .init import bilinear_kernel, he_normal, zeros
-from .shapes import pair
+from .sizes import pair
 
 
 class Layer:

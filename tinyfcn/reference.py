@@ -11,7 +11,7 @@ weights are (C_in, C_out, kH, kW), as in PyTorch. Every ``*_forward`` returns
 """
 import numpy as np
 
-from .shapes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
+from .sizes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
 
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0):

@@ -27,7 +27,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .functional import conv_transpose2d_forward
 from .palette import voc_palette
-from .shapes import pair
+from .sizes import pair
 
 PALETTE = voc_palette()   # (256, 3) uint8; row k is the colour of label k
 IGNORE = 255              # drawn in PALETTE[255], never blended by overlay()

@@ -7,21 +7,28 @@ One formula per op, exactly as PyTorch defines them (dilation 1, output_padding 
 - max-pooling:            H_out = floor_or_ceil((H + 2p - k) / s) + 1, and in ceil mode
                           the last window must start inside the input or its left padding.
 """
+import operator
+
+import numpy as np
 
 
 def pair(value, name="value"):
     """Return ``value`` as an ``(h, w)`` tuple of ints; an int ``v`` becomes ``(v, v)``.
 
+    Anything integer-like counts (``operator.index``): Python ints and NumPy integers,
+    but not bools, floats or strings.
+
     Raises
     ------
     TypeError
-        If ``value`` is neither an int nor a pair of ints.
+        If ``value`` is neither an integer nor a pair of integers.
     """
-    if isinstance(value, (int,)) and not isinstance(value, bool):
-        return (value, value)
-    if (isinstance(value, (tuple, list)) and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        return (value[0], value[1])
+    items = value if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) == 2 and not any(isinstance(v, (bool, np.bool_)) for v in items):
+        try:
+            return (operator.index(items[0]), operator.index(items[1]))
+        except TypeError:
+            pass
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
