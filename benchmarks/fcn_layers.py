@@ -19,8 +19,7 @@ IGNORE = 255
 def layer_input_shapes(model, x):
     """``{layer name: input shape}`` for every layer of ``model``, from one forward pass on ``x``."""
     model.forward(x)
-    shapes = {"input": x.shape, **model.output_shapes}
-    return {name: tuple(shapes[model.sources[name][0]]) for name in model.layers}
+    return {name: tuple(model.shapes[model.sources[name][0]]) for name in model.layers}
 
 
 def _describe(layer, x_shape):

@@ -5,7 +5,8 @@ import pytest
 from tinyfcn import functional as F
 from tinyfcn import nn
 from tinyfcn.gradcheck import rel_error, sparse_gradient_check
-from tinyfcn.models import FCN8s, FCN16s, FCN32s, build, compose, coord_map, crop_offset, layer_map
+from tinyfcn.coord_map import compose, coord_map, crop_offset, layer_map
+from tinyfcn.models import FCN8s, FCN16s, FCN32s, build, grow
 
 # The authors' VGG16 settings, at width 1 so the test is cheap: the offsets do not depend on widths.
 VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100,
@@ -106,25 +107,34 @@ def test_whole_network_gradient_check(cls, size):
 def test_staged_models_copy_shared_weights_and_start_with_a_silent_skip():
     m32 = FCN32s(3, **TINY, seed=5)
     _randomize(m32, 6)
-    m16 = FCN16s.from_fcn32s(m32)
+    m16 = grow(m32, "fcn16s")
+    assert isinstance(m16, FCN16s) and m16.training
     shared = set(m32.params) & set(m16.params)
     assert {k.split(".")[0] for k in shared} >= {"conv1_1", "conv5_2", "fc6", "fc7", "score_fr"}
     for k in shared:
         np.testing.assert_array_equal(m16.params[k], m32.params[k])
         assert m16.params[k] is not m32.params[k]
     assert not m16.params["score_pool4.weight"].any()
-    m8 = FCN8s.from_fcn16s(m16)
+    m8 = grow(m16, "fcn8s")
     assert not m8.params["score_pool3.weight"].any()
     # at step 0 score_pool4 is zero, so FCN-16s is upscore16(upscore2(score_fr)) with nothing added
     x = np.random.default_rng(0).standard_normal((1, 3, 40, 40)).astype(np.float32)
     m16.eval()
-    up = m16.layers["upscore2"].forward(m16._features(x))
-    h, w = m16.taps["pool4"].shape[2:]
+    trunk = list(m16.layers)[:list(m16.layers).index("score_fr") + 1]
+    h, maps = x, {}
+    for name in trunk:
+        h = maps[name] = m16.layers[name].forward(h)
+    up = m16.layers["upscore2"].forward(h)
+    h, w = maps["pool4"].shape[2:]
     without_skip = m16.layers["upscore16"].forward(up[:, :, :h, :w])[:, :, :40, :40]
     np.testing.assert_allclose(m16.forward(x), without_skip, rtol=1e-6, atol=1e-6)
     assert np.abs(m16.forward(x)).max() > 0.1                          # and that is not trivially zero
-    with pytest.raises(TypeError, match="needs an FCN32s"):
-        FCN16s.from_fcn32s(m16)
+    with pytest.raises(ValueError, match="an fcn16s cannot become the coarser fcn32s"):
+        grow(m16, "fcn32s")
+    with pytest.raises(ValueError, match="unknown model 'fcn4s'"):
+        grow(m16, "fcn4s")
+    m8_from_32 = grow(m32, "fcn8s")                                  # both skips start at zero
+    np.testing.assert_array_equal(m8_from_32.params["fc7.weight"], m32.params["fc7.weight"])
 
 
 def test_state_dict_round_trip_and_clear_mismatch_errors():

@@ -93,10 +93,14 @@ def test_crop_add_concat():
     crop = nn.Crop((1, 2))
     y = crop.forward(x, np.zeros((5, 5, 4, 3)))
     np.testing.assert_array_equal(y, x[:, :, 1:5, 2:5])
-    dx = crop.backward(np.ones_like(y))
-    assert dx.shape == x.shape and dx.sum() == y.size and dx[:, :, 1:5, 2:5].all()
-    with pytest.raises(ValueError, match="does not fit"):
-        nn.Crop(4).forward(x, (4, 3))
+    dx, dlike = crop.backward(np.ones_like(y))
+    assert dx.shape == x.shape and dx.sum() == y.size and dx[:, :, 1:5, 2:5].all() and dlike is None
+    # the window is where the two maps overlap: here like's own window starts at (2, 0)
+    np.testing.assert_array_equal(nn.Crop((1, 2), like_offset=(2, 0)).forward(x, (4, 3)), x[:, :, 1:3, 2:5])
+    with pytest.raises(ValueError, match="does not overlap"):
+        nn.Crop((7, 0)).forward(x, (4, 3))
+    with pytest.raises(ValueError, match="no offset"):
+        nn.Crop().forward(x, (4, 3))
     add = nn.Add()
     with pytest.raises(ValueError, match="same shape"):
         add.forward(x, x[:, :2])

@@ -156,6 +156,9 @@ def test_sanity_check_overfits_a_few_images(tmp_path):
     result = sanity_check(model, data.load_split(root, "train"), images=2, steps=300, lr=0.05)
     assert result["initial_loss"] == pytest.approx(np.log(4), rel=1e-6)   # zero score layers: uniform softmax
     assert result["pixel_accuracy"] > 0.95 and result["final_loss"] < 0.1 * result["initial_loss"]
+    assert model.training                                               # left in the caller's mode
+    sanity_check(model.eval(), data.load_split(root, "train"), images=1, steps=1)
+    assert not model.training
 
 
 def test_evaluate_matches_a_hand_accumulated_confusion_matrix(shapes):

@@ -54,7 +54,7 @@ def _free_run_folder(model):
 def _initial_model(args, num_classes, in_channels):
     """A new model, or one grown from a coarser checkpoint (--init) for staged training."""
     from .checkpoint import load_model
-    from .models import FCN8s, FCN16s, build
+    from .models import build, grow
     if args.init is None:
         config = dict(arch=args.model, num_classes=num_classes, in_channels=in_channels)
         return build(config, seed=args.seed)
@@ -62,14 +62,12 @@ def _initial_model(args, num_classes, in_channels):
     if model.config["num_classes"] != num_classes or model.config["in_channels"] != in_channels:
         raise UsageError(f"--init {args.init} was trained for {model.config['num_classes']} classes and "
                          f"{model.config['in_channels']} channels, but the data has {num_classes} and {in_channels}")
-    order = ["fcn32s", "fcn16s", "fcn8s"]
-    if order.index(model.config["arch"]) > order.index(args.model):
-        raise UsageError(f"--init holds an {model.config['arch']}, which cannot become the coarser {args.model}")
-    if model.config["arch"] == "fcn32s" and args.model != "fcn32s":
-        model = FCN16s.from_fcn32s(model)
-    if model.config["arch"] == "fcn16s" and args.model == "fcn8s":
-        model = FCN8s.from_fcn16s(model)
-    return model
+    if model.config["arch"] == args.model:
+        return model
+    try:
+        return grow(model, args.model)
+    except ValueError as e:
+        raise UsageError(f"--init {args.init}: {str(e).removeprefix('grow: ')}") from None
 
 
 def cmd_train(args):

@@ -10,6 +10,8 @@ that walks ``grads`` never moves it.
 A ``backward`` never modifies the gradient it is given. Where one map feeds two
 layers, the caller adds the two gradients that come back.
 """
+import contextlib
+
 import numpy as np
 
 from . import functional as F
@@ -36,6 +38,17 @@ class Layer:
 
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+@contextlib.contextmanager
+def evaluating(layer):
+    """``with evaluating(model): ...`` runs the block in evaluation mode, then restores the caller's mode."""
+    training = layer.training
+    layer.eval()
+    try:
+        yield layer
+    finally:
+        layer.train(training)
 
 
 def _initial_weight(init, shape, fan_in, rng, dtype):
@@ -261,23 +274,34 @@ class Scale(Layer):
 
 
 class Crop(Layer):
-    """Keep a window of ``x`` the size of a reference map, starting at ``offset`` (Caffe's Crop on axes 2, 3).
+    """The window of ``x`` that lines up with another map, ``like`` (Caffe's Crop on axes 2, 3).
 
-    FCN crops each upsampled or skip map to align it with the map it is added to;
-    the offsets come from :mod:`tinyfcn.models`' coordinate maps.
-    ``forward(x, like)``: x (N, C, H, W), ``like`` an array (N', C', h, w) or an (h, w) pair;
-    returns ``x[:, :, oh:oh + h, ow:ow + w]``. ``backward`` puts dout back in a zero map of x's shape.
+    ``forward(x, like)``: x (N, C, H, W), ``like`` an array (N', C', H', W') or an (H', W') pair.
+    Returns ``x[:, :, oh:oh + h, ow:ow + w]``, the part of x that overlaps ``like``:
+    ``h = min(H - oh, H' - lh)`` where ``offset`` (oh, ow) is where the window starts in x
+    and ``like_offset`` (lh, lw) where it starts in ``like``. FCN crops an upsampled map and
+    a skip this way before adding them, and the final scores to the input.
+    ``backward(dout)`` returns ``(dx, None)``: dout put back in a zero map of x's shape
+    (``like`` only lends its size).
+
+    The offsets come from coordinate maps (:mod:`tinyfcn.coord_map`): a
+    :class:`~tinyfcn.graph.Graph` fills them in for a ``Crop()`` declared without them.
     """
 
-    def __init__(self, offset=0):
+    def __init__(self, offset=None, like_offset=0):
         super().__init__()
-        self.offset = pair(offset, "offset")
+        self.offset = None if offset is None else pair(offset, "offset")
+        self.like_offset = pair(like_offset, "like_offset")
 
     def forward(self, x, like):
-        h, w = like.shape[-2:] if isinstance(like, np.ndarray) else pair(tuple(like), "like")
-        (oh, ow), (H, W) = self.offset, x.shape[-2:]
-        if min(oh, ow) < 0 or oh + h > H or ow + w > W:
-            raise ValueError(f"Crop: a {h}x{w} window at offset {(oh, ow)} does not fit in a {H}x{W} map")
+        if self.offset is None:
+            raise ValueError("Crop: no offset; give one, or add the layer to a Graph, which computes it")
+        H_like, W_like = like.shape[-2:] if isinstance(like, np.ndarray) else pair(tuple(like), "like")
+        (oh, ow), (lh, lw), (H, W) = self.offset, self.like_offset, x.shape[-2:]
+        h, w = min(H - oh, H_like - lh), min(W - ow, W_like - lw)
+        if h < 1 or w < 1:
+            raise ValueError(f"Crop: a {H}x{W} map cropped at {(oh, ow)} does not overlap a {H_like}x{W_like} "
+                             f"map cropped at {(lh, lw)}")
         self.x_shape = x.shape
         return x[:, :, oh:oh + h, ow:ow + w]
 
@@ -285,10 +309,10 @@ class Crop(Layer):
         oh, ow = self.offset
         dx = np.zeros(self.x_shape, dout.dtype)
         dx[:, :, oh:oh + dout.shape[2], ow:ow + dout.shape[3]] = dout
-        return dx
+        return dx, None
 
     def __repr__(self):
-        return f"Crop(offset={self.offset})"
+        return f"Crop(offset={self.offset}, like_offset={self.like_offset})"
 
 
 class Add(Layer):

@@ -243,23 +243,24 @@ def sanity_check(model, dataset, images=4, steps=200, lr=0.02):
     With the score layers at zero the first loss must be exactly log K; after ``steps``
     full-batch steps (dropout off) the network should label those images almost perfectly.
 
+    The model is trained in evaluation mode (no dropout) and left in the mode it was in.
+
     Returns
     -------
     dict with ``initial_loss``, ``log_k``, ``final_loss`` and ``pixel_accuracy`` on those images.
     """
     x, y = datamod.collate([dataset[i] for i in range(min(images, len(dataset)))])
-    model.eval()
     optimizer = SGD(model.params, lr, momentum=0.9, weight_decay=0)
     loss_fn = nn.SoftmaxCrossEntropy(ignore_index=datamod.IGNORE)
     initial = None
-    for _ in range(steps):
-        loss = loss_fn.forward(model.forward(x), y)
-        initial = loss if initial is None else initial
-        model.backward(loss_fn.backward())
-        optimizer.step(model.grads)
-    scores = model.forward(x)
+    with nn.evaluating(model):
+        for _ in range(steps):
+            loss = loss_fn.forward(model.forward(x), y)
+            initial = loss if initial is None else initial
+            model.backward(loss_fn.backward())
+            optimizer.step(model.grads)
+        scores = model.forward(x)
     final = loss_fn.forward(scores, y)
     valid = y != datamod.IGNORE
-    model.train()
     return dict(initial_loss=initial, log_k=math.log(model.config["num_classes"]), final_loss=final,
                 pixel_accuracy=float(np.mean(scores.argmax(axis=1)[valid] == y[valid])))

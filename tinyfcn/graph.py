@@ -1,0 +1,192 @@
+"""A network as data: named nodes, each a layer and the names of the maps it reads.
+
+This is the shape of the FCN authors' ``net.py``: the network is written down once, as
+a list, and everything else -- running it, its gradients, its coordinate maps and crop
+offsets, its summary -- is read off that list::
+
+    net = Graph([
+        ("conv1", nn.Conv2d(3, 8, 3, padding=1), "input"),
+        ("relu1", nn.ReLU(),                     "conv1"),
+        ("score", nn.Conv2d(8, 2, 1),            "relu1"),
+        ("skip",  nn.Conv2d(3, 2, 1),            "input"),   # "input" fans out
+        ("fuse",  nn.Add(),                      "score", "skip"),
+    ])
+    out = net.forward(x)          # runs the nodes in order
+    dx = net.backward(dout)       # runs them in reverse; fills net.grads
+
+Every node's output is a map named after the node; the image is the map ``"input"``
+and the last node's map is the output. ``forward`` keeps each map once, until its last
+reader has run. ``backward`` hands every node the gradient of its own map and sends
+each of the gradients it returns to the map it read. Where a map is read by more than
+one node (FCN-8s's pool3 and pool4 feed both the next stage and a skip) those
+gradients add -- the one rule of backpropagation over a graph, as in micrograd.
+
+A :class:`Graph` is itself a layer (:class:`~tinyfcn.nn.Layer`): ``forward``,
+``backward``, ``params``, ``grads``, ``train``/``eval``, so the optimizer, the
+checkpoints and a bigger graph treat it like any other layer.
+"""
+import numpy as np
+
+from . import nn
+from .coord_map import IDENTITY, compose, crop_offset, layer_map, receptive_field
+
+
+class ParameterDict(dict):
+    """Every parameter of a graph, keyed ``"<node>.<name>"`` (e.g. ``"score_fr.weight"``).
+
+    The values are the very arrays the layers compute with, so updating one in place
+    (as the optimizer does) trains the layer. Assigning a key replaces that layer's
+    array, so ``graph.params[k] = v`` always takes effect; the new array must have the
+    old one's shape and dtype.
+    """
+
+    def __init__(self, layers):
+        super().__init__((f"{node}.{name}", value) for node, layer in layers.items()
+                         for name, value in layer.params.items())
+        self._layers = layers
+
+    def __setitem__(self, key, value):
+        if key not in self:
+            raise KeyError(f"no parameter {key!r}; the parameters are {', '.join(self)}")
+        old = self[key]
+        if not isinstance(value, np.ndarray) or value.shape != old.shape or value.dtype != old.dtype:
+            got = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+            raise ValueError(f"params[{key!r}] must be a {old.dtype} array of shape {old.shape}, got {got}")
+        node, name = key.split(".", 1)
+        self._layers[node].params[name] = value          # a Graph inside a Graph: its ParameterDict recurses
+        super().__setitem__(key, value)
+
+
+class Graph(nn.Layer):
+    """Layers wired by name, run by one executor.
+
+    Parameters
+    ----------
+    nodes : list of tuples ``(name, layer, source, ...)``
+        In an order where every source comes before its readers. ``source`` names a map:
+        ``"input"`` or an earlier node. Names are unique and contain no ``"."``.
+        A :class:`~tinyfcn.nn.Crop` declared without an offset reads ``(x, like)`` and gets
+        its offsets from the coordinate maps of the two (:func:`tinyfcn.coord_map.crop_offset`).
+
+    Attributes
+    ----------
+    layers : dict, node name -> layer, in order
+    sources : dict, node name -> tuple of the map names it reads
+    coords : dict, map name -> ``(scale, shift)``: ``x_in = scale * x + shift`` for the map's pixels
+    shapes : dict, map name -> shape of that map in the last forward pass
+    params, grads : dicts keyed ``"<node>.<name>"`` (see :class:`ParameterDict`); ``grads``
+        is filled by :meth:`backward` and holds nothing for frozen layers.
+    """
+
+    def __init__(self, nodes):
+        super().__init__()
+        self.layers, self.sources, self.coords, self.shapes = {}, {}, {"input": IDENTITY}, {}
+        for name, layer, *sources in nodes:
+            self._add(name, layer, tuple(sources))
+        if not self.layers:
+            raise ValueError("Graph: needs at least one node")
+        self.output = name
+        self.params = ParameterDict(self.layers)
+        self._readers = {m: sum(s.count(m) for s in self.sources.values()) for m in self.coords}
+
+    def _add(self, name, layer, sources):
+        where = f"Graph: node {name!r}"
+        if not isinstance(name, str) or "." in name or name in self.coords:
+            raise ValueError(f"{where}: names must be unique strings without '.' (and not 'input')")
+        if not isinstance(layer, nn.Layer):
+            raise TypeError(f"{where}: {type(layer).__name__} is not a tinyfcn.nn.Layer")
+        unknown = [s for s in sources if s not in self.coords]
+        if not sources or unknown:
+            raise ValueError(f"{where} reads {unknown or 'nothing'}; a node reads 'input' or earlier nodes")
+        if isinstance(layer, nn.Crop) and layer.offset is None:
+            if len(sources) != 2:
+                raise ValueError(f"{where}: a Crop reads two maps, (x, like)")
+            offset = np.array(crop_offset(self.coords[sources[0]], self.coords[sources[1]]))
+            layer.offset, layer.like_offset = tuple(np.maximum(offset, 0).tolist()), tuple(np.maximum(-offset, 0).tolist())
+        self.layers[name], self.sources[name] = layer, sources
+        self.coords[name] = compose(self.coords[sources[0]], layer_map(layer))
+
+    # -- the executor
+
+    def forward(self, x):
+        """Run every node in order on ``x`` (the map ``"input"``); returns the last node's map."""
+        maps, readers = {"input": x}, dict(self._readers)
+        self.shapes = {"input": x.shape}
+        for name, layer in self.layers.items():
+            sources = self.sources[name]
+            maps[name] = layer.forward(*(maps[s] for s in sources))
+            self.shapes[name] = maps[name].shape
+            for s in sources:                              # drop a map once its last reader has run
+                readers[s] -= 1
+                if readers[s] == 0 and s != self.output:
+                    del maps[s]
+        return maps[self.output]
+
+    def backward(self, dout):
+        """Backpropagate ``dout`` (the gradient of the output map); fills :attr:`grads`, returns d input.
+
+        Each node's ``backward`` gets the sum of the gradients its readers sent back to its map.
+        """
+        grads = {self.output: dout}
+        for name in reversed(self.layers):
+            layer, sources = self.layers[name], self.sources[name]
+            if name not in grads:                          # nothing downstream depends on this map
+                continue
+            back = layer.backward(grads.pop(name))
+            for s, g in zip(sources, back if len(sources) > 1 else (back,)):
+                if g is not None:                          # a Crop's ``like`` only lends its size
+                    grads[s] = grads[s] + g if s in grads else g
+        self.grads.clear()
+        self.grads.update((f"{node}.{k}", g) for node, layer in self.layers.items() for k, g in layer.grads.items())
+        return grads.get("input")
+
+    def train(self, mode=True):
+        """Training mode (dropout on) for every node; ``mode=False`` is evaluation mode. Returns self."""
+        super().train(mode)
+        for layer in self.layers.values():
+            layer.train(mode)
+        return self
+
+    # -- reading the declaration
+
+    def state_dict(self):
+        """A copy of every parameter (frozen ones included), keyed like :attr:`params`."""
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters in place. Names and shapes must match exactly.
+
+        Raises
+        ------
+        ValueError
+            Naming the first missing, unexpected or wrongly shaped key.
+        """
+        who = f"{type(self).__name__}.load_state_dict"
+        missing = [k for k in self.params if k not in state]
+        unexpected = [k for k in state if k not in self.params]
+        if missing or unexpected:
+            raise ValueError(f"{who}: " + (f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}")
+                             + f" ({len(missing)} missing, {len(unexpected)} unexpected); "
+                             "is this a checkpoint of another architecture?")
+        for k, v in self.params.items():
+            if np.shape(state[k]) != v.shape:
+                raise ValueError(f"{who}: {k!r} has shape {np.shape(state[k])}, the model expects {v.shape}")
+        for k, v in self.params.items():
+            v[...] = state[k]
+
+    def table(self):
+        """One row per node after a forward pass: name, type, output shape, total stride, receptive field, parameters.
+
+        Total stride is how many input pixels one step on the node's map spans (the scale
+        of its coordinate map); the receptive field is the input window one of its pixels
+        can see (along h; after a transposed convolution: at most). A Crop's ``like`` only
+        lends its size, so it does not widen the field.
+        """
+        field, rows = {"input": 1.0}, []
+        for name, layer in self.layers.items():
+            sources = self.sources[name][:1] if isinstance(layer, nn.Crop) else self.sources[name]
+            jump = self.coords[sources[0]][0][0]
+            field[name] = receptive_field(layer, max(field[s] for s in sources), jump)
+            rows.append((name, type(layer).__name__, self.shapes[name], self.coords[name][0][0], field[name],
+                         sum(v.size for v in layer.params.values())))
+        return rows
