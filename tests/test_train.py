@@ -55,6 +55,31 @@ def test_sgd_follows_the_update_rule_in_place():
         SGD({"w": w}, lr=0.1, momentum=1.0)
 
 
+def test_caffe_bias_rule_doubles_lr_and_skips_decay_for_biases_only():
+    w, b = np.array([1.0]), np.array([1.0])
+    opt = SGD({"conv.weight": w, "conv.bias": b}, lr=0.1, momentum=0, weight_decay=0.5, bias_lr_mult=2,
+              bias_decay_mult=0)
+    opt.step({"conv.weight": np.array([1.0]), "conv.bias": np.array([1.0])})
+    np.testing.assert_allclose(w, [1.0 - 0.1 * (1.0 + 0.5 * 1.0)])
+    np.testing.assert_allclose(b, [1.0 - 0.2 * 1.0])
+    with pytest.raises(ValueError, match="bias_lr_mult=-1"):
+        SGD({"w": w}, lr=0.1, bias_lr_mult=-1)
+
+
+def test_the_loss_scale_lesson_states_the_right_factors():
+    """Every row of the table in tinyfcn.optim: effective step = lr * P / (1 - beta) (sum) or lr / (1 - beta) (mean)."""
+    import tinyfcn.optim
+    rows = [line.split() for line in tinyfcn.optim.__doc__.splitlines() if " sum " in line or " mean " in line]
+    assert len(rows) == 5
+    reference = 1e-10 * 187_500 / (1 - 0.99)
+    for row in rows:
+        loss = "sum" if "sum" in row else "mean"
+        lr, beta = float(row[row.index(loss) + 1]), float(row[row.index(loss) + 2])
+        step = lr * (187_500 if loss == "sum" else 1) / (1 - beta)
+        assert step == pytest.approx(float(row[-2]), rel=0.03), row
+        assert step / reference == pytest.approx(float(row[-1].rstrip("x")), rel=0.02), row
+
+
 def test_sgd_state_round_trip():
     params = {"w": np.ones(3)}
     opt = SGD(params, lr=0.1)
