@@ -198,3 +198,20 @@ def test_at_once_fcn8s_scales_the_skips():
     assert model.config["at_once"] is True
     x = np.ones((1, 3, 32, 32), np.float32)
     assert model.forward(x).shape == (1, 4, 32, 32)
+
+
+def test_checkpoints_of_the_hand_wired_models_still_load(tmp_path):
+    """tests/data holds an FCN-8s checkpoint written before networks became graphs (format 1)."""
+    from pathlib import Path
+
+    from tinyfcn.checkpoint import load_model
+    model = load_model(Path(__file__).parent / "data" / "fcn8s-tiny-v0.1.npz")
+    fresh = FCN8s(3, **TINY, seed=3)
+    rng = np.random.default_rng(0)
+    for v in fresh.params.values():                                  # the recipe that made the file
+        v[...] = rng.standard_normal(v.shape) * 0.5
+    assert model.config == fresh.config
+    for k, v in fresh.params.items():
+        np.testing.assert_array_equal(model.params[k], v, err_msg=k)
+    x = np.random.default_rng(1).standard_normal((1, 3, 11, 13)).astype(np.float32)
+    np.testing.assert_array_equal(model.forward(x), fresh.eval().forward(x))
