@@ -64,14 +64,16 @@ def test_max_pool2d_and_unpool(dtype, kernel, stride, padding, ceil_mode):
     np.testing.assert_array_equal(cache[0], ref_cache[0])
     dout = data(out.shape, dtype, 3)
     assert_close(F.max_pool2d_backward(dout, cache), R.max_pool2d_backward(dout, ref_cache), dtype)
-    assert_close(F.max_unpool2d(out, cache, (9, 7)), R.max_unpool2d(out, ref_cache, (9, 7)), dtype)
+    up, up_cache = F.max_unpool2d_forward(out, cache[0], (9, 7))
+    ref_up, ref_up_cache = R.max_unpool2d_forward(out, ref_cache[0], (9, 7))
+    assert_close(up, ref_up, dtype)
     d_up = data((2, 3, 9, 7), dtype, 4)
-    assert_close(F.max_unpool2d_backward(d_up, cache), R.max_unpool2d_backward(d_up, ref_cache), dtype)
+    assert_close(F.max_unpool2d_backward(d_up, up_cache), R.max_unpool2d_backward(d_up, ref_up_cache), dtype)
 
 
 def test_max_pool_ties_pick_the_first_maximum():
     x = np.zeros((1, 1, 2, 2))
-    _, (indices, _) = F.max_pool2d_forward(x, 2)
+    _, (indices, _, _) = F.max_pool2d_forward(x, 2)
     assert indices[0, 0, 0, 0] == 0
 
 
@@ -110,3 +112,34 @@ def test_non_contiguous_inputs_give_the_same_answer():
     out, _ = F.conv2d_forward(x, w, None, 1, 1)
     ref, _ = R.conv2d_forward(np.ascontiguousarray(x), np.ascontiguousarray(w), None, 1, 1)
     np.testing.assert_allclose(out, ref, rtol=1e-9)
+
+
+# ---------------------------------------------------------------- one cache layout for both modules
+
+
+def _op_pairs():
+    """op -> (forward arguments, backward keyword arguments) for every op with a cache, float64."""
+    x, w, wt = data((2, 3, 7, 6), np.float64, 0), data((4, 3, 3, 2), np.float64, 1), data((3, 4, 3, 2), np.float64, 2)
+    b = data(4, np.float64, 3)
+    pooled_x = _distinct((2, 3, 7, 6), np.random.default_rng(4))
+    _, (indices, _, _) = F.max_pool2d_forward(pooled_x, 3, 2, 1)
+    return {
+        "conv2d": (x, w, b, (2, 1), (1, 0)),
+        "conv_transpose2d": (x, wt, b, (2, 3), (1, 0)),
+        "max_pool2d": (pooled_x, 3, 2, 1, True),
+        "max_unpool2d": (data(indices.shape, np.float64, 5), indices, (7, 6)),
+        "relu": (x,),
+    }
+
+
+@pytest.mark.parametrize("op", list(_op_pairs()))
+def test_either_backward_accepts_either_forwards_cache(op):
+    args = _op_pairs()[op]
+    out, f_cache = getattr(F, f"{op}_forward")(*args)
+    ref, r_cache = getattr(R, f"{op}_forward")(*args)
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    dout = data(out.shape, np.float64, 6)
+    f_backward, r_backward = getattr(F, f"{op}_backward"), getattr(R, f"{op}_backward")
+    want = r_backward(dout, r_cache)
+    for got in (f_backward(dout, r_cache), r_backward(dout, f_cache), f_backward(dout, f_cache)):
+        assert_close(got, want, np.float64)

@@ -168,14 +168,14 @@ class MaxPool2d(Layer):
 
 
 class MaxUnpool2d(Layer):
-    """Max-unpooling with the indices of a :class:`MaxPool2d`; see :func:`tinyfcn.functional.max_unpool2d`."""
+    """Max-unpooling with the indices of a :class:`MaxPool2d`; see :func:`tinyfcn.functional.max_unpool2d_forward`."""
 
     def forward(self, x, indices, output_size):
-        self.indices = indices
-        return F.max_unpool2d(x, indices, output_size)
+        out, self.cache = F.max_unpool2d_forward(x, indices, output_size)
+        return out
 
     def backward(self, dout):
-        return F.max_unpool2d_backward(dout, self.indices)
+        return F.max_unpool2d_backward(dout, self.cache)
 
 
 class ReLU(Layer):

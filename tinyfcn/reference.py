@@ -7,7 +7,10 @@ loop in Python and check nothing, so keep the arrays small.
 
 Layout: NCHW. Convolution weights are (C_out, C_in, kH, kW); transposed-convolution
 weights are (C_in, C_out, kH, kW), as in PyTorch. Every ``*_forward`` returns
-``(out, cache)`` and every ``*_backward`` takes ``(dout, cache)``.
+``(out, cache)`` and every ``*_backward`` takes ``(dout, cache)``; the caches have
+the layouts documented in :mod:`tinyfcn.functional`, so a cache from either module
+works with either backward. ``softmax_cross_entropy`` is the loss and returns
+``(loss, dscores)``.
 """
 import numpy as np
 
@@ -21,6 +24,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
 
     Shapes: x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out,) or None,
     out (N, C_out, H_out, W_out) with ``H_out = floor((H + 2p - kH) / s) + 1``.
+    The cache is ``(x, weight, has_bias, stride, padding, None)``: no unfolded columns here.
     """
     stride, padding = pair(stride), pair(padding)
     (sh, sw), (ph, pw) = stride, padding
@@ -34,7 +38,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
             out[:, :, i, j] = np.tensordot(window, weight, axes=([1, 2, 3], [1, 2, 3]))
     if bias is not None:
         out += bias[None, :, None, None]
-    return out, (x, weight, bias is not None, stride, padding)
+    return out, (x, weight, bias is not None, stride, padding, None)
 
 
 def conv2d_backward(dout, cache):
@@ -43,7 +47,7 @@ def conv2d_backward(dout, cache):
     ``dweight[o] += dout[n, o, i, j] * window``, ``dxpad[window] += dout[n, o, i, j] * weight[o]``,
     ``dbias[o] = sum_{n,i,j} dout[n, o, i, j]``. Returns ``(dx, dweight, dbias)``; dbias is None without a bias.
     """
-    x, weight, has_bias, (sh, sw), (ph, pw) = cache
+    x, weight, has_bias, (sh, sw), (ph, pw), _ = cache                      # the columns are not needed
     kh, kw = weight.shape[2:]
     xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     dxpad = np.zeros_like(xpad)
@@ -68,6 +72,7 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
 
     Shapes: x (N, C_in, H, W), weight (C_in, C_out, kH, kW), bias (C_out,) or None,
     out (N, C_out, H_out, W_out) with ``H_out = (H - 1) * s - 2p + kH``.
+    The cache is ``(x, weight, has_bias, stride, padding, None)``.
     """
     stride, padding = pair(stride), pair(padding)
     (sh, sw), (ph, pw) = stride, padding
@@ -83,7 +88,7 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
     out = full[:, :, ph:ph + Ho, pw:pw + Wo]
     if bias is not None:
         out = out + bias[None, :, None, None]
-    return out, (x, weight, bias is not None, stride, padding)
+    return out, (x, weight, bias is not None, stride, padding, None)
 
 
 def conv_transpose2d_backward(dout, cache):
@@ -93,7 +98,7 @@ def conv_transpose2d_backward(dout, cache):
     ``dweight[c] = sum_{n,i,j} x[n, c, i, j] * dout_full[n, :, window(i, j)]``,
     ``dbias[o] = sum dout[n, o]``. Returns ``(dx, dweight, dbias)``; dbias is None without a bias.
     """
-    x, weight, has_bias, (sh, sw), (ph, pw) = cache
+    x, weight, has_bias, (sh, sw), (ph, pw), _ = cache                      # x as rows is not needed
     N, C_in, H, W = x.shape
     kh, kw = weight.shape[2:]
     dfull = np.pad(dout, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
@@ -115,7 +120,7 @@ def max_pool2d_forward(x, kernel_size=2, stride=None, padding=0, ceil_mode=False
     Padding counts as -inf, so a window's maximum is always a real input value.
     ``indices[n, c, i, j] = h*W + w``, the flat position of the (first) maximum in its
     input plane. Shapes: x (N, C, H, W), out and indices (N, C, H_out, W_out) with
-    ``H_out = floor_or_ceil((H + 2p - k) / s) + 1``.
+    ``H_out = floor_or_ceil((H + 2p - k) / s) + 1``. The cache is ``(indices, x.shape, x.dtype)``.
     """
     kernel = pair(kernel_size)
     stride = kernel if stride is None else pair(stride)
@@ -134,37 +139,37 @@ def max_pool2d_forward(x, kernel_size=2, stride=None, padding=0, ceil_mode=False
             dh, dw = np.divmod(arg, w1 - w0)
             out[:, :, i, j] = np.take_along_axis(window, arg[:, :, None], axis=2)[:, :, 0]
             indices[:, :, i, j] = (h0 + dh) * W + (w0 + dw)
-    return out, (indices, x.shape)
+    return out, (indices, x.shape, x.dtype)
 
 
-def max_unpool2d(x, cache_or_indices, output_size):
+def max_unpool2d_forward(x, indices, output_size):
     """Put every value back where its maximum came from; everything else is 0.
 
     ``out[n, c].flat[indices[n, c, i, j]] += x[n, c, i, j]``. Where pooling windows
     overlap and share a maximum, the values add (this is exactly max-pooling's backward
     pass). ``output_size`` is (H_out, W_out). Shapes: x and indices (N, C, H, W).
+    The cache is ``(indices, out.shape, x.dtype)``.
     """
-    indices = cache_or_indices[0] if isinstance(cache_or_indices, tuple) else cache_or_indices
     N, C = x.shape[:2]
-    Ho, Wo = output_size
-    out = np.zeros((N, C, Ho * Wo), dtype=x.dtype)
+    out_shape = (N, C, *output_size)
+    out = np.zeros((N, C, out_shape[2] * out_shape[3]), dtype=x.dtype)
     for n in range(N):
         for c in range(C):
             np.add.at(out[n, c], indices[n, c].ravel(), x[n, c].ravel())
-    return out.reshape(N, C, Ho, Wo)
+    return out.reshape(out_shape), (indices, out_shape, x.dtype)
 
 
-def max_unpool2d_backward(dout, cache_or_indices):
-    """Gradient of :func:`max_unpool2d`: each input reads the gradient at its index, ``dx = dout.flat[indices]``."""
-    indices = cache_or_indices[0] if isinstance(cache_or_indices, tuple) else cache_or_indices
+def max_unpool2d_backward(dout, cache):
+    """Gradient of :func:`max_unpool2d_forward`: each input reads the gradient at its index, ``dx = dout.flat[indices]``."""
+    indices, _, _ = cache
     N, C = dout.shape[:2]
     return np.take_along_axis(dout.reshape(N, C, -1), indices.reshape(N, C, -1), axis=2).reshape(indices.shape)
 
 
 def max_pool2d_backward(dout, cache):
     """Route each gradient to the input that won its window (argmax routing); overlapping winners add."""
-    indices, x_shape = cache
-    return max_unpool2d(dout, indices, x_shape[2:])
+    indices, x_shape, _ = cache
+    return max_unpool2d_forward(dout, indices, x_shape[2:])[0]
 
 
 def relu_forward(x):
