@@ -254,7 +254,7 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
     return out, (x, weight, bias is not None, stride, padding, x2)
 
 
-def conv_transpose2d_backward(dout, cache):
+def conv_transpose2d_backward(dout, cache, weight_grad=True):
     """Gradients of :func:`conv_transpose2d_forward`.
 
     Each copy reads back the output window it was added to: ``cols = im2col(dout)``,
@@ -265,12 +265,14 @@ def conv_transpose2d_backward(dout, cache):
     ----------
     dout : ndarray, shape (N, C_out, H_out, W_out)
     cache : from :func:`conv_transpose2d_forward` (or its reference twin)
+    weight_grad : bool
+        False skips dweight and dbias (a frozen layer, such as FCN's bilinear upsampling).
 
     Returns
     -------
     dx : ndarray, shape (N, C_in, H, W)
-    dweight : ndarray, shape (C_in, C_out, kH, kW)
-    dbias : ndarray, shape (C_out,), or None if the forward pass had no bias
+    dweight : ndarray, shape (C_in, C_out, kH, kW), or None if not ``weight_grad``
+    dbias : ndarray, shape (C_out,), or None if the forward pass had no bias or not ``weight_grad``
     """
     x, weight, has_bias, stride, padding, x2 = cache
     N, C_in, H, W = x.shape
@@ -278,6 +280,8 @@ def conv_transpose2d_backward(dout, cache):
     dout = _check_grad("conv_transpose2d_backward", dout, (N, weight.shape[1], *out_size), x.dtype)
     cols = _im2col(dout, weight.shape[2:], stride, padding, (H, W))   # (C_out*kH*kW, N*H*W)
     dx = (weight.reshape(C_in, -1) @ _per_image(cols, N)).reshape(N, C_in, H, W)
+    if not weight_grad:
+        return dx, None, None
     if x2 is None:
         x2 = _to_rows(x)
     dweight = (x2 @ cols.T).reshape(weight.shape)

@@ -91,26 +91,28 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
     return out, (x, weight, bias is not None, stride, padding, None)
 
 
-def conv_transpose2d_backward(dout, cache):
+def conv_transpose2d_backward(dout, cache, weight_grad=True):
     """Gradients of :func:`conv_transpose2d_forward`: every copy reads back the output window it was added to.
 
     ``dx[n, c, i, j] = <dout_full[n, :, window(i, j)], weight[c]>`` (a convolution of ``dout``),
     ``dweight[c] = sum_{n,i,j} x[n, c, i, j] * dout_full[n, :, window(i, j)]``,
-    ``dbias[o] = sum dout[n, o]``. Returns ``(dx, dweight, dbias)``; dbias is None without a bias.
+    ``dbias[o] = sum dout[n, o]``. Returns ``(dx, dweight, dbias)``; dbias is None without a bias,
+    and both are None when ``weight_grad`` is False (a frozen layer).
     """
     x, weight, has_bias, (sh, sw), (ph, pw), _ = cache                      # x as rows is not needed
     N, C_in, H, W = x.shape
     kh, kw = weight.shape[2:]
     dfull = np.pad(dout, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     dx = np.zeros_like(x)
-    dweight = np.zeros_like(weight)
+    dweight = np.zeros_like(weight) if weight_grad else None
     for n in range(N):
         for i in range(H):
             for j in range(W):
                 window = dfull[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw]   # (C_out, kH, kW)
                 dx[n, :, i, j] = np.tensordot(weight, window, axes=3)
-                dweight += x[n, :, i, j][:, None, None, None] * window
-    dbias = dout.sum(axis=(0, 2, 3)) if has_bias else None
+                if weight_grad:
+                    dweight += x[n, :, i, j][:, None, None, None] * window
+    dbias = dout.sum(axis=(0, 2, 3)) if has_bias and weight_grad else None
     return dx, dweight, dbias
 
 
