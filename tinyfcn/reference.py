@@ -17,6 +17,41 @@ import numpy as np
 from .sizes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
 
 
+def im2col(x, kernel, stride, padding):
+    """Unfold every convolution window of ``x`` into a column, so a convolution is one matrix product.
+
+    ``cols[(c*kH + u)*kW + v, (n*H_out + i)*W_out + j] = xpad[n, c, i*sh + u, j*sw + v]``:
+    each kernel offset (u, v) is one strided slice of the padded input, filling row (c, u, v) for every c.
+    Shapes: x (N, C, H, W) -> cols (C*kH*kW, N*H_out*W_out), ``H_out = floor((H + 2p - kH) / s) + 1``.
+    """
+    (kh, kw), (sh, sw), (ph, pw) = pair(kernel), pair(stride), pair(padding)
+    N, C, H, W = x.shape
+    Ho, Wo = conv2d_output_size((H, W), (kh, kw), (sh, sw), (ph, pw))
+    xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = np.empty((C, kh, kw, N, Ho, Wo), dtype=x.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            cols[:, u, v] = xpad[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw].transpose(1, 0, 2, 3)
+    return cols.reshape(C * kh * kw, N * Ho * Wo)
+
+
+def col2im(cols, x_shape, kernel, stride, padding):
+    """Fold columns back onto an image of shape ``x_shape``, adding where windows overlap (the adjoint of :func:`im2col`).
+
+    ``xpad[n, c, i*sh + u, j*sw + v] += cols[(c*kH + u)*kW + v, (n*H_out + i)*W_out + j]``, then the
+    padding is cut off. Shapes: cols (C*kH*kW, N*H_out*W_out) -> x (N, C, H, W).
+    """
+    (kh, kw), (sh, sw), (ph, pw) = pair(kernel), pair(stride), pair(padding)
+    N, C, H, W = x_shape
+    Ho, Wo = conv2d_output_size((H, W), (kh, kw), (sh, sw), (ph, pw))
+    cols = cols.reshape(C, kh, kw, N, Ho, Wo)
+    xpad = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            xpad[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw] += cols[:, u, v].transpose(1, 0, 2, 3)
+    return xpad[:, :, ph:ph + H, pw:pw + W]
+
+
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     """Cross-correlate ``x`` with ``weight``: a dot product of the kernel with every window.
 
@@ -211,3 +246,15 @@ def softmax_cross_entropy(scores, target, ignore_index=255, reduction="mean"):
     if reduction == "mean" and count > 0:
         loss, dscores = loss / count, dscores / count
     return float(loss), dscores.astype(scores.dtype)
+
+
+def sgd_update(w, grad, velocity, lr, momentum, weight_decay, nesterov):
+    """One SGD-with-momentum step, in place: PyTorch's rule, as :class:`tinyfcn.optim.SGD` applies it.
+
+    ``g = grad + weight_decay * w``; ``velocity = momentum * velocity + g``;
+    ``w -= lr * (g + momentum * velocity)`` (Nesterov) or ``w -= lr * velocity``.
+    ``w`` and ``velocity`` are updated; all arrays have the same shape.
+    """
+    g = grad + weight_decay * w
+    velocity[...] = momentum * velocity + g
+    w -= lr * (g + momentum * velocity if nesterov else velocity)
