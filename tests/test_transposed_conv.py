@@ -115,3 +115,13 @@ def test_frozen_upsampling_layer_skips_the_weight_gradient(monkeypatch):
     np.testing.assert_array_equal(frozen.backward(dout), live.backward(dout))
     assert calls[0][1] is None and calls[0][2] is None and frozen.grads == {}
     assert calls[1][1] is not None and set(live.grads) == {"weight", "bias"}
+
+
+def test_the_kernel_copies_sum_to_the_transposed_convolution():
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 4, 3)), rng.standard_normal((3, 2, 3, 4))
+    copies = R.conv_transpose2d_copies(x, w, stride=(2, 1))
+    assert copies.shape == (2, 3, 4, 3, 2, 9, 6)
+    np.testing.assert_allclose(copies[1, 2, 3, 1, :, 6:9, 1:5], x[1, 2, 3, 1] * w[2], rtol=1e-15)
+    out, _ = F.conv_transpose2d_forward(x, w, None, stride=(2, 1), padding=(1, 2))
+    np.testing.assert_allclose(copies.sum(axis=(1, 2, 3))[:, :, 1:-1, 2:-2], out, rtol=1e-12)

@@ -98,28 +98,40 @@ def conv2d_backward(dout, cache):
     return dx, dweight, dbias
 
 
+def conv_transpose2d_copies(x, weight, stride=1):
+    """The weighted kernel copies a transposed convolution sums, each placed in the uncropped output grid.
+
+    ``copies[n, c, i, j]`` is ``x[n, c, i, j] * weight[c]`` (a (C_out, kH, kW) block) put at rows
+    ``i*sh + [0, kH)`` and columns ``j*sw + [0, kW)`` of a zero (C_out, H_full, W_full) grid,
+    ``H_full = (H - 1) * sh + kH``. Shapes: x (N, C_in, H, W), weight (C_in, C_out, kH, kW),
+    copies (N, C_in, H, W, C_out, H_full, W_full).
+    """
+    sh, sw = pair(stride)
+    N, C_in, H, W = x.shape
+    _, C_out, kh, kw = weight.shape
+    copies = np.zeros((N, C_in, H, W, C_out, (H - 1) * sh + kh, (W - 1) * sw + kw), dtype=x.dtype)
+    for i in range(H):
+        for j in range(W):
+            copies[:, :, i, j, :, i * sh:i * sh + kh, j * sw:j * sw + kw] = x[:, :, i, j, None, None, None] * weight
+    return copies
+
+
 def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
     """Transposed convolution as the paper draws it: a weighted copy of the kernel for every input pixel.
 
     Each input pixel ``x[n, c, i, j]`` adds ``x[n, c, i, j] * weight[c]`` (a (C_out, kH, kW)
-    block) into the output window that starts at ``(i*sh - ph, j*sw - pw)``. Overlapping
-    copies sum; the padding trims ``p`` rows and columns from each border.
+    block) into the output window that starts at ``(i*sh - ph, j*sw - pw)``: the copies of
+    :func:`conv_transpose2d_copies` are summed, and the padding trims ``p`` rows and
+    columns from each border.
 
     Shapes: x (N, C_in, H, W), weight (C_in, C_out, kH, kW), bias (C_out,) or None,
     out (N, C_out, H_out, W_out) with ``H_out = (H - 1) * s - 2p + kH``.
     The cache is ``(x, weight, has_bias, stride, padding, None)``.
     """
     stride, padding = pair(stride), pair(padding)
-    (sh, sw), (ph, pw) = stride, padding
-    N, C_in, H, W = x.shape
-    kh, kw = weight.shape[2:]
-    Ho, Wo = conv_transpose2d_output_size((H, W), (kh, kw), stride, padding)
-    full = np.zeros((N, weight.shape[1], Ho + 2 * ph, Wo + 2 * pw), dtype=x.dtype)
-    for n in range(N):
-        for c in range(C_in):
-            for i in range(H):
-                for j in range(W):
-                    full[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw] += x[n, c, i, j] * weight[c]
+    ph, pw = padding
+    Ho, Wo = conv_transpose2d_output_size(x.shape[2:], weight.shape[2:], stride, padding)
+    full = conv_transpose2d_copies(x, weight, stride).sum(axis=(1, 2, 3))     # (N, C_out, H_full, W_full)
     out = full[:, :, ph:ph + Ho, pw:pw + Wo]
     if bias is not None:
         out = out + bias[None, :, None, None]
