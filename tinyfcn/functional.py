@@ -341,6 +341,7 @@ def max_pool2d_backward(dout, cache):
 
 
 def _unpool(x, indices, shape):
+    """Scatter-add x into a zero map of ``shape`` at the flat positions ``indices`` (checked by the caller)."""
     out = np.empty(shape, x.dtype)
     _kernels.max_unpool2d(x, indices, out)
     return out

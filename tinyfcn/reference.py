@@ -200,12 +200,12 @@ def max_unpool2d_forward(x, indices, output_size):
     The cache is ``(indices, out.shape, x.dtype)``.
     """
     N, C = x.shape[:2]
-    out_shape = (N, C, *output_size)
-    out = np.zeros((N, C, out_shape[2] * out_shape[3]), dtype=x.dtype)
+    Ho, Wo = output_size
+    out = np.zeros((N, C, Ho * Wo), dtype=x.dtype)
     for n in range(N):
         for c in range(C):
             np.add.at(out[n, c], indices[n, c].ravel(), x[n, c].ravel())
-    return out.reshape(out_shape), (indices, out_shape, x.dtype)
+    return out.reshape(N, C, Ho, Wo), (indices, (N, C, Ho, Wo), x.dtype)
 
 
 def max_unpool2d_backward(dout, cache):
