@@ -35,9 +35,10 @@ def with_nan(a, value=np.nan):
     (lambda: F.max_pool2d_forward(x[:, :, :1, :1], 2), ValueError, "max_pool2d: kernel 2x2 is larger than the padded input 1x1"),
     (lambda: F.max_pool2d_forward(x, 2, 2, padding=2), ValueError, "at most half the kernel size"),
     (lambda: F.max_pool2d_forward(with_nan(x), 2), ValueError, "max_pool2d: x contains NaN"),
-    (lambda: F.max_unpool2d(x, np.zeros(x.shape, np.int64), (0, 5)), ValueError, "output_size must be positive"),
-    (lambda: F.max_unpool2d(x, np.full(x.shape, 99), (8, 8)), ValueError, r"indices must lie in \[0, 64\)"),
-    (lambda: F.max_unpool2d(x, np.zeros(x.shape), (8, 8)), TypeError, "indices must be an integer array"),
+    (lambda: F.max_unpool2d_forward(x, np.zeros(x.shape, np.int64), (0, 5)), ValueError, "output_size must be positive"),
+    (lambda: F.max_unpool2d_forward(x, np.full(x.shape, 99), (8, 8)), ValueError, r"indices must lie in \[0, 64\)"),
+    (lambda: F.max_unpool2d_forward(x, np.zeros(x.shape), (8, 8)), TypeError, "indices must be an integer array, got float64"),
+    (lambda: F.max_unpool2d_forward(x, np.zeros((2, 3, 4, 4), np.int64), (8, 8)), ValueError, "indices must have the shape of x"),
     (lambda: F.relu_forward(with_nan(x)), ValueError, "relu: x contains NaN"),
     (lambda: F.softmax_cross_entropy(x, np.zeros((2, 8, 8), np.int64), reduction="avg"), ValueError, "reduction must be 'mean' or 'sum'"),
     (lambda: F.softmax_cross_entropy(x, np.zeros((2, 8, 7), np.int64)), ValueError, r"target must have shape \(N, H, W\) = \(2, 8, 8\)"),
@@ -81,3 +82,25 @@ def test_overflowing_sum_of_finite_values_is_not_called_nan():
     big = np.full((1, 1, 4, 4), 3e38, np.float32)                    # the sum overflows, the values are fine
     out, _ = F.relu_forward(big)
     assert np.array_equal(out, big)
+
+
+def _forwards_float32():
+    """Every op with a backward: its forward called on float32 input."""
+    indices = np.zeros((2, 3, 4, 4), np.int64)
+    return {
+        "conv2d": lambda: F.conv2d_forward(x, w),
+        "conv_transpose2d": lambda: F.conv_transpose2d_forward(x, wt),
+        "max_pool2d": lambda: F.max_pool2d_forward(x, 2),
+        "max_unpool2d": lambda: F.max_unpool2d_forward(x[:, :, :4, :4], indices, (8, 8)),
+        "relu": lambda: F.relu_forward(x),
+    }
+
+
+@pytest.mark.parametrize("op", list(_forwards_float32()))
+def test_every_backward_wants_dout_in_the_forward_dtype(op):
+    out, cache = _forwards_float32()[op]()
+    backward = getattr(F, f"{op}_backward")
+    with pytest.raises(TypeError, match=f"{op}_backward: dout is float64 but the input is float32"):
+        backward(out.astype(np.float64), cache)
+    grads = backward(out, cache)
+    assert all(g.dtype == np.float32 for g in (grads if isinstance(grads, tuple) else (grads,)) if g is not None)

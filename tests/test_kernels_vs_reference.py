@@ -1,12 +1,14 @@
-"""The compiled ops (tinyfcn.functional) against their plain-NumPy twins (tinyfcn.reference)."""
+"""The compiled ops (tinyfcn.functional) and each compiled kernel (tinyfcn._kernels) against their plain-NumPy twins (tinyfcn.reference)."""
 import itertools
 
 import numpy as np
 import pytest
 
+from tinyfcn import _kernels
 from tinyfcn import functional as F
 from tinyfcn import reference as R
 from tinyfcn.checks import _distinct
+from tinyfcn.sizes import conv2d_output_size, pair, pool2d_output_size
 
 GEOMETRY = [((3, 3), 1, 1), ((1, 1), 1, 0), ((2, 4), (2, 1), (1, 2)), ((5, 3), 3, 2), ((4, 4), 2, 0)]
 
@@ -64,14 +66,16 @@ def test_max_pool2d_and_unpool(dtype, kernel, stride, padding, ceil_mode):
     np.testing.assert_array_equal(cache[0], ref_cache[0])
     dout = data(out.shape, dtype, 3)
     assert_close(F.max_pool2d_backward(dout, cache), R.max_pool2d_backward(dout, ref_cache), dtype)
-    assert_close(F.max_unpool2d(out, cache, (9, 7)), R.max_unpool2d(out, ref_cache, (9, 7)), dtype)
+    up, up_cache = F.max_unpool2d_forward(out, cache[0], (9, 7))
+    ref_up, ref_up_cache = R.max_unpool2d_forward(out, ref_cache[0], (9, 7))
+    assert_close(up, ref_up, dtype)
     d_up = data((2, 3, 9, 7), dtype, 4)
-    assert_close(F.max_unpool2d_backward(d_up, cache), R.max_unpool2d_backward(d_up, ref_cache), dtype)
+    assert_close(F.max_unpool2d_backward(d_up, up_cache), R.max_unpool2d_backward(d_up, ref_up_cache), dtype)
 
 
 def test_max_pool_ties_pick_the_first_maximum():
     x = np.zeros((1, 1, 2, 2))
-    _, (indices, _) = F.max_pool2d_forward(x, 2)
+    _, (indices, _, _) = F.max_pool2d_forward(x, 2)
     assert indices[0, 0, 0, 0] == 0
 
 
@@ -110,3 +114,184 @@ def test_non_contiguous_inputs_give_the_same_answer():
     out, _ = F.conv2d_forward(x, w, None, 1, 1)
     ref, _ = R.conv2d_forward(np.ascontiguousarray(x), np.ascontiguousarray(w), None, 1, 1)
     np.testing.assert_allclose(out, ref, rtol=1e-9)
+
+
+# ---------------------------------------------------------------- one cache layout for both modules
+
+
+def _op_pairs():
+    """op -> (forward arguments, backward keyword arguments) for every op with a cache, float64."""
+    x, w, wt = data((2, 3, 7, 6), np.float64, 0), data((4, 3, 3, 2), np.float64, 1), data((3, 4, 3, 2), np.float64, 2)
+    b = data(4, np.float64, 3)
+    pooled_x = _distinct((2, 3, 7, 6), np.random.default_rng(4))
+    _, (indices, _, _) = F.max_pool2d_forward(pooled_x, 3, 2, 1)
+    return {
+        "conv2d": (x, w, b, (2, 1), (1, 0)),
+        "conv_transpose2d": (x, wt, b, (2, 3), (1, 0)),
+        "max_pool2d": (pooled_x, 3, 2, 1, True),
+        "max_unpool2d": (data(indices.shape, np.float64, 5), indices, (7, 6)),
+        "relu": (x,),
+    }
+
+
+@pytest.mark.parametrize("op", list(_op_pairs()))
+def test_either_backward_accepts_either_forwards_cache(op):
+    args = _op_pairs()[op]
+    out, f_cache = getattr(F, f"{op}_forward")(*args)
+    ref, r_cache = getattr(R, f"{op}_forward")(*args)
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    dout = data(out.shape, np.float64, 6)
+    f_backward, r_backward = getattr(F, f"{op}_backward"), getattr(R, f"{op}_backward")
+    want = r_backward(dout, r_cache)
+    for got in (f_backward(dout, r_cache), r_backward(dout, f_cache), f_backward(dout, f_cache)):
+        assert_close(got, want, np.float64)
+
+
+# ---------------------------------------------------------------- each compiled kernel against its twin
+# The kernels are called directly, as tinyfcn.functional calls them: C-contiguous inputs, outputs allocated here.
+
+
+def _valid_range_by_brute_force(n_out, n_in, offset, stride):
+    """The output positions whose input position lies inside, found by trying each one."""
+    return [o for o in range(n_out) if 0 <= o * stride + offset < n_in]
+
+
+KERNEL_TWINS = {
+    "_valid_range": _valid_range_by_brute_force,
+    "im2col": R.im2col,
+    "col2im": R.col2im,
+    "max_pool2d_forward": R.max_pool2d_forward,
+    "max_unpool2d": R.max_unpool2d_forward,
+    "max_unpool2d_backward": R.max_unpool2d_backward,
+    "relu_forward": R.relu_forward,
+    "relu_backward": R.relu_backward,
+    "softmax_cross_entropy": R.softmax_cross_entropy,
+    "sgd_update": R.sgd_update,
+}
+"""kernel name -> its plain-NumPy twin; each entry has a test below."""
+
+DTYPES = [np.float64, np.float32]
+SHAPES = [(2, 3, 9, 8), (1, 2, 7, 5), (3, 1, 4, 11)]
+CONV_GEOMETRY = GEOMETRY + [((4, 4), 2, 1), ((3, 1), (1, 3), (0, 1)), ((2, 2), 3, 0)]
+
+
+def test_every_kernel_has_a_twin_test():
+    kernels = {name for name, obj in vars(_kernels).items()
+               if callable(obj) and getattr(obj, "__module__", None) == _kernels.__name__}
+    assert kernels == set(KERNEL_TWINS)
+
+
+@pytest.mark.parametrize("n_out,n_in,stride", [(5, 5, 1), (4, 9, 2), (3, 7, 3), (6, 2, 1), (1, 1, 1)])
+def test_valid_range(n_out, n_in, stride):
+    for offset in range(-4, 5):
+        lo, hi = _kernels._valid_range(n_out, n_in, offset, stride)
+        assert list(range(lo, hi)) == KERNEL_TWINS["_valid_range"](n_out, n_in, offset, stride)
+
+
+def _conv_cases():
+    for shape, (kernel, stride, padding) in itertools.product(SHAPES, CONV_GEOMETRY):
+        kernel, stride, padding = pair(kernel), pair(stride), pair(padding)
+        out_size = conv2d_output_size(shape[2:], kernel, stride, padding)
+        if min(out_size) >= 1:
+            yield shape, kernel, stride, padding, out_size
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2col_and_col2im(dtype):
+    for seed, (shape, kernel, stride, padding, (Ho, Wo)) in enumerate(_conv_cases()):
+        x = data(shape, dtype, seed)
+        cols = np.empty((shape[1] * kernel[0] * kernel[1], shape[0] * Ho * Wo), dtype)
+        _kernels.im2col(x, *kernel, *stride, *padding, Ho, Wo, cols)
+        np.testing.assert_array_equal(cols, KERNEL_TWINS["im2col"](x, kernel, stride, padding))
+        folded = np.empty(shape, dtype)
+        cols = data(cols.shape, dtype, seed + 100)
+        _kernels.col2im(cols, *kernel, *stride, *padding, Ho, Wo, folded)
+        assert_close(folded, KERNEL_TWINS["col2im"](cols, shape, kernel, stride, padding), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("kernel,stride,padding,ceil_mode", [
+    ((2, 2), (2, 2), (0, 0), False), ((2, 2), (2, 2), (0, 0), True), ((3, 3), (2, 2), (1, 1), True),
+    ((3, 2), (2, 1), (1, 0), False), ((1, 1), (1, 1), (0, 0), False), ((4, 3), (3, 2), (2, 1), True)])
+def test_max_pool2d_forward(dtype, shape, kernel, stride, padding, ceil_mode):
+    x = _distinct(shape, np.random.default_rng(0)).astype(dtype)
+    out_shape = (*shape[:2], *pool2d_output_size(shape[2:], kernel, stride, padding, ceil_mode))
+    out, indices = np.empty(out_shape, dtype), np.empty(out_shape, np.int64)
+    _kernels.max_pool2d_forward(x, *kernel, *stride, *padding, out, indices)
+    ref, (ref_indices, _, _) = KERNEL_TWINS["max_pool2d_forward"](x, kernel, stride, padding, ceil_mode)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(indices, ref_indices)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,out_size", [((2, 3, 4, 4), (8, 8)), ((1, 2, 3, 5), (7, 11)), ((2, 1, 5, 3), (2, 3))])
+def test_max_unpool2d_and_its_backward(dtype, shape, out_size):
+    rng = np.random.default_rng(0)
+    indices = rng.integers(0, out_size[0] * out_size[1], shape)     # repeats included: they must add
+    x = data(shape, dtype, 1)
+    out = np.empty((*shape[:2], *out_size), dtype)
+    _kernels.max_unpool2d(x, indices, out)
+    ref, cache = KERNEL_TWINS["max_unpool2d"](x, indices, out_size)
+    assert_close(out, ref, dtype)
+    dout = data(out.shape, dtype, 2)
+    dx = np.empty(shape, dtype)
+    _kernels.max_unpool2d_backward(dout, indices, dx)
+    np.testing.assert_array_equal(dx, KERNEL_TWINS["max_unpool2d_backward"](dout, cache))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [1, 7, 64])
+def test_relu_kernels(dtype, size):
+    x = data(size, dtype, 0)
+    x[0] = 0.0
+    out = np.empty_like(x)
+    _kernels.relu_forward(x, out)
+    np.testing.assert_array_equal(out, KERNEL_TWINS["relu_forward"](x)[0])
+    dout, dx = data(size, dtype, 1), np.empty_like(x)
+    _kernels.relu_backward(dout, out, dx)
+    np.testing.assert_array_equal(dx, KERNEL_TWINS["relu_backward"](dout, out))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 5, 3, 7), (1, 1, 1, 1), (3, 21, 2, 5)])
+@pytest.mark.parametrize("mean", [True, False])
+def test_softmax_cross_entropy_kernel(dtype, shape, mean):
+    N, K, H, W = shape
+    scores = data(shape, dtype, 0) * 5
+    target = np.random.default_rng(1).integers(0, K, (N, H, W))
+    target.reshape(-1)[::3] = 255
+    dscores = np.empty(shape, dtype)
+    loss = _kernels.softmax_cross_entropy(scores.reshape(N, K, -1), target.reshape(N, -1), 255, mean,
+                                          dscores.reshape(N, K, -1))
+    ref_loss, ref_d = KERNEL_TWINS["softmax_cross_entropy"](scores.astype(np.float64), target, 255,
+                                                            "mean" if mean else "sum")
+    assert loss == pytest.approx(ref_loss, rel=1e-9 if dtype == np.float64 else 1e-5, abs=1e-12)
+    assert_close(dscores, ref_d, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum,weight_decay,nesterov", [(0.9, 5e-4, False), (0.9, 0.0, True), (0.0, 1e-2, False)])
+def test_sgd_update(dtype, momentum, weight_decay, nesterov):
+    w, grad, velocity = data(37, dtype, 0), data(37, dtype, 1), data(37, dtype, 2)
+    w_ref, velocity_ref = w.copy(), velocity.copy()
+    for _ in range(3):
+        _kernels.sgd_update(w, grad, velocity, 0.1, momentum, weight_decay, nesterov)
+        KERNEL_TWINS["sgd_update"](w_ref, grad, velocity_ref, 0.1, momentum, weight_decay, nesterov)
+    assert_close((w, velocity), (w_ref, velocity_ref), dtype)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", CONV_GEOMETRY)
+def test_reference_conv2d_is_im2col_and_one_matrix_product(kernel, stride, padding):
+    x, w, b = data((2, 3, 9, 8), np.float64, 0), data((4, 3, *kernel), np.float64, 1), data(4, np.float64, 2)
+    out, _ = R.conv2d_forward(x, w, b, stride, padding)
+    product = w.reshape(4, -1) @ R.im2col(x, kernel, stride, padding)              # (C_out, N*H_out*W_out)
+    np.testing.assert_allclose(out, product.reshape(4, 2, *out.shape[2:]).transpose(1, 0, 2, 3)
+                               + b[:, None, None], rtol=1e-12, atol=1e-12)
+
+
+def test_reference_col2im_is_the_adjoint_of_im2col():
+    x = data((2, 3, 7, 6), np.float64, 0)
+    cols = R.im2col(x, (3, 2), (2, 1), (1, 1))
+    c = data(cols.shape, np.float64, 1)
+    assert np.vdot(cols, c) == pytest.approx(np.vdot(x, R.col2im(c, x.shape, (3, 2), (2, 1), (1, 1))), rel=1e-12)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from tinyfcn import functional as F
+from tinyfcn import nn
 from tinyfcn import reference as R
 from tinyfcn.init import bilinear_kernel
 
@@ -83,3 +84,44 @@ def test_bilinear_upsampling_is_a_partition_of_unity_and_keeps_ramps_linear(s):
     np.testing.assert_allclose(np.diff(r, n=2, axis=0), 0, atol=1e-10)   # linear down the columns
     np.testing.assert_allclose(np.diff(r, n=2, axis=1), 0, atol=1e-10)   # and along the rows
     np.testing.assert_allclose(np.diff(r, axis=0), 2.0 / s, rtol=1e-10)  # slope divided by the factor
+
+
+@pytest.mark.parametrize("impl", [F, R], ids=["kernel", "reference"])
+def test_backward_can_skip_the_weight_gradient(impl):
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((3, 2, 4, 4)), rng.standard_normal(2)
+    out, cache = impl.conv_transpose2d_forward(x, w, b, stride=2, padding=1)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = impl.conv_transpose2d_backward(dout, cache, weight_grad=False)
+    assert dw is None and db is None
+    np.testing.assert_allclose(dx, impl.conv_transpose2d_backward(dout, cache)[0], rtol=1e-12)
+
+
+def test_frozen_upsampling_layer_skips_the_weight_gradient(monkeypatch):
+    calls = []
+
+    def spy(dout, cache, weight_grad=True):
+        grads = backward(dout, cache, weight_grad)
+        calls.append(grads)
+        return grads
+
+    backward = F.conv_transpose2d_backward
+    monkeypatch.setattr(F, "conv_transpose2d_backward", spy)
+    x = np.random.default_rng(0).standard_normal((1, 2, 3, 3))
+    frozen = nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1, init="bilinear", trainable=False, dtype=np.float64)
+    live = nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1, init="bilinear", dtype=np.float64)
+    dout = np.random.default_rng(1).standard_normal(frozen.forward(x).shape)
+    live.forward(x)
+    np.testing.assert_array_equal(frozen.backward(dout), live.backward(dout))
+    assert calls[0][1] is None and calls[0][2] is None and frozen.grads == {}
+    assert calls[1][1] is not None and set(live.grads) == {"weight", "bias"}
+
+
+def test_the_kernel_copies_sum_to_the_transposed_convolution():
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 4, 3)), rng.standard_normal((3, 2, 3, 4))
+    copies = R.conv_transpose2d_copies(x, w, stride=(2, 1))
+    assert copies.shape == (2, 3, 4, 3, 2, 9, 6)
+    np.testing.assert_allclose(copies[1, 2, 3, 1, :, 6:9, 1:5], x[1, 2, 3, 1] * w[2], rtol=1e-15)
+    out, _ = F.conv_transpose2d_forward(x, w, None, stride=(2, 1), padding=(1, 2))
+    np.testing.assert_allclose(copies.sum(axis=(1, 2, 3))[:, :, 1:-1, 2:-2], out, rtol=1e-12)

@@ -3,7 +3,10 @@
 These kernels are private. They take C-contiguous arrays and plain ints, write into
 output arrays the caller allocates, and check nothing: the wrappers in
 :mod:`tinyfcn.functional` validate shapes, dtypes and values first. Each kernel has
-a plain-NumPy twin in :mod:`tinyfcn.reference`, and the tests prove the two agree.
+a plain-NumPy twin in :mod:`tinyfcn.reference` (``im2col`` in ``reference.im2col``,
+``max_unpool2d`` in ``reference.max_unpool2d_forward``, ...), and the tests call every
+kernel directly and compare it with its twin; the index helper ``_valid_range`` is
+compared with a brute-force count.
 
 numba's options are decided here, once, by ``jit``:
 

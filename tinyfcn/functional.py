@@ -2,8 +2,16 @@
 
 Every ``*_forward`` returns ``(out, cache)``; every ``*_backward`` takes ``(dout, cache)``
 and returns the gradients, never modifying ``dout``. Inputs are NCHW float32 or
-float64 arrays; outputs have the input's dtype. Bad input raises a ``TypeError``
-or ``ValueError`` naming the op, what it expected and what it got.
+float64 arrays; outputs have the input's dtype, and ``dout`` must have it too. Bad
+input raises a ``TypeError`` or ``ValueError`` naming the op, what it expected and
+what it got. ``softmax_cross_entropy`` is the loss, not a layer: it returns
+``(loss, dscores)`` in one call.
+
+Each cache has the layout of its twin's cache in :mod:`tinyfcn.reference` (see the
+forward's "Returns"), so either backward accepts either forward's cache. Where this
+module keeps an extra array for speed (conv2d's unfolded input, conv_transpose2d's
+input as rows), the reference cache holds None in its place and the backward here
+recomputes it.
 
 How the convolutions run
 ------------------------
@@ -67,8 +75,8 @@ def _check_array(op, name, a, layout=None, dtype=None):
     return np.ascontiguousarray(a)
 
 
-def _check_grad(op, dout, shape, dtype=None):
-    """Check an upstream gradient against the forward output's shape (and dtype, when given)."""
+def _check_grad(op, dout, shape, dtype):
+    """Check an upstream gradient against the forward output's shape and the forward input's dtype."""
     dout = _check_array(op, "dout", dout, dtype=dtype)
     if dout.shape != tuple(shape):
         raise ValueError(f"{op}: dout must have the forward output's shape {tuple(shape)}, got {dout.shape}")
@@ -157,7 +165,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     Returns
     -------
     out : ndarray, shape (N, C_out, H_out, W_out), ``H_out = floor((H + 2p - kH) / s) + 1``
-    cache : tuple for :func:`conv2d_backward`
+    cache : ``(x, weight, has_bias, stride, padding, cols)`` for :func:`conv2d_backward`
+        stride and padding as (h, w) pairs; ``cols = im2col(x)``, (C_in*kH*kW, N*H_out*W_out).
+        :func:`tinyfcn.reference.conv2d_forward` gives the same layout with ``cols=None``.
     """
     op = "conv2d"
     x, weight, bias, kernel, stride, padding = _check_conv(op, x, weight, bias, stride, padding,
@@ -172,7 +182,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     out = weight.reshape(C_out, -1) @ _per_image(cols, N)                # (N, C_out, Ho*Wo)
     if bias is not None:
         out += bias[:, None]
-    return out.reshape(N, C_out, Ho, Wo), (x.shape, weight, bias is not None, stride, padding, cols)
+    return out.reshape(N, C_out, Ho, Wo), (x, weight, bias is not None, stride, padding, cols)
 
 
 def conv2d_backward(dout, cache):
@@ -184,7 +194,7 @@ def conv2d_backward(dout, cache):
     Parameters
     ----------
     dout : ndarray, shape (N, C_out, H_out, W_out)
-    cache : from :func:`conv2d_forward`
+    cache : from :func:`conv2d_forward` (or its reference twin; then cols is recomputed)
 
     Returns
     -------
@@ -192,15 +202,17 @@ def conv2d_backward(dout, cache):
     dweight : ndarray, shape (C_out, C_in, kH, kW)
     dbias : ndarray, shape (C_out,), or None if the forward pass had no bias
     """
-    x_shape, weight, has_bias, stride, padding, cols = cache
-    N = x_shape[0]
+    x, weight, has_bias, stride, padding, cols = cache
+    N = x.shape[0]
     C_out = weight.shape[0]
-    Ho, Wo = conv2d_output_size(x_shape[2:], weight.shape[2:], stride, padding)
-    dout = _check_grad("conv2d_backward", dout, (N, C_out, Ho, Wo), cols.dtype)
+    Ho, Wo = conv2d_output_size(x.shape[2:], weight.shape[2:], stride, padding)
+    dout = _check_grad("conv2d_backward", dout, (N, C_out, Ho, Wo), x.dtype)
+    if cols is None:
+        cols = _im2col(np.ascontiguousarray(x), weight.shape[2:], stride, padding, (Ho, Wo))
     dout2 = _to_rows(dout)                                             # (C_out, N*Ho*Wo)
     dweight = (dout2 @ cols.T).reshape(weight.shape)
     dbias = dout2.sum(axis=1) if has_bias else None
-    dx = _col2im(weight.reshape(C_out, -1).T @ dout2, x_shape, weight.shape[2:], stride, padding, (Ho, Wo))
+    dx = _col2im(weight.reshape(C_out, -1).T @ dout2, x.shape, weight.shape[2:], stride, padding, (Ho, Wo))
     return dx, dweight, dbias
 
 
@@ -221,7 +233,10 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
     Returns
     -------
     out : ndarray, shape (N, C_out, H_out, W_out), ``H_out = (H - 1) * s - 2p + kH``
-    cache : tuple for :func:`conv_transpose2d_backward`
+    cache : ``(x, weight, has_bias, stride, padding, x_rows)`` for :func:`conv_transpose2d_backward`
+        stride and padding as (h, w) pairs; ``x_rows`` is x as (C_in, N*H*W), the matrix the
+        weight gradient needs. :func:`tinyfcn.reference.conv_transpose2d_forward` gives the
+        same layout with ``x_rows=None``.
     """
     op = "conv_transpose2d"
     x, weight, bias, kernel, stride, padding = _check_conv(op, x, weight, bias, stride, padding,
@@ -236,33 +251,39 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
     out = _col2im(copies, (N, C_out, Ho, Wo), kernel, stride, padding, (H, W))
     if bias is not None:
         out += bias[None, :, None, None]
-    return out, (x2, x.shape, weight, bias is not None, stride, padding)
+    return out, (x, weight, bias is not None, stride, padding, x2)
 
 
-def conv_transpose2d_backward(dout, cache):
+def conv_transpose2d_backward(dout, cache, weight_grad=True):
     """Gradients of :func:`conv_transpose2d_forward`.
 
     Each copy reads back the output window it was added to: ``cols = im2col(dout)``,
     ``dx = weight2 @ cols`` (a convolution of dout with the same weight),
-    ``dweight = x2 @ cols.T``, ``dbias = sum of dout over (N, H_out, W_out)``.
+    ``dweight = x_rows @ cols.T``, ``dbias = sum of dout over (N, H_out, W_out)``.
 
     Parameters
     ----------
     dout : ndarray, shape (N, C_out, H_out, W_out)
-    cache : from :func:`conv_transpose2d_forward`
+    cache : from :func:`conv_transpose2d_forward` (or its reference twin)
+    weight_grad : bool
+        False skips dweight and dbias (a frozen layer, such as FCN's bilinear upsampling).
 
     Returns
     -------
     dx : ndarray, shape (N, C_in, H, W)
-    dweight : ndarray, shape (C_in, C_out, kH, kW)
-    dbias : ndarray, shape (C_out,), or None if the forward pass had no bias
+    dweight : ndarray, shape (C_in, C_out, kH, kW), or None if not ``weight_grad``
+    dbias : ndarray, shape (C_out,), or None if the forward pass had no bias or not ``weight_grad``
     """
-    x2, x_shape, weight, has_bias, stride, padding = cache
-    N, C_in, H, W = x_shape
+    x, weight, has_bias, stride, padding, x2 = cache
+    N, C_in, H, W = x.shape
     out_size = conv_transpose2d_output_size((H, W), weight.shape[2:], stride, padding)
-    dout = _check_grad("conv_transpose2d_backward", dout, (N, weight.shape[1], *out_size), x2.dtype)
+    dout = _check_grad("conv_transpose2d_backward", dout, (N, weight.shape[1], *out_size), x.dtype)
     cols = _im2col(dout, weight.shape[2:], stride, padding, (H, W))   # (C_out*kH*kW, N*H*W)
     dx = (weight.reshape(C_in, -1) @ _per_image(cols, N)).reshape(N, C_in, H, W)
+    if not weight_grad:
+        return dx, None, None
+    if x2 is None:
+        x2 = _to_rows(x)
     dweight = (x2 @ cols.T).reshape(weight.shape)
     dbias = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dweight, dbias
@@ -288,8 +309,9 @@ def max_pool2d_forward(x, kernel_size=2, stride=None, padding=0, ceil_mode=False
     Returns
     -------
     out : ndarray, shape (N, C, H_out, W_out), ``H_out = floor_or_ceil((H + 2p - k) / s) + 1``
-    cache : ``(indices, x.shape)``; ``indices[n, c, i, j]`` is the flat position ``h*W + w``
-        of the window's first maximum in x[n, c]. Usable by :func:`max_unpool2d`.
+    cache : ``(indices, x.shape, x.dtype)``; ``indices`` (N, C, H_out, W_out) int64 holds the flat
+        position ``h*W + w`` of each window's first maximum in x[n, c]; it is what
+        :func:`max_unpool2d_forward` takes.
     """
     op = "max_pool2d"
     x = _check_array(op, "x", x, ("N", "C", "H", "W"))
@@ -304,7 +326,7 @@ def max_pool2d_forward(x, kernel_size=2, stride=None, padding=0, ceil_mode=False
     out = np.empty((N, C, Ho, Wo), x.dtype)
     indices = np.empty((N, C, Ho, Wo), np.int64)
     _kernels.max_pool2d_forward(x, *kernel, *stride, *padding, out, indices)
-    return out, (indices, x.shape)
+    return out, (indices, x.shape, x.dtype)
 
 
 def max_pool2d_backward(dout, cache):
@@ -313,28 +335,19 @@ def max_pool2d_backward(dout, cache):
     Where overlapping windows share a maximum, their gradients add.
     dout: (N, C, H_out, W_out) -> dx: (N, C, H, W).
     """
-    indices, x_shape = cache
-    dout = _check_grad("max_pool2d_backward", dout, indices.shape)
-    return max_unpool2d(dout, indices, x_shape[2:])
+    indices, x_shape, dtype = cache
+    dout = _check_grad("max_pool2d_backward", dout, indices.shape, dtype)
+    return _unpool(dout, indices, x_shape)
 
 
-def _check_indices(op, cache_or_indices, n_c):
-    """The max-pool indices, from the cache or given directly: a 4-D integer array whose (N, C) are ``n_c``."""
-    indices = cache_or_indices[0] if isinstance(cache_or_indices, tuple) else cache_or_indices
-    if not isinstance(indices, np.ndarray) or indices.dtype.kind not in "iu":
-        raise TypeError(f"{op}: indices must be an integer array (or the max-pool cache), got {type(indices).__name__}")
-    if indices.ndim != 4 or indices.shape[:2] != tuple(n_c):
-        raise ValueError(f"{op}: indices must be 4-D with (N, C) = {tuple(n_c)}, got shape {indices.shape}")
-    return np.ascontiguousarray(indices, dtype=np.int64)
+def _unpool(x, indices, shape):
+    """Scatter-add x into a zero map of ``shape`` at the flat positions ``indices`` (checked by the caller)."""
+    out = np.empty(shape, x.dtype)
+    _kernels.max_unpool2d(x, indices, out)
+    return out
 
 
-def _check_index_range(op, indices, plane):
-    if indices.size and (indices.min() < 0 or indices.max() >= plane[0] * plane[1]):
-        raise ValueError(f"{op}: indices must lie in [0, {plane[0] * plane[1]}) to address a {plane[0]}x{plane[1]} "
-                         f"plane, got values in [{indices.min()}, {indices.max()}]")
-
-
-def max_unpool2d(x, cache_or_indices, output_size):
+def max_unpool2d_forward(x, indices, output_size):
     """Max-unpooling: put every value back at the position its index names; 0 elsewhere.
 
     ``out[n, c].flat[indices[n, c, i, j]] += x[n, c, i, j]``. With indices from a
@@ -345,37 +358,40 @@ def max_unpool2d(x, cache_or_indices, output_size):
     Parameters
     ----------
     x : ndarray, shape (N, C, H, W)
-    cache_or_indices : the cache of :func:`max_pool2d_forward`, or its indices (N, C, H, W)
+    indices : integer ndarray, shape (N, C, H, W), e.g. the first entry of the max-pool cache
     output_size : (H_out, W_out), usually the size of the pooled input
 
     Returns
     -------
     out : ndarray, shape (N, C, H_out, W_out)
+    cache : ``(indices, out.shape, x.dtype)`` for :func:`max_unpool2d_backward`
     """
     op = "max_unpool2d"
     x = _check_array(op, "x", x, ("N", "C", "H", "W"))
-    indices = _check_indices(op, cache_or_indices, x.shape[:2])
+    if not isinstance(indices, np.ndarray) or indices.dtype.kind not in "iu":
+        got = indices.dtype if isinstance(indices, np.ndarray) else type(indices).__name__
+        raise TypeError(f"{op}: indices must be an integer array, got {got}")
     if indices.shape != x.shape:
         raise ValueError(f"{op}: indices must have the shape of x {x.shape}, got {indices.shape}")
     Ho, Wo = pair(tuple(output_size), "output_size")
     if Ho < 1 or Wo < 1:
         raise ValueError(f"{op}: output_size must be positive, got {(Ho, Wo)}")
-    _check_index_range(op, indices, (Ho, Wo))
-    out = np.empty((*x.shape[:2], Ho, Wo), x.dtype)
-    _kernels.max_unpool2d(x, indices, out)
-    return out
+    if indices.size and (indices.min() < 0 or indices.max() >= Ho * Wo):
+        raise ValueError(f"{op}: indices must lie in [0, {Ho * Wo}) to address a {Ho}x{Wo} "
+                         f"plane, got values in [{indices.min()}, {indices.max()}]")
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    out_shape = (*x.shape[:2], Ho, Wo)
+    return _unpool(x, indices, out_shape), (indices, out_shape, x.dtype)
 
 
-def max_unpool2d_backward(dout, cache_or_indices):
-    """Gradient of :func:`max_unpool2d`: ``dx[n, c, i, j] = dout[n, c].flat[indices[n, c, i, j]]``.
+def max_unpool2d_backward(dout, cache):
+    """Gradient of :func:`max_unpool2d_forward`: ``dx[n, c, i, j] = dout[n, c].flat[indices[n, c, i, j]]``.
 
-    dout: (N, C, H_out, W_out) -> dx: same shape as the indices.
+    dout: (N, C, H_out, W_out) -> dx: (N, C, H, W), the shape of the indices.
     """
-    op = "max_unpool2d_backward"
-    dout = _check_array(op, "dout", dout, ("N", "C", "H_out", "W_out"))
-    indices = _check_indices(op, cache_or_indices, dout.shape[:2])
-    _check_index_range(op, indices, dout.shape[2:])
-    dx = np.empty(indices.shape, dout.dtype)
+    indices, out_shape, dtype = cache
+    dout = _check_grad("max_unpool2d_backward", dout, out_shape, dtype)
+    dx = np.empty(indices.shape, dtype)
     _kernels.max_unpool2d_backward(dout, indices, dx)
     return dx
 

@@ -115,7 +115,7 @@ class ConvTranspose2d(Layer):
         ``"bilinear"`` is FCN's upsampling kernel (needs in_channels == out_channels).
     trainable : bool
         False freezes the weight (FCN's default for its upsampling layers): ``backward``
-        still returns dx but fills no ``grads``.
+        returns dx only; it neither computes nor fills ``grads``.
 
     ``params``: ``weight`` (C_in, C_out, kH, kW) and ``bias`` (C_out,).
     """
@@ -140,11 +140,11 @@ class ConvTranspose2d(Layer):
         return out
 
     def backward(self, dout):
-        dx, dweight, dbias = F.conv_transpose2d_backward(dout, self.cache)
-        if self.trainable:
+        dx, dweight, dbias = F.conv_transpose2d_backward(dout, self.cache, weight_grad=self.trainable)
+        if dweight is not None:
             self.grads["weight"] = dweight
-            if dbias is not None:
-                self.grads["bias"] = dbias
+        if dbias is not None:
+            self.grads["bias"] = dbias
         return dx
 
     def __repr__(self):
@@ -181,14 +181,14 @@ class MaxPool2d(Layer):
 
 
 class MaxUnpool2d(Layer):
-    """Max-unpooling with the indices of a :class:`MaxPool2d`; see :func:`tinyfcn.functional.max_unpool2d`."""
+    """Max-unpooling with the indices of a :class:`MaxPool2d`; see :func:`tinyfcn.functional.max_unpool2d_forward`."""
 
     def forward(self, x, indices, output_size):
-        self.indices = indices
-        return F.max_unpool2d(x, indices, output_size)
+        out, self.cache = F.max_unpool2d_forward(x, indices, output_size)
+        return out
 
     def backward(self, dout):
-        return F.max_unpool2d_backward(dout, self.indices)
+        return F.max_unpool2d_backward(dout, self.cache)
 
 
 class ReLU(Layer):

@@ -7,11 +7,49 @@ loop in Python and check nothing, so keep the arrays small.
 
 Layout: NCHW. Convolution weights are (C_out, C_in, kH, kW); transposed-convolution
 weights are (C_in, C_out, kH, kW), as in PyTorch. Every ``*_forward`` returns
-``(out, cache)`` and every ``*_backward`` takes ``(dout, cache)``.
+``(out, cache)`` and every ``*_backward`` takes ``(dout, cache)``; the caches have
+the layouts documented in :mod:`tinyfcn.functional`, so a cache from either module
+works with either backward. ``softmax_cross_entropy`` is the loss and returns
+``(loss, dscores)``.
 """
 import numpy as np
 
 from .sizes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
+
+
+def im2col(x, kernel, stride, padding):
+    """Unfold every convolution window of ``x`` into a column, so a convolution is one matrix product.
+
+    ``cols[(c*kH + u)*kW + v, (n*H_out + i)*W_out + j] = xpad[n, c, i*sh + u, j*sw + v]``:
+    each kernel offset (u, v) is one strided slice of the padded input, filling row (c, u, v) for every c.
+    Shapes: x (N, C, H, W) -> cols (C*kH*kW, N*H_out*W_out), ``H_out = floor((H + 2p - kH) / s) + 1``.
+    """
+    (kh, kw), (sh, sw), (ph, pw) = pair(kernel), pair(stride), pair(padding)
+    N, C, H, W = x.shape
+    Ho, Wo = conv2d_output_size((H, W), (kh, kw), (sh, sw), (ph, pw))
+    xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = np.empty((C, kh, kw, N, Ho, Wo), dtype=x.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            cols[:, u, v] = xpad[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw].transpose(1, 0, 2, 3)
+    return cols.reshape(C * kh * kw, N * Ho * Wo)
+
+
+def col2im(cols, x_shape, kernel, stride, padding):
+    """Fold columns back onto an image of shape ``x_shape``, adding where windows overlap (the adjoint of :func:`im2col`).
+
+    ``xpad[n, c, i*sh + u, j*sw + v] += cols[(c*kH + u)*kW + v, (n*H_out + i)*W_out + j]``, then the
+    padding is cut off. Shapes: cols (C*kH*kW, N*H_out*W_out) -> x (N, C, H, W).
+    """
+    (kh, kw), (sh, sw), (ph, pw) = pair(kernel), pair(stride), pair(padding)
+    N, C, H, W = x_shape
+    Ho, Wo = conv2d_output_size((H, W), (kh, kw), (sh, sw), (ph, pw))
+    cols = cols.reshape(C, kh, kw, N, Ho, Wo)
+    xpad = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=cols.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            xpad[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw] += cols[:, u, v].transpose(1, 0, 2, 3)
+    return xpad[:, :, ph:ph + H, pw:pw + W]
 
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
@@ -21,6 +59,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
 
     Shapes: x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out,) or None,
     out (N, C_out, H_out, W_out) with ``H_out = floor((H + 2p - kH) / s) + 1``.
+    The cache is ``(x, weight, has_bias, stride, padding, None)``: no unfolded columns here.
     """
     stride, padding = pair(stride), pair(padding)
     (sh, sw), (ph, pw) = stride, padding
@@ -34,7 +73,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
             out[:, :, i, j] = np.tensordot(window, weight, axes=([1, 2, 3], [1, 2, 3]))
     if bias is not None:
         out += bias[None, :, None, None]
-    return out, (x, weight, bias is not None, stride, padding)
+    return out, (x, weight, bias is not None, stride, padding, None)
 
 
 def conv2d_backward(dout, cache):
@@ -43,7 +82,7 @@ def conv2d_backward(dout, cache):
     ``dweight[o] += dout[n, o, i, j] * window``, ``dxpad[window] += dout[n, o, i, j] * weight[o]``,
     ``dbias[o] = sum_{n,i,j} dout[n, o, i, j]``. Returns ``(dx, dweight, dbias)``; dbias is None without a bias.
     """
-    x, weight, has_bias, (sh, sw), (ph, pw) = cache
+    x, weight, has_bias, (sh, sw), (ph, pw), _ = cache                      # the columns are not needed
     kh, kw = weight.shape[2:]
     xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     dxpad = np.zeros_like(xpad)
@@ -59,53 +98,68 @@ def conv2d_backward(dout, cache):
     return dx, dweight, dbias
 
 
+def conv_transpose2d_copies(x, weight, stride=1):
+    """The weighted kernel copies a transposed convolution sums, each placed in the uncropped output grid.
+
+    ``copies[n, c, i, j]`` is ``x[n, c, i, j] * weight[c]`` (a (C_out, kH, kW) block) put at rows
+    ``i*sh + [0, kH)`` and columns ``j*sw + [0, kW)`` of a zero (C_out, H_full, W_full) grid,
+    ``H_full = (H - 1) * sh + kH``. Shapes: x (N, C_in, H, W), weight (C_in, C_out, kH, kW),
+    copies (N, C_in, H, W, C_out, H_full, W_full).
+    """
+    sh, sw = pair(stride)
+    N, C_in, H, W = x.shape
+    _, C_out, kh, kw = weight.shape
+    copies = np.zeros((N, C_in, H, W, C_out, (H - 1) * sh + kh, (W - 1) * sw + kw), dtype=x.dtype)
+    for i in range(H):
+        for j in range(W):
+            copies[:, :, i, j, :, i * sh:i * sh + kh, j * sw:j * sw + kw] = x[:, :, i, j, None, None, None] * weight
+    return copies
+
+
 def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
     """Transposed convolution as the paper draws it: a weighted copy of the kernel for every input pixel.
 
     Each input pixel ``x[n, c, i, j]`` adds ``x[n, c, i, j] * weight[c]`` (a (C_out, kH, kW)
-    block) into the output window that starts at ``(i*sh - ph, j*sw - pw)``. Overlapping
-    copies sum; the padding trims ``p`` rows and columns from each border.
+    block) into the output window that starts at ``(i*sh - ph, j*sw - pw)``: the copies of
+    :func:`conv_transpose2d_copies` are summed, and the padding trims ``p`` rows and
+    columns from each border.
 
     Shapes: x (N, C_in, H, W), weight (C_in, C_out, kH, kW), bias (C_out,) or None,
     out (N, C_out, H_out, W_out) with ``H_out = (H - 1) * s - 2p + kH``.
+    The cache is ``(x, weight, has_bias, stride, padding, None)``.
     """
     stride, padding = pair(stride), pair(padding)
-    (sh, sw), (ph, pw) = stride, padding
-    N, C_in, H, W = x.shape
-    kh, kw = weight.shape[2:]
-    Ho, Wo = conv_transpose2d_output_size((H, W), (kh, kw), stride, padding)
-    full = np.zeros((N, weight.shape[1], Ho + 2 * ph, Wo + 2 * pw), dtype=x.dtype)
-    for n in range(N):
-        for c in range(C_in):
-            for i in range(H):
-                for j in range(W):
-                    full[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw] += x[n, c, i, j] * weight[c]
+    ph, pw = padding
+    Ho, Wo = conv_transpose2d_output_size(x.shape[2:], weight.shape[2:], stride, padding)
+    full = conv_transpose2d_copies(x, weight, stride).sum(axis=(1, 2, 3))     # (N, C_out, H_full, W_full)
     out = full[:, :, ph:ph + Ho, pw:pw + Wo]
     if bias is not None:
         out = out + bias[None, :, None, None]
-    return out, (x, weight, bias is not None, stride, padding)
+    return out, (x, weight, bias is not None, stride, padding, None)
 
 
-def conv_transpose2d_backward(dout, cache):
+def conv_transpose2d_backward(dout, cache, weight_grad=True):
     """Gradients of :func:`conv_transpose2d_forward`: every copy reads back the output window it was added to.
 
     ``dx[n, c, i, j] = <dout_full[n, :, window(i, j)], weight[c]>`` (a convolution of ``dout``),
     ``dweight[c] = sum_{n,i,j} x[n, c, i, j] * dout_full[n, :, window(i, j)]``,
-    ``dbias[o] = sum dout[n, o]``. Returns ``(dx, dweight, dbias)``; dbias is None without a bias.
+    ``dbias[o] = sum dout[n, o]``. Returns ``(dx, dweight, dbias)``; dbias is None without a bias,
+    and both are None when ``weight_grad`` is False (a frozen layer).
     """
-    x, weight, has_bias, (sh, sw), (ph, pw) = cache
+    x, weight, has_bias, (sh, sw), (ph, pw), _ = cache                      # x as rows is not needed
     N, C_in, H, W = x.shape
     kh, kw = weight.shape[2:]
     dfull = np.pad(dout, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     dx = np.zeros_like(x)
-    dweight = np.zeros_like(weight)
+    dweight = np.zeros_like(weight) if weight_grad else None
     for n in range(N):
         for i in range(H):
             for j in range(W):
                 window = dfull[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw]   # (C_out, kH, kW)
                 dx[n, :, i, j] = np.tensordot(weight, window, axes=3)
-                dweight += x[n, :, i, j][:, None, None, None] * window
-    dbias = dout.sum(axis=(0, 2, 3)) if has_bias else None
+                if weight_grad:
+                    dweight += x[n, :, i, j][:, None, None, None] * window
+    dbias = dout.sum(axis=(0, 2, 3)) if has_bias and weight_grad else None
     return dx, dweight, dbias
 
 
@@ -115,7 +169,7 @@ def max_pool2d_forward(x, kernel_size=2, stride=None, padding=0, ceil_mode=False
     Padding counts as -inf, so a window's maximum is always a real input value.
     ``indices[n, c, i, j] = h*W + w``, the flat position of the (first) maximum in its
     input plane. Shapes: x (N, C, H, W), out and indices (N, C, H_out, W_out) with
-    ``H_out = floor_or_ceil((H + 2p - k) / s) + 1``.
+    ``H_out = floor_or_ceil((H + 2p - k) / s) + 1``. The cache is ``(indices, x.shape, x.dtype)``.
     """
     kernel = pair(kernel_size)
     stride = kernel if stride is None else pair(stride)
@@ -134,37 +188,37 @@ def max_pool2d_forward(x, kernel_size=2, stride=None, padding=0, ceil_mode=False
             dh, dw = np.divmod(arg, w1 - w0)
             out[:, :, i, j] = np.take_along_axis(window, arg[:, :, None], axis=2)[:, :, 0]
             indices[:, :, i, j] = (h0 + dh) * W + (w0 + dw)
-    return out, (indices, x.shape)
+    return out, (indices, x.shape, x.dtype)
 
 
-def max_unpool2d(x, cache_or_indices, output_size):
+def max_unpool2d_forward(x, indices, output_size):
     """Put every value back where its maximum came from; everything else is 0.
 
     ``out[n, c].flat[indices[n, c, i, j]] += x[n, c, i, j]``. Where pooling windows
     overlap and share a maximum, the values add (this is exactly max-pooling's backward
     pass). ``output_size`` is (H_out, W_out). Shapes: x and indices (N, C, H, W).
+    The cache is ``(indices, out.shape, x.dtype)``.
     """
-    indices = cache_or_indices[0] if isinstance(cache_or_indices, tuple) else cache_or_indices
     N, C = x.shape[:2]
     Ho, Wo = output_size
     out = np.zeros((N, C, Ho * Wo), dtype=x.dtype)
     for n in range(N):
         for c in range(C):
             np.add.at(out[n, c], indices[n, c].ravel(), x[n, c].ravel())
-    return out.reshape(N, C, Ho, Wo)
+    return out.reshape(N, C, Ho, Wo), (indices, (N, C, Ho, Wo), x.dtype)
 
 
-def max_unpool2d_backward(dout, cache_or_indices):
-    """Gradient of :func:`max_unpool2d`: each input reads the gradient at its index, ``dx = dout.flat[indices]``."""
-    indices = cache_or_indices[0] if isinstance(cache_or_indices, tuple) else cache_or_indices
+def max_unpool2d_backward(dout, cache):
+    """Gradient of :func:`max_unpool2d_forward`: each input reads the gradient at its index, ``dx = dout.flat[indices]``."""
+    indices, _, _ = cache
     N, C = dout.shape[:2]
     return np.take_along_axis(dout.reshape(N, C, -1), indices.reshape(N, C, -1), axis=2).reshape(indices.shape)
 
 
 def max_pool2d_backward(dout, cache):
     """Route each gradient to the input that won its window (argmax routing); overlapping winners add."""
-    indices, x_shape = cache
-    return max_unpool2d(dout, indices, x_shape[2:])
+    indices, x_shape, _ = cache
+    return max_unpool2d_forward(dout, indices, x_shape[2:])[0]
 
 
 def relu_forward(x):
@@ -204,3 +258,15 @@ def softmax_cross_entropy(scores, target, ignore_index=255, reduction="mean"):
     if reduction == "mean" and count > 0:
         loss, dscores = loss / count, dscores / count
     return float(loss), dscores.astype(scores.dtype)
+
+
+def sgd_update(w, grad, velocity, lr, momentum, weight_decay, nesterov):
+    """One SGD-with-momentum step, in place: PyTorch's rule, as :class:`tinyfcn.optim.SGD` applies it.
+
+    ``g = grad + weight_decay * w``; ``velocity = momentum * velocity + g``;
+    ``w -= lr * (g + momentum * velocity)`` (Nesterov) or ``w -= lr * velocity``.
+    ``w`` and ``velocity`` are updated; all arrays have the same shape.
+    """
+    g = grad + weight_decay * w
+    velocity[...] = momentum * velocity + g
+    w -= lr * (g + momentum * velocity if nesterov else velocity)
