@@ -14,6 +14,7 @@ import numpy as np
 
 from . import functional as F
 from .init import bilinear_kernel, he_normal, zeros
+from .labels import IGNORE
 from .sizes import pair
 
 
@@ -228,7 +229,7 @@ class SoftmaxCrossEntropy(Layer):
     ``forward(scores, target)`` returns the loss (a float); ``backward()`` returns dscores.
     """
 
-    def __init__(self, ignore_index=255, reduction="mean"):
+    def __init__(self, ignore_index=IGNORE, reduction="mean"):
         super().__init__()
         self.ignore_index, self.reduction = ignore_index, reduction
 

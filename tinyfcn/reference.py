@@ -11,6 +11,7 @@ weights are (C_in, C_out, kH, kW), as in PyTorch. Every ``*_forward`` returns
 """
 import numpy as np
 
+from .labels import IGNORE
 from .sizes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
 
 
@@ -184,7 +185,7 @@ def softmax(scores, axis=1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def softmax_cross_entropy(scores, target, ignore_index=255, reduction="mean"):
+def softmax_cross_entropy(scores, target, ignore_index=IGNORE, reduction="mean"):
     """Per-pixel cross-entropy of softmax(scores) against integer labels, and its gradient.
 
     ``loss = sum_p [logsumexp_k s[n, k, p] - s[n, t_p, p]]`` over pixels whose label is not
