@@ -24,8 +24,8 @@ def test_two_concurrent_saves_to_the_same_name_do_not_collide(tmp_path):
 
     def save(content):
         def write(f):
-            both_writing.wait()                # both temporary files exist at the same time
             f.write(content)
+            both_writing.wait()                # both temporary files are written before either is moved
         try:
             atomic_write(target, write)
         except BaseException as e:             # pragma: no cover - the failure this test looks for

@@ -232,8 +232,8 @@ def test_two_concurrent_saves_of_the_same_figure_name_do_not_collide(tmp_path, m
     both_saving, savefig, errors = threading.Barrier(2, timeout=10), Figure.savefig, []
 
     def savefig_together(fig, fname, **kwargs):
-        both_saving.wait()                     # both runs write their temporary files at the same time
         savefig(fig, fname, **kwargs)
+        both_saving.wait()                     # both temporary files are written before either is moved
     monkeypatch.setattr(Figure, "savefig", savefig_together)
 
     def plot():
