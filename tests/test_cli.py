@@ -125,3 +125,13 @@ def test_console_script_and_module_entry_points():
         assert result.returncode == 0 and "usage:" in result.stdout
     result = subprocess.run([sys.executable, "-m", "tinyfcn", "frobnicate"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_name_choices_come_from_the_registries():
+    from tinyfcn.datasets import DATASETS
+    from tinyfcn.models import MODELS
+    from tinyfcn.optim import SCHEDULES
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    choices = {(command, a.dest): set(a.choices) for command, p in commands.items() for a in p._actions if a.choices}
+    assert choices == {("data", "name"): set(DATASETS), ("train", "model"): set(MODELS),
+                       ("train", "schedule"): set(SCHEDULES), ("summary", "model"): set(MODELS)}

@@ -355,6 +355,17 @@ def test_batches_order_shuffle_and_last_partial_batch():
         next(datasets.batches(ds, 0))
 
 
+def test_batches_follow_a_given_order_from_a_start_position():
+    images = [np.full((2, 2, 1), n, np.uint8) for n in range(5)]
+    ds = datasets.Dataset(images, [np.zeros((2, 2), np.uint8)] * 5, list("abcde"), ["bg"])
+    order = np.array([4, 2, 0, 3, 1])
+    out = [datasets.batches(ds, 2, order=order, start=start) for start in (0, 2, 5)]
+    seen = [[[int(round(v)) for v in x[:, 0, 0, 0] * 0.25 * 255 + 127.5] for x, _ in batches] for batches in out]
+    assert seen == [[[4, 2], [0, 3], [1]], [[0, 3], [1]], []]
+    with pytest.raises(ValueError, match="give rng \\(to shuffle\\) or order, not both"):
+        next(datasets.batches(ds, 2, rng=np.random.default_rng(0), order=order))
+
+
 # ---------------------------------------------------------------- the shapes dataset
 
 

@@ -53,7 +53,7 @@ def _free_run_folder(model):
 def _initial_model(args, num_classes, in_channels):
     """A new model, or one grown from a coarser checkpoint (--init) for staged training."""
     from .checkpoint import load_model
-    from .models import FCN8s, FCN16s, build
+    from .models import MODELS, FCN8s, FCN16s, build
     if args.init is None:
         config = dict(arch=args.model, num_classes=num_classes, in_channels=in_channels)
         return build(config, seed=args.seed)
@@ -61,7 +61,7 @@ def _initial_model(args, num_classes, in_channels):
     if model.config["num_classes"] != num_classes or model.config["in_channels"] != in_channels:
         raise UsageError(f"--init {args.init} was trained for {model.config['num_classes']} classes and "
                          f"{model.config['in_channels']} channels, but the data has {num_classes} and {in_channels}")
-    order = ["fcn32s", "fcn16s", "fcn8s"]
+    order = list(MODELS)                  # coarse to fine: fcn32s, fcn16s, fcn8s
     if order.index(model.config["arch"]) > order.index(args.model):
         raise UsageError(f"--init holds an {model.config['arch']}, which cannot become the coarser {args.model}")
     if model.config["arch"] == "fcn32s" and args.model != "fcn32s":
@@ -192,6 +192,7 @@ def _positive(text):
 def build_parser():
     from .datasets import DATASETS
     from .models import MODELS
+    from .optim import SCHEDULES
     parser = argparse.ArgumentParser(prog="tinyfcn", description="Fully Convolutional Networks from scratch in NumPy.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -213,7 +214,7 @@ def build_parser():
     p.add_argument("--lr", type=float, default=0.03, help="base learning rate (default 0.03)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay (default 5e-4)")
-    p.add_argument("--schedule", choices=["constant", "step", "poly"], default="poly",
+    p.add_argument("--schedule", choices=list(SCHEDULES), default="poly",
                    help="learning-rate schedule (default poly)")
     p.add_argument("--augment", action="store_true", help="random horizontal flips")
     p.add_argument("--crop", type=_positive, nargs="+", metavar="S", help="train on random S or H W crops")

@@ -11,6 +11,7 @@ One training step is the whole story of the library in five lines::
 run exactly, a guard against NaN, and Ctrl-C handling.
 """
 import contextlib
+import functools
 import json
 import math
 import signal
@@ -158,6 +159,8 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
         save_checkpoint(out / name, model, optimizer, order=order, epoch=epoch, step=step,
                         position=position, best=best, history=history, data_rng=rng.bit_generator.state)
 
+    augment_fn = (functools.partial(datasets.augment, rng=rng, flip=augment, crop=crop)
+                  if augment or crop is not None else None)
     model.train()
     with _deferred_interrupt() as interrupted:
         while epoch < epochs:
@@ -166,11 +169,7 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
             start, seen, loss_sum, correct, counted = time.perf_counter(), 0, 0.0, 0, 0
             bar = tqdm(total=len(order), initial=position, desc=f"epoch {epoch + 1}/{epochs}", unit="img",
                        disable=not progress, leave=True)
-            while position < len(order):
-                pairs = [train_set[i] for i in order[position:position + batch_size]]
-                if augment or crop is not None:
-                    pairs = [datasets.augment(image, label, rng, flip=augment, crop=crop) for image, label in pairs]
-                x, y = datasets.collate(pairs)
+            for x, y in datasets.batches(train_set, batch_size, augment_fn=augment_fn, order=order, start=position):
                 optimizer.lr = SCHEDULES[schedule](lr, step, epochs * steps_per_epoch)
                 try:
                     scores = model.forward(x)
@@ -184,14 +183,14 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
                 except F.NonFiniteError as e:
                     raise TrainingError(f"diverged at step {step} (epoch {epoch + 1}): {e}; lower the learning rate"
                                         + (f"; {out / 'last.npz'} holds the last good state" if out else "")) from None
-                position += len(pairs)
+                position += len(x)
                 step += 1
-                seen += len(pairs)
+                seen += len(x)
                 valid = y != IGNORE
-                loss_sum += loss * len(pairs)
+                loss_sum += loss * len(x)
                 correct += int(np.count_nonzero((scores.argmax(axis=1) == y) & valid))
                 counted += int(np.count_nonzero(valid))
-                bar.update(len(pairs))
+                bar.update(len(x))
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / max(counted, 1):.3f}")
                 if interrupted["set"]:
                     bar.close()

@@ -95,7 +95,7 @@ def collate(pairs):
     return x, y
 
 
-def batches(dataset, batch_size, rng=None, augment_fn=None):
+def batches(dataset, batch_size, rng=None, augment_fn=None, order=None, start=0):
     """Iterate over a dataset in batches made by :func:`collate`. The last batch may be smaller.
 
     Parameters
@@ -107,6 +107,10 @@ def batches(dataset, batch_size, rng=None, augment_fn=None):
     augment_fn : callable, optional
         ``augment_fn(image, label) -> (image, label)`` on uint8 arrays before
         normalization, e.g. ``functools.partial(augment, rng=rng, crop=48)``.
+    order : int ndarray, optional
+        Go through the images in this order instead (e.g. a saved epoch's shuffle); not with ``rng``.
+    start : int
+        Begin at this position of the order, to continue an epoch where it stopped.
 
     Yields
     ------
@@ -115,10 +119,12 @@ def batches(dataset, batch_size, rng=None, augment_fn=None):
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batches: batch_size must be an int >= 1, got {batch_size!r}")
-    order = np.arange(len(dataset)) if rng is None else rng.permutation(len(dataset))
-    for start in range(0, len(order), batch_size):
-        pairs = [dataset[i] for i in order[start:start + batch_size]]
+    if order is None:
+        order = np.arange(len(dataset)) if rng is None else rng.permutation(len(dataset))
+    elif rng is not None:
+        raise ValueError("batches: give rng (to shuffle) or order, not both")
+    for position in range(start, len(order), batch_size):
+        pairs = [dataset[i] for i in order[position:position + batch_size]]
         if augment_fn is not None:
             pairs = [augment_fn(image, label) for image, label in pairs]
         yield collate(pairs)
-
