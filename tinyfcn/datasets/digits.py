@@ -7,6 +7,7 @@ import gzip
 from importlib import resources
 
 import numpy as np
+from PIL import Image
 
 from ..sizes import pair
 from .toy import check_counts, image_rngs
@@ -48,15 +49,11 @@ def load_digits(split=None):
 
 
 def _resize_bilinear(a, h, w):
-    """Bilinear resize of a 2-D array to (h, w), sampling pixel centres (align_corners=False)."""
-    def taps(n_in, n_out):
-        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-        lo = np.minimum(src.astype(int), n_in - 2)
-        return lo, src - lo
-    y0, fy = taps(a.shape[0], h)
-    x0, fx = taps(a.shape[1], w)
-    rows = a[y0] * (1 - fy[:, None]) + a[y0 + 1] * fy[:, None]
-    return rows[:, x0] * (1 - fx) + rows[:, x0 + 1] * fx
+    """Bilinear resize of a 2-D array to (h, w) with Pillow, sampling pixel centres (align_corners=False).
+
+    Computed in float32 (Pillow's "F" images); returns a float32 array.
+    """
+    return np.asarray(Image.fromarray(np.asarray(a, np.float32)).resize((w, h), Image.BILINEAR))
 
 
 DIGIT_INK = 0.5
