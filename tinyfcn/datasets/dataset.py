@@ -57,4 +57,3 @@ class Dataset:
 
     def __repr__(self):
         return f"Dataset({len(self)} images, {self.in_channels} channels, classes={self.classes})"
-

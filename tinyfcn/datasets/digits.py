@@ -120,4 +120,3 @@ def make_digits(out, n_train=2000, n_val=400, seed=0, size=(64, 84)):
         pixels, digits = load_digits(split)
         splits[split] = (_digits_scene(rng, pixels, digits, size) for rng in image_rngs(seed, n, k))
     return write_dataset(out, DIGITS_CLASSES, splits)
-

@@ -138,4 +138,3 @@ def make_shapes(out, n_train=2000, n_val=400, seed=0, size=64, level="normal", c
     splits = {split: (_shapes_scene(rng, size, level, channels) for rng in image_rngs(seed, n, k))
               for k, (split, n) in enumerate((("train", n_train), ("val", n_val)))}
     return write_dataset(out, SHAPES_CLASSES, splits)
-

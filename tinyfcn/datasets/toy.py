@@ -12,4 +12,3 @@ def check_counts(n_train, n_val):
     for name, n in (("n_train", n_train), ("n_val", n_val)):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"{name} must be an int >= 1, got {n!r}")
-

@@ -230,7 +230,6 @@ def load_split(root, split="train", num_classes=None, skip_bad=False):
     return Dataset(images, labels, kept, classes)
 
 
-
 # ---------------------------------------------------------------- writing
 
 
@@ -279,7 +278,6 @@ def save_mask(path, label):
     _save_pillow(path, img)
 
 
-
 def write_dataset(out, classes, splits):
     """Write generated splits in the VOC layout; the split lists are written last.
 
@@ -305,4 +303,3 @@ def write_dataset(out, classes, splits):
     for split, names in stems.items():
         _save_text(lists / f"{split}.txt", names)
     return out
-
