@@ -55,7 +55,7 @@ def test_a_crash_inside_write_keeps_the_old_file_and_leaves_no_temporary(tmp_pat
     assert os.listdir(tmp_path) == ["history.json"]
 
 
-@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)], ids=["umask-022", "umask-027"])
 def test_written_files_get_the_mode_open_would_give(tmp_path, umask, mode):
     # the umask is read when tinyfcn.files is imported, so set it first, in a fresh interpreter
     code = (f"import os; os.umask({umask:#o}); from tinyfcn.files import atomic_write; "
