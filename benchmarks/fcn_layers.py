@@ -9,11 +9,11 @@ into a per-model total.
 import numpy as np
 
 from tinyfcn import nn
+from tinyfcn.labels import IGNORE
 from tinyfcn.models import MODELS
 
 ARCHS = ("fcn32s", "fcn16s", "fcn8s")
 NUM_CLASSES = 4
-IGNORE = 255
 
 
 def layer_input_shapes(model, x):

@@ -38,7 +38,7 @@ model = FCN8s(4)
 rng = np.random.default_rng(0)
 x = rng.standard_normal((8, 3, 64, 64)).astype(np.float32)
 y = rng.integers(0, 4, (8, 64, 64))
-loss_fn = nn.SoftmaxCrossEntropy(255)
+loss_fn = nn.SoftmaxCrossEntropy()
 opt = SGD(model.params, lr=0.01, momentum=0.9, weight_decay=5e-4)
 t_build = time.time()
 

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tinyfcn import data
+from tinyfcn import datasets
 from tinyfcn.checkpoint import load_checkpoint
 from tinyfcn.cli import build_parser, main
 from tinyfcn.train import fit
@@ -23,9 +23,9 @@ def shapes(tmp_path_factory):
 
 
 def test_data_command_writes_a_loadable_dataset(shapes):
-    train = data.load_split(shapes, "train")
+    train = datasets.load_split(shapes, "train")
     assert len(train) == 8 and train.images[0].shape == (32, 32, 3) and train.num_classes == 4
-    assert len(data.load_split(shapes, "val")) == 4
+    assert len(datasets.load_split(shapes, "val")) == 4
 
 
 def test_train_eval_predict_end_to_end(shapes, tmp_path, capsys):
@@ -48,7 +48,7 @@ def test_train_eval_predict_end_to_end(shapes, tmp_path, capsys):
     images = sorted((shapes / "JPEGImages").iterdir())[:2]
     assert main(["predict", "--checkpoint", str(run / "best.npz"), *map(str, images), "--out", str(tmp_path / "masks"),
                  "--overlay"]) == 0
-    mask = data.read_mask(tmp_path / "masks" / f"{images[0].stem}.png")
+    mask = datasets.read_mask(tmp_path / "masks" / f"{images[0].stem}.png")
     assert mask.shape == (32, 32) and mask.max() < 4
     assert (tmp_path / "masks" / f"{images[0].stem}_overlay.png").exists()
 
@@ -110,7 +110,7 @@ def test_bad_arguments_give_one_line_and_status_2(argv, message, capsys, tmp_pat
 
 
 def test_wrong_checkpoint_for_the_data(shapes, tmp_path, capsys):
-    digits = data.make_dataset("digits", tmp_path / "digits", 4, 2, 0)
+    digits = datasets.make_dataset("digits", tmp_path / "digits", 4, 2, 0)
     run = tmp_path / "run"
     assert main(["train", "--data", str(shapes), "--model", "fcn32s", "--out", str(run), *FAST]) == 0
     capsys.readouterr()
@@ -125,3 +125,13 @@ def test_console_script_and_module_entry_points():
         assert result.returncode == 0 and "usage:" in result.stdout
     result = subprocess.run([sys.executable, "-m", "tinyfcn", "frobnicate"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_name_choices_come_from_the_registries():
+    from tinyfcn.datasets import DATASETS
+    from tinyfcn.models import MODELS
+    from tinyfcn.optim import SCHEDULES
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    choices = {(command, a.dest): set(a.choices) for command, p in commands.items() for a in p._actions if a.choices}
+    assert choices == {("data", "name"): set(DATASETS), ("train", "model"): set(MODELS),
+                       ("train", "schedule"): set(SCHEDULES), ("summary", "model"): set(MODELS)}

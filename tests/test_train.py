@@ -6,7 +6,7 @@ import signal
 import numpy as np
 import pytest
 
-from tinyfcn import data
+from tinyfcn import datasets
 from tinyfcn.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from tinyfcn.metrics import ConfusionMatrix
 from tinyfcn.models import FCN8s, FCN16s, FCN32s
@@ -18,8 +18,8 @@ SMALL = dict(widths=(4, 4, 8, 8, 8), fc_width=8)
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    root = data.make_shapes(tmp_path_factory.mktemp("shapes"), n_train=10, n_val=4, seed=0, size=32, level="easy")
-    return data.load_split(root, "train"), data.load_split(root, "val")
+    root = datasets.make_shapes(tmp_path_factory.mktemp("shapes"), n_train=10, n_val=4, seed=0, size=32, level="easy")
+    return datasets.load_split(root, "train"), datasets.load_split(root, "val")
 
 
 def weights(model):
@@ -176,13 +176,13 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(shapes, tmp_path)
 
 
 def test_sanity_check_overfits_a_few_images(tmp_path):
-    root = data.make_shapes(tmp_path, n_train=2, n_val=1, seed=0, size=64)
+    root = datasets.make_shapes(tmp_path, n_train=2, n_val=1, seed=0, size=64)
     model = FCN8s(4, widths=(8, 8, 16, 16, 16), fc_width=32, seed=0)
-    result = sanity_check(model, data.load_split(root, "train"), images=2, steps=300, lr=0.05)
+    result = sanity_check(model, datasets.load_split(root, "train"), images=2, steps=300, lr=0.05)
     assert result["initial_loss"] == pytest.approx(np.log(4), rel=1e-6)   # zero score layers: uniform softmax
     assert result["pixel_accuracy"] > 0.95 and result["final_loss"] < 0.1 * result["initial_loss"]
     assert model.training                                               # left in the caller's mode
-    sanity_check(model.eval(), data.load_split(root, "train"), images=1, steps=1)
+    sanity_check(model.eval(), datasets.load_split(root, "train"), images=1, steps=1)
     assert not model.training
 
 
@@ -230,6 +230,6 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
         with pytest.raises(CheckpointError, match=message):
             load_model(tmp_path / name)
     (tmp_path / "last.npz").write_bytes(raw)
-    tiny = data.Dataset([np.zeros((8, 8, 3), np.uint8)], [np.zeros((8, 8), np.uint8)], ["a"], list("abcd"))
+    tiny = datasets.Dataset([np.zeros((8, 8, 3), np.uint8)], [np.zeros((8, 8), np.uint8)], ["a"], list("abcd"))
     with pytest.raises(CheckpointError, match="holds an fcn8s model, not an fcn32s"):
         fit(FCN32s(4, **SMALL), tiny, tiny, epochs=1, out=tmp_path, resume=True, progress=False)

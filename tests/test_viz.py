@@ -1,4 +1,6 @@
 """Figures: colours by hand, every plot saved as a real PNG, atomic saving, and the transposed-conv picture."""
+import threading
+
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -224,3 +226,27 @@ def test_failed_save_leaves_nothing_behind(tmp_path):
     with pytest.raises(ValueError, match="not supported"):
         viz.plot_curves({"train_loss": [1.0], "val_mean_iou": [0.5]}, path=tmp_path / "fig.nosuchformat")
     assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]
+
+
+def test_two_concurrent_saves_of_the_same_figure_name_do_not_collide(tmp_path, monkeypatch):
+    both_saving, savefig, errors = threading.Barrier(2, timeout=10), Figure.savefig, []
+
+    def savefig_together(fig, fname, **kwargs):
+        savefig(fig, fname, **kwargs)
+        both_saving.wait()                     # both temporary files are written before either is moved
+    monkeypatch.setattr(Figure, "savefig", savefig_together)
+
+    def plot():
+        try:
+            viz.plot_curves({"train_loss": [1.0], "val_mean_iou": [0.5]}, path=tmp_path / "curves.png")
+        except BaseException as e:             # pragma: no cover - the failure this test looks for
+            errors.append(e)
+
+    threads = [threading.Thread(target=plot) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+    assert (tmp_path / "curves.png").read_bytes()[:8] == PNG_SIGNATURE

@@ -9,16 +9,16 @@ Layout of the file::
                     the epoch, training settings, RNG states, history
 
 Everything is an array of numbers or a string, so ``np.load(..., allow_pickle=False)``
-reads it; a file is written to a temporary name beside the target and renamed over
-it, so a crash or Ctrl-C never leaves a half-written checkpoint behind.
+reads it; the file is written with :func:`tinyfcn.files.atomic_write`, so a crash or
+Ctrl-C never leaves a half-written checkpoint behind.
 """
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_write
 from .models import build
 
 FORMAT = "tinyfcn-checkpoint-1"
@@ -26,25 +26,6 @@ FORMAT = "tinyfcn-checkpoint-1"
 
 class CheckpointError(ValueError):
     """A file that is not a readable tinyfcn checkpoint, or one that does not fit the model."""
-
-
-def atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``.
-
-    The rename is atomic, so readers see the old file or the complete new one, never a part.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_checkpoint(path, model, optimizer=None, order=None, **meta):

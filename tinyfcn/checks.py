@@ -19,6 +19,7 @@ import numpy as np
 from . import functional as F
 from . import nn
 from .gradcheck import adjoint_error, numerical_gradient, rel_error
+from .labels import IGNORE
 from .sizes import conv2d_output_size, conv_transpose2d_output_size, pool2d_output_size
 
 TOLERANCE = 1e-7
@@ -154,9 +155,9 @@ def check_softmax_cross_entropy(scores_shape, reduction, ignored, seed=0):
     N, K, H, W = scores_shape
     scores = rng.standard_normal(scores_shape) * 3
     target = rng.integers(0, K, (N, H, W))
-    target[rng.random((N, H, W)) < ignored] = 255
-    _, dscores = F.softmax_cross_entropy(scores, target, 255, reduction)
-    num = numerical_gradient(lambda v: F.softmax_cross_entropy(v, target, 255, reduction)[0], scores)
+    target[rng.random((N, H, W)) < ignored] = IGNORE
+    _, dscores = F.softmax_cross_entropy(scores, target, IGNORE, reduction)
+    num = numerical_gradient(lambda v: F.softmax_cross_entropy(v, target, IGNORE, reduction)[0], scores)
     return {"scores": rel_error(dscores, num)}
 
 

@@ -6,7 +6,6 @@ diverges, 130 after Ctrl-C); they never show a traceback.
 """
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -32,7 +31,7 @@ def _size(values, flag):
 
 
 def cmd_data(args):
-    from .data import make_dataset
+    from .datasets import make_dataset
     root = make_dataset(args.name, args.out, args.n_train, args.n_val, args.seed, _size(args.size, "--size"))
     print(f"wrote the {args.name} dataset ({args.n_train} train, {args.n_val} val images) to {root}")
     return 0
@@ -71,15 +70,15 @@ def _initial_model(args, num_classes, in_channels):
 
 
 def cmd_train(args):
-    from . import data, viz
+    from . import datasets, viz
     from .train import fit, sanity_check
     if args.data is None:
         args.data = Path("data") / "shapes"
         if not (args.data / "ImageSets").exists():
             print(f"no --data given: making the shapes dataset in {args.data}")
-            data.make_dataset("shapes", args.data, 2000, 400, 0)
-    train_set = data.load_split(args.data, "train", skip_bad=args.skip_bad)
-    val_set = data.load_split(args.data, "val", num_classes=train_set.num_classes, skip_bad=args.skip_bad)
+            datasets.make_dataset("shapes", args.data, 2000, 400, 0)
+    train_set = datasets.load_split(args.data, "train", skip_bad=args.skip_bad)
+    val_set = datasets.load_split(args.data, "val", num_classes=train_set.num_classes, skip_bad=args.skip_bad)
     model = _initial_model(args, train_set.num_classes, train_set.in_channels)
     if args.sanity:
         result = sanity_check(model, train_set, images=4)
@@ -100,7 +99,7 @@ def cmd_train(args):
     def plots(history):
         viz.plot_curves(history, out / "curves.png")
         model.eval()
-        preds = [model.predict(data.normalize(image)[None])[0] for image, _ in shown]
+        preds = [model.predict(datasets.normalize(image)[None])[0] for image, _ in shown]
         model.train()
         viz.plot_predictions([i for i, _ in shown], [t for _, t in shown], preds, train_set.classes,
                              out / "predictions.png")
@@ -117,20 +116,13 @@ def cmd_train(args):
 # ---------------------------------------------------------------- eval, predict, summary, gradcheck
 
 
-def _json_safe(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def cmd_eval(args):
-    from . import data
+    from . import datasets
     from .checkpoint import load_model
+    from .files import json_safe
     from .train import evaluate
     model = load_model(args.checkpoint)
-    dataset = data.load_split(args.data, args.split, num_classes=model.config["num_classes"], skip_bad=args.skip_bad)
+    dataset = datasets.load_split(args.data, args.split, num_classes=model.config["num_classes"], skip_bad=args.skip_bad)
     if dataset.in_channels != model.config["in_channels"]:
         raise UsageError(f"the model takes {model.config['in_channels']}-channel images, the data has "
                          f"{dataset.in_channels}")
@@ -140,7 +132,7 @@ def cmd_eval(args):
         plot_confusion(result["confusion"], dataset.classes, args.confusion)
     keys = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "boundary_accuracy", "per_class_iou")
     if args.json:
-        print(json.dumps({k: _json_safe(result[k]) for k in keys}))
+        print(json.dumps(json_safe({k: result[k] for k in keys})))
         return 0
     print(f"{args.checkpoint} on {args.data} [{args.split}], {len(dataset)} images")
     for k in keys[:5]:
@@ -152,20 +144,20 @@ def cmd_eval(args):
 
 
 def cmd_predict(args):
-    from . import data, viz
+    from . import datasets, viz
     from .checkpoint import load_model
     model = load_model(args.checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in map(Path, args.images):
-        image = data.read_image(path)
+        image = datasets.read_image(path)
         if image.shape[2] != model.config["in_channels"]:
             raise UsageError(f"{path} has {image.shape[2]} channels; the model takes {model.config['in_channels']}")
-        label = model.predict(data.normalize(image)[None])[0].astype(np.uint8)
-        data.save_mask(out / f"{path.stem}.png", label)
+        label = model.predict(datasets.normalize(image)[None])[0].astype(np.uint8)
+        datasets.save_mask(out / f"{path.stem}.png", label)
         written = [out / f"{path.stem}.png"]
         if args.overlay:
-            data.save_image(out / f"{path.stem}_overlay.png", viz.overlay(image, label))
+            datasets.save_image(out / f"{path.stem}_overlay.png", viz.overlay(image, label))
             written.append(out / f"{path.stem}_overlay.png")
         print(f"{path} -> {', '.join(map(str, written))}")
     return 0
@@ -196,8 +188,9 @@ def _positive(text):
 
 
 def build_parser():
-    from .data import DATASETS
+    from .datasets import DATASETS
     from .models import MODELS
+    from .optim import SCHEDULES
     parser = argparse.ArgumentParser(prog="tinyfcn", description="Fully Convolutional Networks from scratch in NumPy.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -219,7 +212,7 @@ def build_parser():
     p.add_argument("--lr", type=float, default=0.03, help="base learning rate (default 0.03)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay (default 5e-4)")
-    p.add_argument("--schedule", choices=["constant", "step", "poly"], default="poly",
+    p.add_argument("--schedule", choices=list(SCHEDULES), default="poly",
                    help="learning-rate schedule (default poly)")
     p.add_argument("--augment", action="store_true", help="random horizontal flips")
     p.add_argument("--crop", type=_positive, nargs="+", metavar="S", help="train on random S or H W crops")
@@ -263,7 +256,7 @@ def build_parser():
 def main(argv=None):
     """Run the command line; returns the exit status."""
     from .checkpoint import CheckpointError
-    from .data import DatasetError
+    from .datasets import DatasetError
     from .train import TrainingError
     args = build_parser().parse_args(argv)
     try:

@@ -36,6 +36,7 @@ The plain-NumPy twins of these functions live in :mod:`tinyfcn.reference`.
 import numpy as np
 
 from . import _kernels
+from .labels import IGNORE
 from .sizes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
 
 # ---------------------------------------------------------------- input checks
@@ -422,7 +423,7 @@ def softmax(scores, axis=1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def softmax_cross_entropy(scores, target, ignore_index=255, reduction="mean"):
+def softmax_cross_entropy(scores, target, ignore_index=IGNORE, reduction="mean"):
     """Per-pixel softmax cross-entropy with an ignore label, and its gradient.
 
     ``loss = sum_p [logsumexp_k scores[n, k, p] - scores[n, t_p, p]]`` over the pixels whose

@@ -18,6 +18,8 @@ coarse FCN-32s predictions lose most against FCN-8s.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .labels import IGNORE
+
 
 def _check_labels(name, a):
     """Return ``a`` as an integer ndarray, or raise a TypeError naming it."""
@@ -27,7 +29,7 @@ def _check_labels(name, a):
     return a
 
 
-def confusion_matrix(target, pred, num_classes, ignore_index=255):
+def confusion_matrix(target, pred, num_classes, ignore_index=IGNORE):
     """Count pixels by (true class, predicted class).
 
     Parameters
@@ -138,7 +140,7 @@ class ConfusionMatrix:
     0.6666666666666666
     """
 
-    def __init__(self, num_classes, ignore_index=255):
+    def __init__(self, num_classes, ignore_index=IGNORE):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -170,7 +172,7 @@ def _window_reduce(reduce, a, radius):
     return a
 
 
-def boundary_band(target, width, ignore_index=255):
+def boundary_band(target, width, ignore_index=IGNORE):
     """Pixels within ``width`` pixels of a ground-truth label boundary (the "trimap" band).
 
     A pixel is in the band when some pixel at Chebyshev distance at most ``width``
@@ -222,7 +224,7 @@ class BoundaryAccuracy:
         Band pixels predicted correctly, and band pixels, so far.
     """
 
-    def __init__(self, width=3, ignore_index=255):
+    def __init__(self, width=3, ignore_index=IGNORE):
         self.width = width
         self.ignore_index = ignore_index
         self.correct = 0

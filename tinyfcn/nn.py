@@ -16,6 +16,7 @@ import numpy as np
 
 from . import functional as F
 from .init import bilinear_kernel, he_normal, zeros
+from .labels import IGNORE
 from .sizes import pair
 
 
@@ -241,7 +242,7 @@ class SoftmaxCrossEntropy(Layer):
     ``forward(scores, target)`` returns the loss (a float); ``backward()`` returns dscores.
     """
 
-    def __init__(self, ignore_index=255, reduction="mean"):
+    def __init__(self, ignore_index=IGNORE, reduction="mean"):
         super().__init__()
         self.ignore_index, self.reduction = ignore_index, reduction
 

@@ -14,6 +14,7 @@ works with either backward. ``softmax_cross_entropy`` is the loss and returns
 """
 import numpy as np
 
+from .labels import IGNORE
 from .sizes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
 
 
@@ -238,7 +239,7 @@ def softmax(scores, axis=1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def softmax_cross_entropy(scores, target, ignore_index=255, reduction="mean"):
+def softmax_cross_entropy(scores, target, ignore_index=IGNORE, reduction="mean"):
     """Per-pixel cross-entropy of softmax(scores) against integer labels, and its gradient.
 
     ``loss = sum_p [logsumexp_k s[n, k, p] - s[n, t_p, p]]`` over pixels whose label is not

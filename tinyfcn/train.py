@@ -11,6 +11,7 @@ One training step is the whole story of the library in five lines::
 run exactly, a guard against NaN, and Ctrl-C handling.
 """
 import contextlib
+import functools
 import json
 import math
 import signal
@@ -21,10 +22,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import data as datamod
+from . import datasets
 from . import functional as F
 from . import nn
-from .checkpoint import atomic_write, load_checkpoint, restore_model, save_checkpoint
+from .checkpoint import load_checkpoint, restore_model, save_checkpoint
+from .files import atomic_write, json_safe
+from .labels import IGNORE
 from .metrics import BoundaryAccuracy, ConfusionMatrix
 from .optim import SCHEDULES, SGD
 
@@ -45,14 +48,14 @@ def evaluate(model, dataset, batch_size=8, boundary_width=3):
     """
     training = model.training
     model.eval()
-    confusion = ConfusionMatrix(model.config["num_classes"], datamod.IGNORE)
-    boundary = BoundaryAccuracy(boundary_width, datamod.IGNORE)
+    confusion = ConfusionMatrix(model.config["num_classes"], IGNORE)
+    boundary = BoundaryAccuracy(boundary_width, IGNORE)
     total, pixels = 0.0, 0
     try:
-        for x, y in datamod.batches(dataset, batch_size):
+        for x, y in datasets.batches(dataset, batch_size):
             scores = model.forward(x)
-            total += F.softmax_cross_entropy(scores, y, datamod.IGNORE, reduction="sum")[0]
-            pixels += int(np.count_nonzero(y != datamod.IGNORE))
+            total += F.softmax_cross_entropy(scores, y, IGNORE, reduction="sum")[0]
+            pixels += int(np.count_nonzero(y != IGNORE))
             pred = scores.argmax(axis=1)
             confusion.update(y, pred)
             boundary.update(y, pred)
@@ -93,7 +96,7 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
     Parameters
     ----------
     model : FCN32s, FCN16s or FCN8s
-    train_set, val_set : tinyfcn.data.Dataset
+    train_set, val_set : tinyfcn.datasets.Dataset
     epochs : int
         Total epochs of the run (a resumed run continues up to this number).
     batch_size : int
@@ -136,7 +139,7 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
         raise ValueError("fit: the training set is empty")
     out = Path(out) if out is not None else None
     optimizer = SGD(model.params, lr, momentum, weight_decay, nesterov)
-    loss_fn = nn.SoftmaxCrossEntropy(ignore_index=datamod.IGNORE)
+    loss_fn = nn.SoftmaxCrossEntropy(ignore_index=IGNORE)
     rng = np.random.default_rng(seed)
     history = {k: [] for k in HISTORY_KEYS}
     epoch, step, order, position, best = 0, 0, None, 0, -1.0
@@ -156,6 +159,8 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
         save_checkpoint(out / name, model, optimizer, order=order, epoch=epoch, step=step,
                         position=position, best=best, history=history, data_rng=rng.bit_generator.state)
 
+    augment_fn = (functools.partial(datasets.augment, rng=rng, flip=augment, crop=crop)
+                  if augment or crop is not None else None)
     model.train()
     with _deferred_interrupt() as interrupted:
         while epoch < epochs:
@@ -164,11 +169,7 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
             start, seen, loss_sum, correct, counted = time.perf_counter(), 0, 0.0, 0, 0
             bar = tqdm(total=len(order), initial=position, desc=f"epoch {epoch + 1}/{epochs}", unit="img",
                        disable=not progress, leave=True)
-            while position < len(order):
-                pairs = [train_set[i] for i in order[position:position + batch_size]]
-                if augment or crop is not None:
-                    pairs = [datamod.augment(image, label, rng, flip=augment, crop=crop) for image, label in pairs]
-                x, y = datamod.collate(pairs)
+            for x, y in datasets.batches(train_set, batch_size, augment_fn=augment_fn, order=order, start=position):
                 optimizer.lr = SCHEDULES[schedule](lr, step, epochs * steps_per_epoch)
                 try:
                     scores = model.forward(x)
@@ -182,14 +183,14 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
                 except F.NonFiniteError as e:
                     raise TrainingError(f"diverged at step {step} (epoch {epoch + 1}): {e}; lower the learning rate"
                                         + (f"; {out / 'last.npz'} holds the last good state" if out else "")) from None
-                position += len(pairs)
+                position += len(x)
                 step += 1
-                seen += len(pairs)
-                valid = y != datamod.IGNORE
-                loss_sum += loss * len(pairs)
+                seen += len(x)
+                valid = y != IGNORE
+                loss_sum += loss * len(x)
                 correct += int(np.count_nonzero((scores.argmax(axis=1) == y) & valid))
                 counted += int(np.count_nonzero(valid))
-                bar.update(len(pairs))
+                bar.update(len(x))
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / max(counted, 1):.3f}")
                 if interrupted["set"]:
                     bar.close()
@@ -208,7 +209,7 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
                 record.update({f"val_{k}": scores[k] for k in ("loss", "pixel_accuracy", "mean_accuracy",
                                                                  "mean_iou", "fw_iou", "boundary_accuracy")})
             for k in HISTORY_KEYS:
-                history[k].append(_json_number(record.get(k)))
+                history[k].append(json_safe(record.get(k)))
             if progress:
                 print(_epoch_line(record))
             if out is not None:
@@ -221,11 +222,6 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
             if on_epoch_end is not None:
                 on_epoch_end(history)
     return history
-
-
-def _json_number(value):
-    """NaN and missing values as None, so history.json stays valid JSON."""
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def _epoch_line(record):
@@ -249,9 +245,9 @@ def sanity_check(model, dataset, images=4, steps=200, lr=0.02):
     -------
     dict with ``initial_loss``, ``log_k``, ``final_loss`` and ``pixel_accuracy`` on those images.
     """
-    x, y = datamod.collate([dataset[i] for i in range(min(images, len(dataset)))])
+    x, y = datasets.collate([dataset[i] for i in range(min(images, len(dataset)))])
     optimizer = SGD(model.params, lr, momentum=0.9, weight_decay=0)
-    loss_fn = nn.SoftmaxCrossEntropy(ignore_index=datamod.IGNORE)
+    loss_fn = nn.SoftmaxCrossEntropy(ignore_index=IGNORE)
     initial = None
     with nn.evaluating(model):
         for _ in range(steps):
@@ -261,6 +257,6 @@ def sanity_check(model, dataset, images=4, steps=200, lr=0.02):
             optimizer.step(model.grads)
         scores = model.forward(x)
     final = loss_fn.forward(scores, y)
-    valid = y != datamod.IGNORE
+    valid = y != IGNORE
     return dict(initial_loss=initial, log_k=math.log(model.config["num_classes"]), final_loss=final,
                 pixel_accuracy=float(np.mean(scores.argmax(axis=1)[valid] == y[valid])))

@@ -3,19 +3,18 @@
 Every plotting function builds a :class:`matplotlib.figure.Figure` itself and never touches
 pyplot's global state, so it works headless, in scripts and in notebooks (a returned figure
 displays itself as the cell's value). Given ``path``, a function also saves its figure
-there, atomically: it writes ``name.tmp.suffix`` in the same folder, then renames it over
-``path``, so a reader never sees half a file. The suffix picks the format (``.png``,
-``.pdf``, ``.svg``, ...); no suffix means PNG.
+there, atomically (:func:`tinyfcn.files.atomic_write`), so a reader never sees half a
+file and two runs saving the same name at once do not collide. The suffix picks the
+format (``.png``, ``.pdf``, ``.svg``, ...); no suffix means PNG.
 
 Inputs
 ------
 image : uint8 ndarray, shape (H, W, 3) RGB, or (H, W, 1) / (H, W) grey.
     A normalized float (C, H, W) network input has to be turned back first:
     ``(x * std + mean).transpose(1, 2, 0)``, clipped to [0, 255], cast to uint8.
-label map : integer ndarray, shape (H, W); class indices, 255 = ignore.
+label map : integer ndarray, shape (H, W); class indices, ``IGNORE`` (255) = ignore.
 classes : sequence of K class names; name ``classes[k]`` belongs to label k.
 """
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +24,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from .files import atomic_write
 from .functional import conv_transpose2d_forward
-from .palette import voc_palette
+from .labels import IGNORE, voc_palette
 from .reference import conv_transpose2d_copies
 from .sizes import pair
 
-PALETTE = voc_palette()   # (256, 3) uint8; row k is the colour of label k
-IGNORE = 255              # drawn in PALETTE[255], never blended by overlay()
+PALETTE = voc_palette()   # (256, 3) uint8; row k is the colour of label k; IGNORE is never blended by overlay()
 PANEL = 2.4               # inches per image panel
 
 
@@ -46,18 +45,10 @@ def _figure(width, height):
 
 
 def _save(fig, path):
-    """Save ``fig`` to ``path`` atomically (temp file + ``os.replace``) if ``path`` is given; return ``fig``."""
-    if path is None:
-        return fig
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    try:
-        fig.savefig(tmp, format=path.suffix[1:] or "png", dpi="figure")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Save ``fig`` to ``path`` with :func:`~tinyfcn.files.atomic_write` if ``path`` is given; return ``fig``."""
+    if path is not None:
+        path = Path(path)
+        atomic_write(path, lambda f: fig.savefig(f.name, format=path.suffix[1:] or "png", dpi="figure"))
     return fig
 
 

@@ -1,0 +1,305 @@
+"""Pascal VOC folders: reading and checking them (:func:`load_split`), and writing them.
+
+The one on-disk format is the Pascal VOC layout::
+
+    root/
+      JPEGImages/<stem>.jpg or .png         the images (8-bit RGB or grayscale)
+      SegmentationClass/<stem>.png          one label mask per image, same stem and size
+      ImageSets/Segmentation/train.txt      stems, one per line
+      ImageSets/Segmentation/val.txt
+      classes.txt                           optional: line i is the name of label i
+
+A mask holds one class index per pixel: a palette ("P") PNG, read as its indices (the
+colours are only for viewing), or an 8-bit grayscale ("L") PNG. ``IGNORE`` (255) marks
+pixels that count neither in the loss nor in the metrics.
+
+Everything is read into memory (:class:`~tinyfcn.datasets.Dataset`) and checked on the
+way in; a bad file raises a :class:`~tinyfcn.datasets.DatasetError` naming the file and
+the problem. Every file is written atomically (:func:`tinyfcn.files.atomic_write`).
+"""
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..files import atomic_write
+from ..labels import IGNORE, voc_palette
+from .dataset import Dataset, DatasetError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _open(path, what):
+    """Open and fully decode an image file with Pillow, or raise a DatasetError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: {what} not found")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except (OSError, SyntaxError, ValueError) as err:   # Pillow's errors for unknown, broken and truncated files
+        raise DatasetError(f"{path}: cannot read this {what} ({err}); the file is truncated or not an image") from err
+
+
+def read_image(path):
+    """Read an 8-bit image as uint8 (H, W, C): C = 1 for grayscale, 3 for anything in colour.
+
+    Palette and alpha images become RGB (the alpha is dropped); 1-bit images become grayscale.
+
+    Raises
+    ------
+    DatasetError
+        If the file is missing, unreadable, truncated, or has 16-bit or float pixels.
+    """
+    img = _open(path, "image")
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        raise DatasetError(f"{path}: image has {img.mode} pixels; tinyfcn reads 8-bit images, "
+                           f"convert it to 8-bit RGB or grayscale first")
+    if img.mode in ("1", "L", "LA"):
+        return np.asarray(img.convert("L"))[:, :, None].copy()
+    return np.asarray(img.convert("RGB")).copy()
+
+
+def read_mask(path):
+    """Read a label mask as uint8 (H, W) class indices.
+
+    Palette ("P") PNGs give their indices, grayscale ("L") PNGs their values, 1-bit PNGs
+    0 and 1, and 16-bit grayscale PNGs their values if all are at most 255.
+
+    Raises
+    ------
+    DatasetError
+        If the file is missing, unreadable or truncated, or is a colour (RGB) mask or
+        another mode that does not hold indices.
+    """
+    img = _open(path, "mask")
+    if img.mode in ("P", "L", "1"):
+        return np.asarray(img, dtype=np.uint8).copy()
+    if img.mode in ("I", "I;16", "I;16B", "I;16L"):
+        values = np.asarray(img)
+        if values.max() > 255:
+            raise DatasetError(f"{path}: 16-bit mask has values up to {values.max()}; labels must be at most 255")
+        return values.astype(np.uint8)
+    if img.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(img.convert("RGB"))
+        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+            raise DatasetError(f"{path}: mask is a grayscale picture saved as {img.mode}; masks must hold one class "
+                               f"index per pixel: save it as grayscale, e.g. Image.open(path).convert('L').save(path)")
+        raise DatasetError(f"{path}: mask is an {img.mode} colour image, but masks must hold one class index per pixel "
+                           f"(a palette 'P' or grayscale 'L' PNG). Map each colour to its class index (for VOC "
+                           f"colours, colour i of tinyfcn.labels.voc_palette() is class i) and save the index "
+                           f"array with tinyfcn.datasets.save_mask")
+    raise DatasetError(f"{path}: mask has mode {img.mode}; masks must be palette ('P') or grayscale ('L') PNGs "
+                       f"holding one class index per pixel")
+
+
+def _find_image(root, name):
+    """The image file of stem ``name``: JPEGImages/<name>.jpg, .jpeg or .png."""
+    for suffix in IMAGE_SUFFIXES:
+        path = root / "JPEGImages" / (name + suffix)
+        if path.is_file():
+            return path
+    raise DatasetError(f"{root / 'JPEGImages' / name}.jpg: image not found (also tried .jpeg and .png)")
+
+
+def _mask_path(root, name):
+    path = root / "SegmentationClass" / (name + ".png")
+    if not path.is_file():
+        lossy = [p.name for p in path.parent.glob(name + ".jp*g")]
+        hint = f"; found {lossy[0]}, but masks must be PNG (JPEG compression changes label values)" if lossy else ""
+        raise DatasetError(f"{path}: mask not found{hint}")
+    return path
+
+
+def _read_pair(root, name):
+    """Image (H, W, C) and mask (H, W) of stem ``name``, checked to have the same size."""
+    image_path, mask_path = _find_image(root, name), _mask_path(root, name)
+    image, label = read_image(image_path), read_mask(mask_path)
+    if image.shape[:2] != label.shape:
+        raise DatasetError(f"{mask_path}: mask is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
+                           f"{image_path.name} is {image.shape[1]}x{image.shape[0]}; they must match pixel for pixel")
+    return image, label
+
+
+def _check_range(path, label, num_classes, source):
+    bad = np.unique(label[(label >= num_classes) & (label != IGNORE)])
+    if bad.size:
+        shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if bad.size > 8 else "")
+        raise DatasetError(f"{path}: label values {shown} are >= num_classes = {num_classes} ({source}) "
+                           f"and are not {IGNORE} (ignore)")
+
+
+def _read_lines(path):
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _read_classes(path):
+    """The class names in classes.txt, line i naming label i (so no blank line may come before the last name)."""
+    names = [line.strip() for line in path.read_text().splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    if not names or "" in names:
+        where = f"line {names.index('') + 1} is blank" if names else "it is empty"
+        raise DatasetError(f"{path}: {where}; line i must name label i")
+    return names
+
+
+def load_split(root, split="train", num_classes=None, skip_bad=False):
+    """Load one split of a VOC-layout folder into memory, checking every file.
+
+    The number of classes K comes from ``classes.txt`` if the folder has one (then
+    ``num_classes``, if given, must agree), else from ``num_classes``, else it is inferred
+    as the largest label in this split + 1 (so a val split that lacks the last class
+    would get a smaller K: pass ``num_classes`` or write ``classes.txt`` to avoid that).
+    Without ``classes.txt`` the classes are named ``"class 0"``, ``"class 1"``, ...
+    Grayscale images in a split that also has colour images are repeated to 3 channels.
+
+    Parameters
+    ----------
+    root : str or Path, the dataset folder
+    split : str, the name of a list in ``ImageSets/Segmentation/`` (e.g. "train", "val")
+    num_classes : int, optional
+    skip_bad : bool
+        If True, a missing, unreadable or wrong file is reported with ``warnings.warn``
+        and skipped instead of raising.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DatasetError
+        For a missing folder or split list, an empty split, a missing or unreadable image
+        or mask, a size mismatch, a colour mask, labels >= K other than 255, and a split
+        whose masks hold only 0 and 255 (binary masks with 255 for the object; this is
+        raised even with ``skip_bad``, as no file in particular is at fault).
+    """
+    root = Path(root)
+    for sub in ("JPEGImages", "SegmentationClass"):
+        if not (root / sub).is_dir():
+            raise DatasetError(f"{root}: no {sub}/ folder; expected the Pascal VOC layout (see tinyfcn.datasets.voc)")
+    list_path = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    if not list_path.is_file():
+        raise DatasetError(f"{list_path}: split list not found")
+    names = _read_lines(list_path)
+    if not names:
+        raise DatasetError(f"{list_path}: the split is empty (it lists no image stems)")
+
+    classes, source = None, None
+    if (root / "classes.txt").is_file():
+        classes, source = _read_classes(root / "classes.txt"), "from classes.txt"
+        if num_classes is not None and num_classes != len(classes):
+            raise DatasetError(f"{root / 'classes.txt'}: lists {len(classes)} classes but num_classes={num_classes}")
+    elif num_classes is not None:
+        classes, source = [f"class {i}" for i in range(num_classes)], "from the num_classes argument"
+
+    images, labels, kept = [], [], []
+    for name in names:
+        try:
+            image, label = _read_pair(root, name)
+            if classes is not None:
+                _check_range(_mask_path(root, name), label, len(classes), source)
+        except DatasetError as err:
+            if not skip_bad:
+                raise
+            warnings.warn(f"skipping {name!r}: {err}", stacklevel=2)
+            continue
+        images.append(image)
+        labels.append(label)
+        kept.append(name)
+    if not images:
+        raise DatasetError(f"{list_path}: the split is empty: all {len(names)} listed images were skipped as bad")
+
+    found = np.unique(np.concatenate([np.unique(label) for label in labels]))
+    if IGNORE in found and not ((found > 0) & (found < IGNORE)).any():
+        example = _mask_path(root, kept[[IGNORE in label for label in labels].index(True)])
+        raise DatasetError(f"{example}: every mask of split {split!r} holds only 0 and 255. This looks like a binary "
+                           f"mask with 255 for the object, but 255 means 'ignore' here, so the object would never "
+                           f"be learned: map 255 -> 1 (label[label == 255] = 1) and save the masks again")
+    if classes is None:
+        classes = [f"class {i}" for i in range(int(found[found != IGNORE].max()) + 1)]
+
+    if len({image.shape[2] for image in images}) > 1:   # a few grayscale images in a colour dataset
+        images = [np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image for image in images]
+    return Dataset(images, labels, kept, classes)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _save_pillow(path, img):
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unsupported suffix {Path(path).suffix!r}; use .png, .jpg or .jpeg")
+    atomic_write(path, lambda f: img.save(f, format=fmt, **({"quality": 95} if fmt == "JPEG" else {})))
+
+
+def _save_text(path, lines):
+    atomic_write(path, lambda f: f.write("".join(line + "\n" for line in lines).encode()))
+
+
+def save_image(path, image):
+    """Write an image atomically (never a half-written file); the suffix picks PNG or JPEG (quality 95).
+
+    Parameters
+    ----------
+    path : str or Path ending in .png, .jpg or .jpeg
+    image : ndarray, uint8 (H, W), (H, W, 1) or (H, W, 3)
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))):
+        raise ValueError(f"save_image: image must be uint8 (H, W), (H, W, 1) or (H, W, 3), "
+                         f"got {image.dtype} {image.shape}")
+    _save_pillow(path, Image.fromarray(image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image))
+
+
+def save_mask(path, label):
+    """Write a label mask atomically as a palette PNG with the VOC colours (index i shows as colour i).
+
+    Parameters
+    ----------
+    path : str or Path ending in .png
+    label : ndarray, integer (H, W), values in [0, 255]
+    """
+    label = np.asarray(label)
+    if Path(path).suffix.lower() != ".png":
+        raise ValueError(f"save_mask: {path} must be a .png; JPEG compression would change label values")
+    if label.ndim != 2 or label.dtype.kind not in "iu" or (label.size and (label.min() < 0 or label.max() > 255)):
+        raise ValueError(f"save_mask: label must be an integer (H, W) array with values in [0, 255], "
+                         f"got {label.dtype} {label.shape}")
+    img = Image.fromarray(label.astype(np.uint8))
+    img.putpalette(voc_palette().tobytes())      # turns the "L" image into a "P" image with these colours
+    _save_pillow(path, img)
+
+
+def write_dataset(out, classes, splits):
+    """Write generated splits in the VOC layout; the split lists are written last.
+
+    ``splits`` maps a split name to an iterable of ``(image, label)``; item i of split s
+    gets the stem ``f"{s}_{i:05d}"``. Old split lists in ``out`` are removed first, so an
+    interrupted run never leaves a folder that looks complete.
+    """
+    out = Path(out)
+    lists = out / "ImageSets" / "Segmentation"
+    for sub in (out / "JPEGImages", out / "SegmentationClass", lists):
+        sub.mkdir(parents=True, exist_ok=True)
+    for split in splits:
+        (lists / f"{split}.txt").unlink(missing_ok=True)
+    _save_text(out / "classes.txt", classes)
+    stems = {}
+    for split, items in splits.items():
+        stems[split] = []
+        for i, (image, label) in enumerate(items):
+            stem = f"{split}_{i:05d}"
+            save_image(out / "JPEGImages" / f"{stem}.png", image)
+            save_mask(out / "SegmentationClass" / f"{stem}.png", label)
+            stems[split].append(stem)
+    for split, names in stems.items():
+        _save_text(lists / f"{split}.txt", names)
+    return out
