@@ -1,12 +1,13 @@
 """Taking a model elsewhere: a tinyfcn graph as a PyTorch module or an ONNX model, with its weights.
 
-The export reads one plain description of the graph (:func:`describe`): per node its
-name, layer type, sources and the layer's settings as lists, numbers and strings.
-:mod:`tinyfcn.torch_graph` (a file that imports only torch and is copied next to a saved
-export, so PyTorch users need no tinyfcn) rebuilds it. A new layer type needs an entry
-in :data:`DESCRIBE` and ``torch_graph.LAYERS``.
+Both exports read one plain description of the graph (:func:`describe`): per node its
+name, layer type, sources and the layer's settings as lists, numbers and strings. The
+PyTorch side rebuilds it with :mod:`tinyfcn.torch_graph` (a file that imports only torch
+and is copied next to a saved export, so PyTorch users need no tinyfcn), the ONNX side
+with :mod:`tinyfcn.onnx_graph`. A new layer type needs an entry in :data:`DESCRIBE`,
+``torch_graph.LAYERS`` and ``onnx_graph.NODES``.
 
-torch (the ``torch`` extra) is imported only when used.
+torch (the ``torch`` extra) and onnx (the ``onnx`` extra) are imported only when used.
 """
 import importlib
 from pathlib import Path
@@ -17,12 +18,12 @@ from . import nn
 from .checkpoint import atomic_write
 from .sizes import pair
 
-EXTRAS = {"torch": "torch"}
+EXTRAS = {"torch": "torch", "onnx": "onnx"}
 """Module needed by an export -> the setup.cfg extra that installs it."""
 
 
 class MissingBackend(ImportError):
-    """torch, needed by the export, is not installed."""
+    """torch or onnx, needed by the export asked for, is not installed."""
 
 
 def _conv(layer):
@@ -116,3 +117,23 @@ def save_torch(model, path):
     atomic_write(module, lambda f: f.write(Path(torch_graph.__file__).read_bytes()))
     return path, module
 
+
+# ---------------------------------------------------------------- ONNX
+
+
+def to_onnx(model):
+    """The model's inference graph as an ``onnx.ModelProto`` (float32, opset :data:`tinyfcn.onnx_graph.OPSET`).
+
+    Batch, height and width are dynamic; the crops compute their windows from run-time shapes.
+    The model is checked with ``onnx.checker.check_model``.
+    """
+    _backend("onnx")
+    from . import onnx_graph
+    return onnx_graph.build(describe(model), model.params, name=getattr(model, "config", {}).get("arch", "tinyfcn"))
+
+
+def save_onnx(model, path):
+    """Write :func:`to_onnx`'s model to ``path`` atomically; returns ``(path,)``."""
+    proto = to_onnx(model).SerializeToString()
+    atomic_write(path, lambda f: f.write(proto))
+    return (Path(path),)
