@@ -99,13 +99,13 @@ class GraphModule(nn.Module):
             self.add_module(node["name"], LAYERS[node["type"]](node["args"]))
             self.sources[node["name"]] = tuple(node["sources"])
         self.output = node["name"]
-
-    def forward(self, x):
-        maps = {"input": x}
-        readers = {}
+        self.readers = {}
         for sources in self.sources.values():
             for s in sources:
-                readers[s] = readers.get(s, 0) + 1
+                self.readers[s] = self.readers.get(s, 0) + 1
+
+    def forward(self, x):
+        maps, readers = {"input": x}, dict(self.readers)
         for name, sources in self.sources.items():
             maps[name] = self.get_submodule(name)(*(maps[s] for s in sources))
             for s in sources:                              # drop a map once its last reader has run
