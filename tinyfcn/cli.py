@@ -177,6 +177,26 @@ def cmd_gradcheck(args):
     return 0 if all(worst < TOLERANCE for _, _, worst in rows) else EXIT_DIVERGED
 
 
+# ---------------------------------------------------------------- export
+
+
+def cmd_export(args):
+    from .checkpoint import load_model
+    from .export import MissingBackend, save_onnx, save_torch
+    savers = {"torch": save_torch, "onnx": save_onnx}
+    if args.to not in savers:
+        raise UsageError(f"--to {args.to!r}: choose {' or '.join(savers)}")
+    if not args.out.parent.is_dir():
+        raise UsageError(f"the output folder {args.out.parent} does not exist")
+    model = load_model(args.checkpoint)
+    try:
+        written = savers[args.to](model, args.out)
+    except MissingBackend as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {', '.join(map(str, written))}")
+    return 0
+
+
 # ---------------------------------------------------------------- the parser
 
 
@@ -250,6 +270,12 @@ def build_parser():
 
     p = sub.add_parser("gradcheck", help="check every backward pass against finite differences and print the table")
     p.set_defaults(run=cmd_gradcheck)
+
+    p = sub.add_parser("export", help="write a checkpoint's model for PyTorch (OUT.pt and OUT_model.py) or ONNX")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a .npz checkpoint")
+    p.add_argument("--to", required=True, metavar="FORMAT", help="torch or onnx")
+    p.add_argument("out", type=Path, metavar="OUT", help="file to write; its folder must exist")
+    p.set_defaults(run=cmd_export)
     return parser
 
 

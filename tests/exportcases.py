@@ -1,0 +1,84 @@
+"""Models for the export tests: every variant and option, with every trainable parameter randomised.
+
+FCN's score layers start at zero, which would make most scores (and most gradients)
+trivially equal; randomising every trainable parameter makes every layer count. Frozen
+upsampling keeps its bilinear kernel, as in a trained model.
+"""
+import numpy as np
+
+from tinyfcn import nn
+from tinyfcn.graph import Graph
+from tinyfcn.models import build
+
+VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100, fc6_kernel=7,
+             fc6_padding=0, upsample_padding=False)
+"""The authors' VGG16 geometry on one channel per layer: crop offsets 19 (32s), 5 and 27 (16s), 5, 9 and 31 (8s)."""
+
+CASES = {
+    "fcn32s": dict(arch="fcn32s"),
+    "fcn16s": dict(arch="fcn16s"),
+    "fcn8s": dict(arch="fcn8s"),
+    "fcn8s-at-once": dict(arch="fcn8s", at_once=True),
+    "fcn8s-learned-upsampling": dict(arch="fcn8s", learn_upsampling=True),
+    "fcn32s-vgg16": dict(arch="fcn32s", **VGG16),
+    "fcn16s-vgg16": dict(arch="fcn16s", **VGG16),
+    "fcn8s-vgg16": dict(arch="fcn8s", **VGG16),
+}
+"""Test name -> model config (4 classes, RGB)."""
+
+SIZES = [(1, 1), (35, 29), (64, 64), (17, 48)]
+"""Input sizes (H, W) every export is compared on: a single pixel, odd, square, wide."""
+
+
+def perturb(graph, seed=0):
+    """Randomise every trainable parameter of ``graph`` at its initial scale; returns the graph.
+
+    Zero weights (the score layers) get variance 1/fan_in, biases noise of 0.1, and the
+    rest is scaled by 1 + 10 % noise (so a learned upsampling kernel is no longer symmetric).
+    """
+    rng = np.random.default_rng(seed)
+    for layer in graph.layers.values():
+        if getattr(layer, "trainable", True):
+            for name, v in layer.params.items():
+                noise = rng.standard_normal(v.shape).astype(v.dtype)
+                if name == "bias":
+                    v += 0.1 * noise
+                elif not v.any():
+                    v += noise / np.sqrt(np.prod(v.shape[1:]))
+                else:
+                    v *= 1 + 0.1 * noise
+    return graph
+
+
+def random_model(case, **overrides):
+    """The model of ``CASES[case]`` (4 classes) with perturbed weights, in evaluation mode."""
+    return perturb(build(dict(CASES[case], num_classes=4, **overrides))).eval()
+
+
+def mixed_graph():
+    """A non-FCN graph: ceil-mode pooling that drops a window, strided convolution, offset crops, Concat, Scale."""
+    rng = np.random.default_rng(0)
+    return perturb(Graph([
+        ("pool", nn.MaxPool2d(3, 3, padding=1, ceil_mode=True), "input"),
+        ("conv", nn.Conv2d(3, 4, 3, stride=(3, 2), padding=(1, 0), rng=rng), "input"),
+        ("poolc", nn.Crop(offset=(1, 0), like_offset=(0, 1)), "pool", "conv"),
+        ("convc", nn.Crop(offset=(0, 1), like_offset=(1, 0)), "conv", "pool"),
+        ("cat", nn.Concat(), "poolc", "convc"),
+        ("scale", nn.Scale(0.5), "cat"),
+        ("up", nn.ConvTranspose2d(7, 2, 4, stride=2, padding=1, rng=rng), "scale"),
+        ("relu", nn.ReLU(), "up"),
+    ])).eval()
+
+
+MIXED_SIZES = [(8, 7), (11, 11), (14, 9), (10, 13)]
+"""Sizes for :func:`mixed_graph`; 8, 11 and 14 make the ceil-mode pooling drop its last window."""
+
+
+def inputs(size, channels=3, batch=2, seed=1):
+    """Random float32 images (batch, channels, H, W)."""
+    return np.random.default_rng(seed).standard_normal((batch, channels, *size)).astype(np.float32)
+
+
+def worst(a, b):
+    """max |a - b| and the tolerance it is held to: 1e-5 of the largest score (at least 1e-5)."""
+    return np.abs(a - b).max(), 1e-5 * max(1.0, np.abs(b).max())

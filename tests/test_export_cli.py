@@ -1,0 +1,72 @@
+"""``tinyfcn export``: writes files the other runtimes run; every mistake is one line and exit status 2."""
+import sys
+
+import numpy as np
+import pytest
+
+from exportcases import inputs, random_model, worst
+from tinyfcn.checkpoint import save_checkpoint
+from tinyfcn.cli import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("export") / "best.npz"
+    model = random_model("fcn8s-vgg16")
+    save_checkpoint(path, model)
+    return path, model
+
+
+def test_export_to_onnx_runs_in_onnxruntime(checkpoint, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    path, model = checkpoint
+    assert main(["export", "--checkpoint", str(path), "--to", "onnx", str(tmp_path / "fcn8s.onnx")]) == 0
+    assert str(tmp_path / "fcn8s.onnx") in capsys.readouterr().out
+    x = inputs((35, 29))
+    scores, = ort.InferenceSession(str(tmp_path / "fcn8s.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})
+    diff, tolerance = worst(scores, model.forward(x))        # tolerance: see test_export_onnx.py
+    assert diff <= tolerance
+
+
+def test_export_to_torch_writes_the_weights_and_the_module_file(checkpoint, tmp_path):
+    torch = pytest.importorskip("torch", reason='the PyTorch export needs torch: python -m pip install -e ".[torch]"')
+    path, model = checkpoint
+    assert main(["export", "--checkpoint", str(path), "--to", "torch", str(tmp_path / "fcn8s.pt")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fcn8s.pt", "fcn8s_model.py"]
+    saved = torch.load(tmp_path / "fcn8s.pt", weights_only=True)
+    for k, v in model.params.items():
+        np.testing.assert_array_equal(saved["state_dict"][k].numpy(), v)
+
+
+def error_line(capsys):
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_a_missing_torch_is_one_line_saying_what_to_install(checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)          # makes "import torch" fail
+    assert main(["export", "--checkpoint", str(checkpoint[0]), "--to", "torch", str(tmp_path / "m.pt")]) == 2
+    assert 'python -m pip install -e ".[torch]"' in error_line(capsys)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("problem", ["missing checkpoint", "bad checkpoint", "unknown format", "missing folder"])
+def test_mistakes_are_one_line_and_status_2(problem, checkpoint, tmp_path, capsys):
+    path, to, out = checkpoint[0], "onnx", tmp_path / "m.onnx"
+    if problem == "missing checkpoint":
+        path = tmp_path / "nothing.npz"
+    elif problem == "bad checkpoint":
+        path = tmp_path / "bad.npz"
+        path.write_bytes(b"not a zip file")
+    elif problem == "unknown format":
+        to = "tensorflow"
+    else:
+        out = tmp_path / "no" / "such" / "m.onnx"
+    assert main(["export", "--checkpoint", str(path), "--to", to, str(out)]) == 2
+    message = error_line(capsys)
+    assert message.startswith("tinyfcn export: error:")
+    assert {"missing checkpoint": "does not exist", "bad checkpoint": "not a readable checkpoint",
+            "unknown format": "choose torch or onnx", "missing folder": "does not exist"}[problem] in message
+    assert not out.exists()

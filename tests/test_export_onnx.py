@@ -1,0 +1,73 @@
+"""The ONNX export passes onnx's checker and, in onnxruntime, gives tinyfcn's scores at any size.
+
+Tolerance: float32, as in ``test_export_torch.py``: onnxruntime and tinyfcn add the same
+terms in different orders, a few float32 epsilons per layer, about 1e-6 of the largest
+score after ~20 layers; scores must agree to 1e-5 of the largest score. A crop computed
+from the wrong shapes or a ceil-mode pooling that keeps or drops a different window shows
+up as an error of order 1 (or a different output shape).
+"""
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from exportcases import CASES, MIXED_SIZES, SIZES, inputs, mixed_graph, random_model, worst
+from tinyfcn import nn
+from tinyfcn.export import describe, save_onnx, to_onnx
+from tinyfcn.graph import Graph
+from tinyfcn.onnx_graph import OPSET
+
+
+def session(proto):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_scores_match_tinyfcn_at_every_size(case):
+    model = random_model(case)
+    run = session(to_onnx(model))
+    for size in SIZES:
+        x = inputs(size)
+        scores, = run.run(None, {"input": x})
+        diff, tolerance = worst(scores, model.forward(x))
+        assert diff <= tolerance, f"{case} at {size}: max |difference| {diff:.2e} > {tolerance:.2e}"
+
+
+def test_a_non_fcn_graph_matches_including_ceil_mode_dropping_a_window():
+    graph = mixed_graph()
+    run = session(to_onnx(graph))
+    for size in MIXED_SIZES:
+        x = inputs(size)
+        scores, = run.run(None, {"input": x})
+        expected = graph.forward(x)
+        assert scores.shape == expected.shape
+        diff, tolerance = worst(scores, expected)
+        assert diff <= tolerance, f"{size}: {diff:.2e}"
+
+
+def test_the_file_is_a_checked_dynamic_model_of_the_stated_opset(tmp_path):
+    model = random_model("fcn8s-vgg16")
+    path, = save_onnx(model, tmp_path / "fcn8s.onnx")
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto)
+    assert [o.version for o in proto.opset_import] == [OPSET]
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "channels", "height", "width"]
+    assert {i.name for i in proto.graph.initializer} >= set(model.params)
+    assert "Dropout" not in {n.op_type for n in proto.graph.node}
+    scores, = session(proto).run(None, {"input": inputs((35, 29), batch=3)})
+    assert scores.shape == (3, 4, 35, 29)
+    assert list(tmp_path.iterdir()) == [path]                  # no temporary file left behind
+
+
+class Mystery(nn.Layer):
+    def forward(self, x):
+        return x
+
+
+def test_an_unsupported_layer_type_is_named():
+    graph = Graph([("relu", nn.ReLU(), "input"), ("odd", Mystery(), "relu")])
+    with pytest.raises(ValueError, match="node 'odd' is a Mystery, a layer type the export does not support"):
+        describe(graph)

@@ -1,0 +1,125 @@
+"""A network exported from tinyfcn, rebuilt as a ``torch.nn.Module``. This file imports only torch.
+
+``tinyfcn export --checkpoint RUN/best.npz --to torch fcn8s.pt`` writes ``fcn8s.pt`` and a
+copy of this file, ``fcn8s_model.py``, beside it. ``fcn8s.pt`` is a dict of plain values
+that ``torch.load(path, weights_only=True)`` reads: ``format``, ``graph`` (the nodes, see
+:class:`GraphModule`), ``state_dict`` (tinyfcn's parameter names, e.g. ``score_fr.weight``)
+and ``config`` (the tinyfcn model configuration). Without tinyfcn installed::
+
+    from fcn8s_model import load
+    net = load("fcn8s.pt")                 # in evaluation mode; net.train() to continue training
+    scores = net(images)                   # (N, K, H, W) for float32 images (N, C, H, W)
+
+Frozen layers (FCN's bilinear upsampling unless it was learned) have ``requires_grad=False``,
+so an optimizer over ``[p for p in net.parameters() if p.requires_grad]`` trains what tinyfcn trains.
+"""
+import torch
+from torch import nn
+
+FORMAT = "tinyfcn-torch-1"
+
+
+class Crop(nn.Module):
+    """The window of ``x`` that overlaps ``like``: rows ``[oh, oh + h)``, ``h = min(H_x - oh, H_like - lh)``."""
+
+    def __init__(self, offset, like_offset):
+        super().__init__()
+        self.offset, self.like_offset = tuple(offset), tuple(like_offset)
+
+    def forward(self, x, like):
+        (oh, ow), (lh, lw) = self.offset, self.like_offset
+        h, w = min(x.shape[2] - oh, like.shape[2] - lh), min(x.shape[3] - ow, like.shape[3] - lw)
+        return x[:, :, oh:oh + h, ow:ow + w]
+
+
+class Scale(nn.Module):
+    """Multiply by a fixed factor."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+class Add(nn.Module):
+    """Element-wise sum of two maps."""
+
+    def forward(self, a, b):
+        return a + b
+
+
+class Concat(nn.Module):
+    """Concatenate maps along the channel axis."""
+
+    def forward(self, *maps):
+        return torch.cat(maps, dim=1)
+
+
+def _conv_transpose(args):
+    layer = nn.ConvTranspose2d(args["in_channels"], args["out_channels"], args["kernel_size"], args["stride"],
+                               args["padding"], bias=args["bias"])
+    return layer.requires_grad_(args["trainable"])
+
+
+LAYERS = {
+    "Conv2d": lambda a: nn.Conv2d(a["in_channels"], a["out_channels"], a["kernel_size"], a["stride"], a["padding"],
+                                  bias=a["bias"]),
+    "ConvTranspose2d": _conv_transpose,
+    "MaxPool2d": lambda a: nn.MaxPool2d(a["kernel_size"], a["stride"], a["padding"], ceil_mode=a["ceil_mode"]),
+    "ReLU": lambda a: nn.ReLU(),
+    "Dropout": lambda a: nn.Dropout(a["p"]),
+    "Scale": lambda a: Scale(a["factor"]),
+    "Crop": lambda a: Crop(a["offset"], a["like_offset"]),
+    "Add": lambda a: Add(),
+    "Concat": lambda a: Concat(),
+}
+"""Layer type name -> ``f(args)``, the torch module for a node."""
+
+
+class GraphModule(nn.Module):
+    """Named nodes run in order, each reading the maps named in its ``sources``; the last node is the output.
+
+    Parameters
+    ----------
+    graph : dict
+        ``{"nodes": [{"name", "type", "sources", "args"}, ...]}``: ``type`` is a key of
+        :data:`LAYERS`, ``sources`` names ``"input"`` (the image) or earlier nodes. Each node
+        becomes a submodule of its name, so the parameters are named ``"<node>.weight"``.
+    """
+
+    def __init__(self, graph):
+        super().__init__()
+        self.sources = {}
+        for node in graph["nodes"]:
+            if node["type"] not in LAYERS:
+                raise ValueError(f"node {node['name']!r}: layer type {node['type']} is not supported "
+                                 f"(supported: {', '.join(LAYERS)})")
+            self.add_module(node["name"], LAYERS[node["type"]](node["args"]))
+            self.sources[node["name"]] = tuple(node["sources"])
+        self.output = node["name"]
+        self.readers = {}
+        for sources in self.sources.values():
+            for s in sources:
+                self.readers[s] = self.readers.get(s, 0) + 1
+
+    def forward(self, x):
+        maps, readers = {"input": x}, dict(self.readers)
+        for name, sources in self.sources.items():
+            maps[name] = self.get_submodule(name)(*(maps[s] for s in sources))
+            for s in sources:                              # drop a map once its last reader has run
+                readers[s] -= 1
+                if readers[s] == 0:
+                    del maps[s]
+        return maps[self.output]
+
+
+def load(path, map_location="cpu"):
+    """The module saved at ``path`` by ``tinyfcn export --to torch``, weights loaded, in evaluation mode."""
+    saved = torch.load(path, map_location=map_location, weights_only=True)
+    if saved.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a tinyfcn export (format {saved.get('format')!r}, expected {FORMAT!r})")
+    net = GraphModule(saved["graph"])
+    net.load_state_dict(saved["state_dict"])
+    return net.eval()
