@@ -1,4 +1,4 @@
-"""The ``tinyfcn`` command line: make data, train, evaluate, predict, inspect, check gradients.
+"""The ``tinyfcn`` command line: make data, train, evaluate, predict, inspect, check gradients, export.
 
 Every command has ``--help``. Errors the user can fix (a bad path, a broken dataset, a
 checkpoint of another model) print one line and exit with status 2 (1 if training

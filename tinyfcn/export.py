@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import nn
-from .checkpoint import atomic_write
+from .files import atomic_write
 from .sizes import pair
 
 EXTRAS = {"torch": "torch", "onnx": "onnx"}
