@@ -412,7 +412,7 @@ def test_shapes_options(tmp_path):
         datasets.make_shapes(tmp_path / "x", 2, 0)
 
 
-def test_an_interrupted_write_does_not_look_complete(tmp_path, monkeypatch):
+def test_an_interrupted_write_leaves_the_old_dataset(tmp_path, monkeypatch):
     root = datasets.make_shapes(tmp_path / "s", n_train=3, n_val=1)
     save_image, calls = voc.save_image, []
 
@@ -422,10 +422,12 @@ def test_an_interrupted_write_does_not_look_complete(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         save_image(path, image)
     monkeypatch.setattr(voc, "save_image", fail_on_third)
-    with pytest.raises(KeyboardInterrupt):
+    before = datasets.load_split(root, "train")
+    with pytest.raises(KeyboardInterrupt, match="nothing was written to"):
         datasets.make_shapes(root, n_train=3, n_val=1, seed=1)
-    with pytest.raises(DatasetError, match="split list not found"):
-        datasets.load_split(root, "train")
+    after = datasets.load_split(root, "train")                          # the old dataset, untouched
+    assert all(np.array_equal(a, b) for a, b in zip(before.images, after.images))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]          # no temporary folder left
 
 
 # ---------------------------------------------------------------- the digits dataset

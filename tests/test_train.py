@@ -225,7 +225,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     np.savez(tmp_path / "foreign.npz", weights=np.ones(3))
     np.savez(tmp_path / "pickled.npz", meta=np.array([{"a": 1}], dtype=object))
     cases = {"missing.npz": "does not exist", "truncated.npz": "truncated or corrupt", "garbage.npz": "truncated or corrupt",
-             "foreign.npz": "not a tinyfcn checkpoint", "pickled.npz": "truncated or corrupt"}
+             "foreign.npz": "not a tinyfcn checkpoint", "pickled.npz": "not a tinyfcn checkpoint: it holds pickled"}
     for name, message in cases.items():
         with pytest.raises(CheckpointError, match=message):
             load_model(tmp_path / name)

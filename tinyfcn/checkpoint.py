@@ -65,8 +65,16 @@ def load_checkpoint(path):
         Missing, truncated or corrupt file, or an ``.npz`` that is not a tinyfcn checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.npz"), key=lambda p: (p.name not in ("best.npz", "last.npz"), p.name))
+        raise CheckpointError(f"{path} is a folder; give one checkpoint file in it: {', '.join(map(str, found))}"
+                              if found else f"{path} is a folder with no .npz checkpoint in it; give a checkpoint "
+                              f"file, e.g. RUN/best.npz of a training run")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a tinyfcn checkpoint: it is not an .npz file (truncated or corrupt, "
+                              f"or another kind of file); checkpoints are the best.npz and last.npz a run writes")
     try:
         with np.load(path, allow_pickle=False) as f:
             if "meta" not in f.files:
@@ -75,7 +83,12 @@ def load_checkpoint(path):
             arrays = {k: f[k] for k in f.files if k != "meta"}
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+    except ValueError as e:
+        if "pickle" in str(e):                  # numpy's advice to load it unsafely is not for our users
+            raise CheckpointError(f"{path} is not a tinyfcn checkpoint: it holds pickled Python objects, which "
+                                  f"tinyfcn never writes and never loads") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")

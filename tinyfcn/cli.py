@@ -7,6 +7,7 @@ diverges, 130 after Ctrl-C); they never show a traceback.
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -69,23 +70,44 @@ def _initial_model(args, num_classes, in_channels):
         raise UsageError(f"--init {args.init}: {str(e).removeprefix('grow: ')}") from None
 
 
+def _check_settings(args):
+    """The numeric training settings, checked before any data is loaded."""
+    import math
+    checks = [("--lr", args.lr, args.lr > 0, "a positive number, e.g. 0.03"),
+              ("--momentum", args.momentum, 0 <= args.momentum < 1, "in [0, 1), e.g. 0.9"),
+              ("--weight-decay", args.weight_decay, args.weight_decay >= 0, "0 or more, e.g. 5e-4")]
+    for flag, value, ok, want in checks:
+        if not (math.isfinite(value) and ok):
+            raise UsageError(f"{flag} {value}: must be {want}")
+    _size(args.crop, "--crop")
+
+
+SANITY_IOU = 0.9
+"""``--sanity`` passes when the overfitted images reach this mean IoU (over the classes they hold)."""
+
+
 def cmd_train(args):
     from . import datasets, viz
     from .train import fit, sanity_check
+    _check_settings(args)
     if args.data is None:
         args.data = Path("data") / "shapes"
-        if not (args.data / "ImageSets").exists():
-            print(f"no --data given: making the shapes dataset in {args.data}")
+        lists = args.data / "ImageSets" / "Segmentation"
+        if not ((lists / "train.txt").is_file() and (lists / "val.txt").is_file()):
+            why = "it has no split lists (an interrupted run?)" if args.data.exists() else "no --data given"
+            print(f"{why}: making the shapes dataset in {args.data}")
             datasets.make_dataset("shapes", args.data, 2000, 400, 0)
     train_set = datasets.load_split(args.data, "train", skip_bad=args.skip_bad)
-    val_set = datasets.load_split(args.data, "val", num_classes=train_set.num_classes, skip_bad=args.skip_bad)
+    val_set = datasets.load_split(args.data, "val", num_classes=train_set.num_classes, skip_bad=args.skip_bad,
+                                  num_classes_from="the train split")
     model = _initial_model(args, train_set.num_classes, train_set.in_channels)
     if args.sanity:
         result = sanity_check(model, train_set, images=4)
-        ok = abs(result["initial_loss"] - result["log_k"]) < 1e-3 and result["pixel_accuracy"] > 0.95
+        ok = abs(result["initial_loss"] - result["log_k"]) < 1e-3 and result["mean_iou"] > SANITY_IOU
         print(f"initial loss {result['initial_loss']:.4f} (log K = {result['log_k']:.4f}); after overfitting 4 images: "
-              f"loss {result['final_loss']:.4f}, pixel accuracy {result['pixel_accuracy']:.3f} -> "
-              f"{'ok' if ok else 'FAILED'}")
+              f"loss {result['final_loss']:.4f}, mean IoU {result['mean_iou']:.3f} (pass: > {SANITY_IOU}), "
+              f"pixel accuracy {result['pixel_accuracy']:.3f}, foreground accuracy "
+              f"{result['foreground_accuracy']:.3f} -> {'ok' if ok else 'FAILED'}")
         return 0 if ok else EXIT_DIVERGED
     out = Path(args.out) if args.out else _free_run_folder(args.model)
     if args.resume and not (out / "last.npz").exists():
@@ -94,7 +116,7 @@ def cmd_train(args):
         raise UsageError(f"{out} already holds a run; pass --resume to continue it or --out to start another")
     print(f"training {args.model} on {args.data} ({len(train_set)} train / {len(val_set)} val images, "
           f"{train_set.num_classes} classes); run folder {out}")
-    shown = [val_set[i] for i in range(min(4, len(val_set)))]
+    shown = [val_set[i] for i in viz.pick_examples(val_set.labels, 4)]
 
     def plots(history):
         viz.plot_curves(history, out / "curves.png")
@@ -122,7 +144,15 @@ def cmd_eval(args):
     from .files import json_safe
     from .train import evaluate
     model = load_model(args.checkpoint)
-    dataset = datasets.load_split(args.data, args.split, num_classes=model.config["num_classes"], skip_bad=args.skip_bad)
+    k = model.config["num_classes"]
+    classes_file = Path(args.data) / "classes.txt"
+    if classes_file.is_file():
+        listed = len(datasets.voc._read_classes(classes_file))
+        if listed != k:
+            raise UsageError(f"--checkpoint {args.checkpoint} was trained for {k} classes, but {classes_file} lists "
+                             f"{listed}: evaluate it on the dataset it was trained on, or pick a checkpoint of this one")
+    dataset = datasets.load_split(args.data, args.split, num_classes=k, skip_bad=args.skip_bad,
+                                  num_classes_from=f"the checkpoint {args.checkpoint}")
     if dataset.in_channels != model.config["in_channels"]:
         raise UsageError(f"the model takes {model.config['in_channels']}-channel images, the data has "
                          f"{dataset.in_channels}")
@@ -145,19 +175,36 @@ def cmd_eval(args):
 
 def cmd_predict(args):
     from . import datasets, viz
-    from .checkpoint import load_model
-    model = load_model(args.checkpoint)
+    from .checkpoint import load_checkpoint, load_model
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in map(Path, args.images):
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; --out is a folder for the masks (one <name>.png per image)")
+    if not out.exists() and out.suffix.lower() in datasets.voc.IMAGE_SUFFIXES:
+        raise UsageError(f"--out {out}: --out is a folder for the masks (one <name>.png per image), not a file "
+                         f"name; give a folder, e.g. --out {out.with_suffix('')}")
+    paths = list(dict.fromkeys(map(Path, args.images)))        # the same file twice is predicted once
+    by_stem = {}
+    for path in paths:
+        if path.stem in by_stem:
+            raise UsageError(f"{by_stem[path.stem]} and {path} would both be written as {out / (path.stem + '.png')}; "
+                             f"predict them into separate --out folders, or rename one")
+        by_stem[path.stem] = path
+    model = load_model(args.checkpoint)
+    classes = load_checkpoint(args.checkpoint)["meta"].get("classes") if args.overlay else None
+    images = []                                                  # every image is read before anything is written
+    for path in paths:
         image = datasets.read_image(path)
         if image.shape[2] != model.config["in_channels"]:
             raise UsageError(f"{path} has {image.shape[2]} channels; the model takes {model.config['in_channels']}")
+        images.append(image)
+    out.mkdir(parents=True, exist_ok=True)
+    for path, image in zip(paths, images):
         label = model.predict(datasets.normalize(image)[None])[0].astype(np.uint8)
         datasets.save_mask(out / f"{path.stem}.png", label)
         written = [out / f"{path.stem}.png"]
         if args.overlay:
-            datasets.save_image(out / f"{path.stem}_overlay.png", viz.overlay(image, label))
+            viz.plot_overlay(image, label, classes or [f"class {i}" for i in range(model.config["num_classes"])],
+                             path=out / f"{path.stem}_overlay.png")
             written.append(out / f"{path.stem}_overlay.png")
         print(f"{path} -> {', '.join(map(str, written))}")
     return 0
@@ -241,10 +288,11 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid files with a warning")
     p.add_argument("--sanity", action="store_true", help="only overfit 4 images and report (check before training)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the one line per epoch stays)")
     p.set_defaults(run=cmd_train)
 
-    p = sub.add_parser("eval", help="the four metrics (and per-class IoU) of a checkpoint on a dataset split")
+    p = sub.add_parser("eval", help="pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU, boundary "
+                                    "accuracy and per-class IoU of a checkpoint on a dataset split")
     p.add_argument("--checkpoint", type=Path, required=True, help="a .npz checkpoint")
     p.add_argument("--data", type=Path, required=True, help="dataset folder in the VOC layout")
     p.add_argument("--split", default="val", help="split name (default val)")
@@ -258,7 +306,8 @@ def build_parser():
     p.add_argument("--checkpoint", type=Path, required=True, help="a .npz checkpoint")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--out", type=Path, required=True, help="folder for the masks")
-    p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
+    p.add_argument("--overlay", action="store_true",
+                   help="also write <name>_overlay.png: the image with the predicted classes and a legend")
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser("summary", help="print a model's layers: output shapes, strides, receptive fields, parameters")
@@ -279,6 +328,11 @@ def build_parser():
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as plain ``tinyfcn: warning: ...`` lines (no source file, line number or code)."""
+    print(f"tinyfcn: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv=None):
     """Run the command line; returns the exit status."""
     from .checkpoint import CheckpointError
@@ -286,9 +340,12 @@ def main(argv=None):
     from .train import TrainingError
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except KeyboardInterrupt as e:
-        print(f"\ntinyfcn: {e or 'interrupted'}", file=sys.stderr)
+        print(f"\ntinyfcn: {str(e) or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except TrainingError as e:
         print(f"tinyfcn: training stopped: {e}", file=sys.stderr)

@@ -15,6 +15,8 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
 """The permissions of written files: what ``open()`` would give (the umask is read once, at import)."""
+DIR_MODE = 0o777 & ~_UMASK
+"""The permissions of created folders: what ``os.mkdir()`` would give."""
 
 
 def atomic_write(path, write):

@@ -190,3 +190,22 @@ class Graph(nn.Layer):
             rows.append((name, type(layer).__name__, self.shapes[name], self.coords[name][0][0], field[name],
                          sum(v.size for v in layer.params.values())))
         return rows
+
+
+class Sequential(Graph):
+    """Layers in a chain: ``Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 1))``.
+
+    A :class:`Graph` whose nodes are named ``"0"``, ``"1"``, ... each reading the one
+    before (the first reads ``"input"``), so its parameters are ``"0.weight"``, ``"2.bias"``, ...
+    and it trains with :func:`tinyfcn.train.fit` like any model.
+    """
+
+    def __init__(self, *layers):
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        super().__init__([(str(i), layer, "input" if i == 0 else str(i - 1)) for i, layer in enumerate(layers)])
+
+    def predict(self, x):
+        """Label map (N, H, W) int64: the arg-max class of :meth:`forward`, run in evaluation mode."""
+        with nn.evaluating(self):
+            return self.forward(x).argmax(axis=1)

@@ -39,6 +39,10 @@ class TrainingError(RuntimeError):
 def evaluate(model, dataset, batch_size=8, boundary_width=3):
     """Run ``model`` over ``dataset`` in evaluation mode and score it with one dataset-wide confusion matrix.
 
+    ``dataset`` is a :class:`~tinyfcn.datasets.Dataset` or a pair of arrays ``(images, labels)``
+    (see :meth:`~tinyfcn.datasets.Dataset.from_arrays`). K is ``model.config["num_classes"]``
+    for the FCN models, else the dataset's.
+
     Returns
     -------
     dict
@@ -46,14 +50,16 @@ def evaluate(model, dataset, batch_size=8, boundary_width=3):
         ``fw_iou``, ``per_class_iou``, ``boundary_accuracy`` (pixel accuracy within
         ``boundary_width`` px of a ground-truth boundary) and ``confusion`` (K x K array).
     """
+    dataset = _as_dataset(dataset, "evaluate", "dataset")
     training = model.training
     model.eval()
-    confusion = ConfusionMatrix(model.config["num_classes"], IGNORE)
+    confusion = ConfusionMatrix(getattr(model, "config", {}).get("num_classes", dataset.num_classes), IGNORE)
     boundary = BoundaryAccuracy(boundary_width, IGNORE)
     total, pixels = 0.0, 0
     try:
         for x, y in datasets.batches(dataset, batch_size):
-            scores = model.forward(x)
+            with np.errstate(over="ignore", invalid="ignore"):    # overflow is caught as NonFiniteError
+                scores = model.forward(x)
             total += F.softmax_cross_entropy(scores, y, IGNORE, reduction="sum")[0]
             pixels += int(np.count_nonzero(y != IGNORE))
             pred = scores.argmax(axis=1)
@@ -63,6 +69,24 @@ def evaluate(model, dataset, batch_size=8, boundary_width=3):
         model.train(training)
     return dict(loss=total / max(pixels, 1), **confusion.scores(), boundary_accuracy=boundary.value(),
                 confusion=confusion.matrix)
+
+
+def _as_dataset(data, who, name):
+    """A pair of arrays ``(images, labels)`` through Dataset.from_arrays; a Dataset (or look-alike) as it is."""
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(a, np.ndarray) for a in data):
+        return datasets.Dataset.from_arrays(*data)
+    if isinstance(data, np.ndarray):
+        raise TypeError(f"{who}: {name} is a bare array; pass images and labels together as a pair, "
+                        f"{who}(model, (images, labels), ...), or a Dataset.from_arrays(images, labels)")
+    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")) or isinstance(data, (tuple, list, str)):
+        raise TypeError(f"{who}: {name} must be a tinyfcn.datasets.Dataset or a pair of arrays (images, labels), "
+                        f"got {type(data).__name__}")
+    return data                                # a Dataset, or anything indexed like one
+
+
+def _existing(path):
+    """``path`` if that file exists, else None (a message names only files that are there)."""
+    return path if path is not None and path.is_file() else None
 
 
 @contextlib.contextmanager
@@ -90,13 +114,15 @@ HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_pixel_accuracy", "val_loss",
 
 def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, momentum=0.9, weight_decay=5e-4,
         nesterov=False, schedule="poly", augment=False, crop=None, seed=0, out=None, resume=False,
-        progress=True, on_epoch_end=None):
+        progress=True, on_epoch_end=None, verbose=True):
     """Train ``model`` with SGD on ``train_set``, validating on ``val_set`` after every epoch.
 
     Parameters
     ----------
-    model : FCN32s, FCN16s or FCN8s
-    train_set, val_set : tinyfcn.datasets.Dataset
+    model : FCN32s, FCN16s or FCN8s, or any layer with params/grads (e.g. a tinyfcn.graph.Sequential)
+    train_set, val_set : tinyfcn.datasets.Dataset, or a pair of arrays ``(images, labels)``
+        Arrays go through :meth:`~tinyfcn.datasets.Dataset.from_arrays` with its defaults:
+        ``fit(model, (X, Y))``, ``fit(model, (X, Y), (X_val, Y_val))``.
     epochs : int
         Total epochs of the run (a resumed run continues up to this number).
     batch_size : int
@@ -116,6 +142,8 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
         Continue from ``out/last.npz`` exactly where it stopped (even mid-epoch).
     progress : bool
         Show a progress bar per epoch.
+    verbose : bool
+        Print one line of figures after each epoch.
     on_epoch_end : callable, optional
         Called as ``on_epoch_end(history)`` after each epoch (e.g. to draw plots).
 
@@ -126,8 +154,9 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
     Raises
     ------
     TrainingError
-        If the loss or the weights become NaN or inf; the message names the step, and the
-        last good checkpoint in ``out`` is left as it was.
+        If the loss, the weights or the activations (in training or in validation) become
+        NaN or inf; the message names the step and the last good checkpoint in ``out``, if
+        one was saved, which is left as it was.
     KeyboardInterrupt
         After Ctrl-C: the current step finishes and ``out/last.npz`` is saved first.
     """
@@ -135,9 +164,14 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
         raise ValueError(f"fit: unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if batch_size < 1 or epochs < 0:
         raise ValueError(f"fit: need batch_size >= 1 and epochs >= 0, got {batch_size} and {epochs}")
+    train_set = _as_dataset(train_set, "fit", "train_set")
+    val_set = None if val_set is None else _as_dataset(val_set, "fit", "val_set")
     if len(train_set) == 0:
         raise ValueError("fit: the training set is empty")
     out = Path(out) if out is not None else None
+    if out is not None and not hasattr(model, "config"):
+        raise TypeError(f"fit: out= saves checkpoints, which hold a tinyfcn.models model (one with .config); "
+                        f"{type(model).__name__} has none: leave out=None and save its params yourself")
     optimizer = SGD(model.params, lr, momentum, weight_decay, nesterov)
     loss_fn = nn.SoftmaxCrossEntropy(ignore_index=IGNORE)
     rng = np.random.default_rng(seed)
@@ -157,7 +191,8 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
 
     def save(name):
         save_checkpoint(out / name, model, optimizer, order=order, epoch=epoch, step=step,
-                        position=position, best=best, history=history, data_rng=rng.bit_generator.state)
+                        position=position, best=best, history=history, data_rng=rng.bit_generator.state,
+                        classes=getattr(train_set, "classes", None))
 
     augment_fn = (functools.partial(datasets.augment, rng=rng, flip=augment, crop=crop)
                   if augment or crop is not None else None)
@@ -172,17 +207,17 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
             for x, y in datasets.batches(train_set, batch_size, augment_fn=augment_fn, order=order, start=position):
                 optimizer.lr = SCHEDULES[schedule](lr, step, epochs * steps_per_epoch)
                 try:
-                    scores = model.forward(x)
-                    loss = loss_fn.forward(scores, y)
-                    if not np.isfinite(loss):
-                        raise F.NonFiniteError(f"the loss is {loss}")
-                    model.backward(loss_fn.backward())
-                    optimizer.step(model.grads)
+                    with np.errstate(over="ignore", invalid="ignore"):   # overflow is caught as NonFiniteError
+                        scores = model.forward(x)
+                        loss = loss_fn.forward(scores, y)
+                        if not np.isfinite(loss):
+                            raise F.NonFiniteError(f"the loss is {loss}")
+                        model.backward(loss_fn.backward())
+                        optimizer.step(model.grads)
                     if not all(F.all_finite(w) for w in model.params.values()):
                         raise F.NonFiniteError("the weights contain NaN or inf")
                 except F.NonFiniteError as e:
-                    raise TrainingError(f"diverged at step {step} (epoch {epoch + 1}): {e}; lower the learning rate"
-                                        + (f"; {out / 'last.npz'} holds the last good state" if out else "")) from None
+                    raise _diverged(f"at step {step} (epoch {epoch + 1})", e, out) from None
                 position += len(x)
                 step += 1
                 seen += len(x)
@@ -205,12 +240,15 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
                           train_pixel_accuracy=correct / max(counted, 1), seconds=seconds,
                           images_per_second=seen / seconds)
             if val_set is not None and len(val_set):
-                scores = evaluate(model, val_set, batch_size)
+                try:
+                    scores = evaluate(model, val_set, batch_size)
+                except F.NonFiniteError as e:
+                    raise _diverged(f"in the validation after epoch {epoch} (step {step})", e, out) from None
                 record.update({f"val_{k}": scores[k] for k in ("loss", "pixel_accuracy", "mean_accuracy",
                                                                  "mean_iou", "fw_iou", "boundary_accuracy")})
             for k in HISTORY_KEYS:
                 history[k].append(json_safe(record.get(k)))
-            if progress:
+            if verbose:
                 print(_epoch_line(record))
             if out is not None:
                 save("last.npz")
@@ -222,6 +260,16 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
             if on_epoch_end is not None:
                 on_epoch_end(history)
     return history
+
+
+def _diverged(where, error, out):
+    """The TrainingError of a run that diverged ``where``; it names last.npz only if that file exists."""
+    last = _existing(out / "last.npz" if out is not None else None)
+    kept = (f"{last} holds the last good state" if last else
+            "no checkpoint was saved (checkpoints are written at the end of each epoch)" if out is not None else
+            "nothing was saved")
+    error = str(error) if str(error).startswith("the ") else f"the activations overflowed ({error})"
+    return TrainingError(f"diverged {where}: {error}; lower the learning rate; {kept}")
 
 
 def _epoch_line(record):
@@ -237,13 +285,18 @@ def sanity_check(model, dataset, images=4, steps=200, lr=0.02):
     """Overfit a handful of images: the check to run before a long training.
 
     With the score layers at zero the first loss must be exactly log K; after ``steps``
-    full-batch steps (dropout off) the network should label those images almost perfectly.
+    full-batch steps (dropout off) the network should label those images almost perfectly:
+    judge that on ``mean_iou`` (over the classes in those images) or ``foreground_accuracy``,
+    not on pixel accuracy, which an all-background answer makes high when the background
+    covers most pixels (95 % on digits).
 
     The model is trained in evaluation mode (no dropout) and left in the mode it was in.
 
     Returns
     -------
-    dict with ``initial_loss``, ``log_k``, ``final_loss`` and ``pixel_accuracy`` on those images.
+    dict with ``initial_loss``, ``log_k``, ``final_loss``, and on those images ``pixel_accuracy``,
+    ``mean_iou`` (the mean over the classes present in their labels) and ``foreground_accuracy``
+    (pixel accuracy over the pixels not labelled 0; NaN if there are none).
     """
     x, y = datasets.collate([dataset[i] for i in range(min(images, len(dataset)))])
     optimizer = SGD(model.params, lr, momentum=0.9, weight_decay=0)
@@ -258,5 +311,13 @@ def sanity_check(model, dataset, images=4, steps=200, lr=0.02):
         scores = model.forward(x)
     final = loss_fn.forward(scores, y)
     valid = y != IGNORE
-    return dict(initial_loss=initial, log_k=math.log(model.config["num_classes"]), final_loss=final,
-                pixel_accuracy=float(np.mean(scores.argmax(axis=1)[valid] == y[valid])))
+    pred = scores.argmax(axis=1)
+    confusion = ConfusionMatrix(scores.shape[1], IGNORE)
+    confusion.update(y, pred)
+    present = confusion.matrix.sum(axis=1) > 0
+    iou = np.asarray(confusion.scores()["per_class_iou"])
+    foreground = valid & (y != 0)
+    return dict(initial_loss=initial, log_k=math.log(scores.shape[1]), final_loss=final,
+                pixel_accuracy=float(np.mean(pred[valid] == y[valid])), mean_iou=float(np.mean(iou[present])),
+                foreground_accuracy=float(np.mean(pred[foreground] == y[foreground])) if foreground.any()
+                else float("nan"))

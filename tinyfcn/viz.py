@@ -1,5 +1,9 @@
 """Figures: label maps, predictions, training curves, confusion matrices, and upsampling.
 
+Colours: figures of up to 8 classes use the VOC palette, as the saved mask PNGs do; with
+more classes (digits has 11) figures switch to matplotlib's tab20 for labels 1-20, whose
+colours stay apart where VOC's do not (:func:`palette_for`). Mask files keep the VOC palette.
+
 Every plotting function builds a :class:`matplotlib.figure.Figure` itself and never touches
 pyplot's global state, so it works headless, in scripts and in notebooks (a returned figure
 displays itself as the cell's value). Given ``path``, a function also saves its figure
@@ -32,6 +36,29 @@ from .sizes import pair
 
 PALETTE = voc_palette()   # (256, 3) uint8; row k is the colour of label k; IGNORE is never blended by overlay()
 PANEL = 2.4               # inches per image panel
+VOC_DISTINCT = 8
+"""Up to this many classes, figures use the VOC colours of the saved masks (labels 0-7 are clearly distinct)."""
+
+
+def _tab_palette():
+    """For more classes: label 0 black, labels 1-20 matplotlib's tab20 (its 10 strong colours, then the 10
+    light ones, so labels 1-10 -- the digits -- all differ in hue), the rest and IGNORE as in VOC."""
+    from matplotlib import colormaps
+    tab = np.round(np.array(colormaps["tab20"].colors) * 255).astype(np.uint8)
+    palette = PALETTE.copy()
+    palette[1:21] = np.concatenate([tab[0::2], tab[1::2]])
+    return palette
+
+
+def palette_for(num_classes):
+    """The colours figures use for ``num_classes`` classes: an (256, 3) uint8 array, row k for label k.
+
+    With at most ``VOC_DISTINCT`` (8) classes it is the VOC palette, the colours of the saved mask
+    PNGs; with more, neighbouring VOC colours get hard to tell apart (labels 1 and 9 are two dark
+    greens), so figures switch to tab20 for labels 1-20 (see :func:`_tab_palette`). Mask files
+    always keep the VOC palette, which other VOC tools expect.
+    """
+    return PALETTE if num_classes is None or num_classes <= VOC_DISTINCT else _tab_palette()
 
 
 # ---------------------------------------------------------------- helpers
@@ -78,15 +105,33 @@ def _check_label(label, name="label"):
 
 def _legend_handles(labels, classes):
     """One coloured patch per label in ``labels`` (sorted), named from ``classes``; 255 is "ignore"."""
-    return [Patch(facecolor=PALETTE[k] / 255, edgecolor="0.6", label="ignore" if k == IGNORE else classes[k])
+    palette = palette_for(len(classes))
+    return [Patch(facecolor=palette[k] / 255, edgecolor="0.6", label="ignore" if k == IGNORE else classes[k])
             for k in sorted(labels)]
+
+
+def pick_examples(labels, n=4):
+    """Indices of ``n`` label maps that together show as many classes as possible, chosen deterministically.
+
+    Greedy: each pick is the map that adds the most classes not yet shown (ties: the lowest
+    index); once every class is shown, the lowest unused indices. So a figure of 4 examples
+    shows a class that only a few images hold, where images 0-3 might miss it.
+    """
+    sets = [set(np.unique(label).tolist()) - {IGNORE} for label in labels]
+    chosen, seen = [], set()
+    for _ in range(min(n, len(sets))):
+        gain = [-1 if i in chosen else len(s - seen) for i, s in enumerate(sets)]
+        best = int(np.argmax(gain))              # the first of the largest gains
+        chosen.append(best)
+        seen |= sets[best]
+    return sorted(chosen)
 
 
 # ---------------------------------------------------------------- label maps as colours
 
 
-def colorize(label, num_classes=None):
-    """Paint a label map with the VOC palette.
+def colorize(label, num_classes=None, palette=None):
+    """Paint a label map with the VOC palette (or ``palette``, e.g. ``palette_for(K)``).
 
     Parameters
     ----------
@@ -94,6 +139,7 @@ def colorize(label, num_classes=None):
         Labels in [0, 255]; 255 (ignore) gets the palette's near-white.
     num_classes : int, optional
         If given, labels other than 255 must lie in ``[0, num_classes)``.
+    palette : (256, 3) uint8 ndarray, optional; default the VOC palette
 
     Returns
     -------
@@ -107,10 +153,10 @@ def colorize(label, num_classes=None):
     if bad.any():
         raise ValueError(f"colorize: labels must lie in [0, {top}) or equal {IGNORE}; "
                          f"found {np.unique(label[bad])[:10].tolist()}")
-    return PALETTE[label]
+    return (PALETTE if palette is None else palette)[label]
 
 
-def overlay(image, label, alpha=0.5):
+def overlay(image, label, alpha=0.5, palette=None):
     """Blend class colours over an image; background (0) and ignore (255) pixels stay as they were.
 
     ``out = round((1 - alpha) * image + alpha * colour)`` at labelled object pixels.
@@ -121,6 +167,7 @@ def overlay(image, label, alpha=0.5):
     label : integer ndarray, shape (H, W)
     alpha : float in [0, 1]
         Weight of the class colour.
+    palette : (256, 3) uint8 ndarray, optional; default the VOC palette
 
     Returns
     -------
@@ -132,9 +179,37 @@ def overlay(image, label, alpha=0.5):
         raise ValueError(f"overlay: label {label.shape} must match the image's (H, W) = {rgb.shape[:2]}")
     if not 0 <= alpha <= 1:
         raise ValueError(f"overlay: alpha must lie in [0, 1], got {alpha}")
-    blended = np.rint((1 - alpha) * rgb + alpha * colorize(label).astype(np.float64))
+    blended = np.rint((1 - alpha) * rgb + alpha * colorize(label, palette=palette).astype(np.float64))
     keep = (label == 0) | (label == IGNORE)
     return np.where(keep[..., None], rgb, blended).astype(np.uint8)
+
+
+def plot_overlay(image, label, classes, alpha=0.5, path=None):
+    """The image with its label map blended over it (:func:`overlay`) and a legend of the classes it holds.
+
+    Parameters
+    ----------
+    image : uint8 ndarray, shape (H, W, 3), (H, W, 1) or (H, W)
+    label : integer ndarray, shape (H, W)
+    classes : sequence of str, length K
+    alpha : float in [0, 1]
+    path : str or Path, optional
+
+    Returns
+    -------
+    fig : Figure
+    """
+    label = _check_label(label)
+    colorize(label, len(classes))                    # labels in range
+    rgb = _as_rgb(image)
+    scale = PANEL / max(rgb.shape[:2])
+    fig = _figure(max(rgb.shape[1] * scale, 1.0) + 1.8, max(rgb.shape[0] * scale, 1.0))
+    ax = fig.add_subplot()
+    ax.imshow(overlay(rgb, label, alpha, palette_for(len(classes))), interpolation="nearest")
+    ax.set_axis_off()
+    fig.legend(handles=_legend_handles(np.unique(label).tolist(), classes), loc="outside right upper",
+               frameon=False, fontsize="small")
+    return _save(fig, path)
 
 
 def plot_labels(label, classes, ax=None, path=None):
@@ -155,7 +230,7 @@ def plot_labels(label, classes, ax=None, path=None):
         The new figure, or the figure ``ax`` belongs to.
     """
     label = _check_label(label)
-    colours = colorize(label, len(classes))
+    colours = colorize(label, len(classes), palette_for(len(classes)))
     handles = _legend_handles(np.unique(label).tolist(), classes)
     if ax is None:
         fig = _figure(PANEL + 1.8, PANEL)
@@ -191,7 +266,7 @@ def _label_grid(images, columns, classes, max_rows):
             label = _check_label(maps[r], f"{title}[{r}]")
             if label.shape != image.shape[:2]:
                 raise ValueError(f"{title}[{r}] is {label.shape} but images[{r}] is {image.shape[:2]}")
-            panels.append(colorize(label, len(classes)))
+            panels.append(colorize(label, len(classes), palette_for(len(classes))))
             shown.update(np.unique(label).tolist())
         for ax, panel in zip(axes[r], panels):
             ax.imshow(panel, interpolation="nearest")
@@ -270,7 +345,8 @@ def plot_curves(history, path=None):
                 values = history[key]
                 ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, max(len(history["train_loss"]), 1) + 0.5)   # so one epoch gets the tick 1, not 0.95 ... 1.05
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
         ax.legend()
     ax_loss.set(ylabel="loss", title="loss")

@@ -14,7 +14,7 @@ This package holds the registry of toy datasets by name (:data:`DATASETS`,
 :func:`make_dataset`) and re-exports the names above, e.g. ``datasets.load_split(root, "val")``.
 """
 from .batching import augment, batches, collate, normalize
-from .dataset import Dataset, DatasetError
+from .dataset import Dataset, DatasetError, DatasetWarning
 from .digits import DIGITS_CLASSES, load_digits, make_digits
 from .shapes import SHAPES_CLASSES, make_shapes
 from .voc import load_split, read_image, read_mask, save_image, save_mask

@@ -71,17 +71,19 @@ def augment(image, label, rng, flip=True, crop=None):
 def collate(pairs):
     """Stack (image, label) pairs into one batch of network input and integer targets.
 
+    uint8 images are normalized by :func:`normalize`; float32 images (from
+    :meth:`Dataset.from_arrays <tinyfcn.datasets.Dataset.from_arrays>`) are network input already.
     Images of different sizes are padded at the bottom/right to the largest H and W:
     the normalized image with 0.0, the label with 255 (ignore), so padding adds no loss.
     Labels are only ever copied, never interpolated.
 
     Parameters
     ----------
-    pairs : sequence of (image uint8 (H, W, C), label uint8 (H, W))
+    pairs : sequence of (image uint8 or float32 (H, W, C), label uint8 (H, W))
 
     Returns
     -------
-    x : ndarray, float32 (N, C, H, W), normalized by :func:`normalize`
+    x : ndarray, float32 (N, C, H, W), normalized
     y : ndarray, int64 (N, H, W), labels in [0, K) or 255
     """
     H = max(label.shape[0] for _, label in pairs)
@@ -90,7 +92,7 @@ def collate(pairs):
     y = np.full((len(pairs), H, W), IGNORE, np.int64)
     for n, (image, label) in enumerate(pairs):
         h, w = label.shape
-        x[n, :, :h, :w] = normalize(image)
+        x[n, :, :h, :w] = normalize(image) if image.dtype == np.uint8 else np.moveaxis(image, -1, 0)
         y[n, :h, :w] = label
     return x, y
 

@@ -17,15 +17,18 @@ Everything is read into memory (:class:`~tinyfcn.datasets.Dataset`) and checked 
 way in; a bad file raises a :class:`~tinyfcn.datasets.DatasetError` naming the file and
 the problem. Every file is written atomically (:func:`tinyfcn.files.atomic_write`).
 """
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..files import atomic_write
+from ..files import DIR_MODE, atomic_write
 from ..labels import IGNORE, voc_palette
-from .dataset import Dataset, DatasetError
+from .dataset import Dataset, DatasetError, DatasetWarning
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -41,7 +44,9 @@ def _open(path, what):
     try:
         with Image.open(path) as img:
             img.load()
-            return img.copy()
+            copy = img.copy()
+            copy.format = img.format        # the real file format (a copy would forget it), whatever the suffix
+            return copy
     except (OSError, SyntaxError, ValueError) as err:   # Pillow's errors for unknown, broken and truncated files
         raise DatasetError(f"{path}: cannot read this {what} ({err}); the file is truncated or not an image") from err
 
@@ -74,10 +79,15 @@ def read_mask(path):
     Raises
     ------
     DatasetError
-        If the file is missing, unreadable or truncated, or is a colour (RGB) mask or
-        another mode that does not hold indices.
+        If the file is missing, unreadable or truncated, is not really a PNG (e.g. a JPEG
+        renamed to .png), or is a colour (RGB) mask or another mode that does not hold indices.
     """
     img = _open(path, "mask")
+    if img.format != "PNG":
+        lossy = " JPEG compression changes label values near every edge," if img.format == "JPEG" else ""
+        raise DatasetError(f"{path}: this mask is a {img.format} file under a .png name;{lossy} masks must be real "
+                           f"PNG files: save the original label arrays again with tinyfcn.datasets.save_mask "
+                           f"(renaming the file does not change its format)")
     if img.mode in ("P", "L", "1"):
         return np.asarray(img, dtype=np.uint8).copy()
     if img.mode in ("I", "I;16", "I;16B", "I;16L"):
@@ -104,7 +114,8 @@ def _find_image(root, name):
         path = root / "JPEGImages" / (name + suffix)
         if path.is_file():
             return path
-    raise DatasetError(f"{root / 'JPEGImages' / name}.jpg: image not found (also tried .jpeg and .png)")
+    shown = name if name.isprintable() else f"{name!r} (the name holds an invisible character)"
+    raise DatasetError(f"{root / 'JPEGImages'}/{shown}.jpg: image not found (also tried .jpeg and .png)")
 
 
 def _mask_path(root, name):
@@ -126,21 +137,95 @@ def _read_pair(root, name):
     return image, label
 
 
+def _interior(mask):
+    """The pixels of a boolean (H, W) mask whose 8 neighbours are all in the mask too (a 3x3 erosion)."""
+    padded = np.pad(mask, 1)
+    H, W = mask.shape
+    out = mask.copy()
+    for dy in range(3):
+        for dx in range(3):
+            out &= padded[dy:dy + H, dx:dx + W]
+    return out
+
+
+def _resized_binary(label):
+    """True for a 0/255 mask that was resized with smoothing: a solid 0 and a solid 255 region and, between
+    them, a thin band (at most a pixel or two wide) of at least two in-between values."""
+    between = (label > 0) & (label < IGNORE)
+    white = label == IGNORE
+    if not between.any() or not (label == 0).any() or len(np.unique(label[between])) < 2:
+        return False
+    return _interior(white).sum() >= 0.25 * white.sum() > 0 and _interior(between).sum() <= 0.1 * between.sum()
+
+
+RESIZED_HINT = ("these look like 0/255 binary masks that were resized with smoothing (bilinear or anti-aliased), "
+                "which blends the two values into a band of in-between values along every edge. Threshold them "
+                "(label = (mask >= 128).astype(np.uint8), which also maps the object to 1, as 255 means 'ignore') "
+                "and resize masks only with nearest-neighbour (Image.NEAREST)")
+
+
 def _check_range(path, label, num_classes, source):
     bad = np.unique(label[(label >= num_classes) & (label != IGNORE)])
     if bad.size:
         shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if bad.size > 8 else "")
+        hint = f"; {RESIZED_HINT}" if _resized_binary(label) else ""
         raise DatasetError(f"{path}: label values {shown} are >= num_classes = {num_classes} ({source}) "
-                           f"and are not {IGNORE} (ignore)")
+                           f"and are not {IGNORE} (ignore){hint}")
+
+
+RARE = 0.001
+"""An inferred class covering less than this fraction of a split's labelled pixels gets a warning."""
+
+
+def _check_inferred_classes(root, split, kept, labels, found):
+    """Refuse or warn when K is inferred from labels that do not look like K real classes.
+
+    Refuses (DatasetError) resized binary masks and labels with gaps (K would count classes
+    no mask uses); warns (DatasetWarning) about classes with almost no pixels.
+    """
+    resized = [name for name, label in zip(kept, labels) if _resized_binary(label)]
+    if len(resized) * 2 >= len(kept):
+        raise DatasetError(f"{_mask_path(root, resized[0])}: {len(resized)} of the {len(kept)} masks of split "
+                           f"{split!r} hold mostly 0 and 255 with a thin band of other values at the edges; "
+                           + RESIZED_HINT)
+    used = found[found != IGNORE]
+    k = int(used.max()) + 1
+    missing = sorted(set(range(k)) - set(used.tolist()))
+    if missing:
+        shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+        raise DatasetError(f"{root}: the masks of split {split!r} use labels up to {k - 1} but never {shown}, so "
+                           f"the number of classes cannot be inferred (it would be {k}, with {len(missing)} unused); "
+                           f"refusing to guess: if those classes are real, name all {k} in classes.txt (line i "
+                           f"names label i), otherwise fix the masks' stray values")
+    counts = np.zeros(k, np.int64)
+    for label in labels:
+        counts += np.bincount(label[label != IGNORE].ravel(), minlength=k)[:k]
+    rare = np.flatnonzero(counts < RARE * counts.sum())
+    if rare.size:
+        shown = ", ".join(map(str, rare[:8])) + (", ..." if rare.size > 8 else "")
+        warnings.warn(DatasetWarning(
+            f"{root}: labels {shown} cover only {counts[rare].sum() / counts.sum():.3%} of the labelled pixels of "
+            f"split {split!r}, yet each counts as a class (K inferred as {k}); if they are not real classes, the "
+            f"masks hold stray values (lossy compression or smooth resizing); classes.txt makes K explicit"),
+            stacklevel=3)
 
 
 def _read_lines(path):
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    """The non-blank lines of a text file, stripped; a UTF-8 byte-order mark and CRLF line ends are fine."""
+    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+
+
+def _stem(root, name):
+    """A split list's entry as a stem: ``train_001.jpg`` is read as ``train_001`` unless that name exists as is."""
+    suffix = Path(name).suffix.lower()
+    if suffix in IMAGE_SUFFIXES and not any((root / "JPEGImages" / (name + s)).is_file() for s in IMAGE_SUFFIXES):
+        return name[: -len(suffix)]
+    return name
 
 
 def _read_classes(path):
     """The class names in classes.txt, line i naming label i (so no blank line may come before the last name)."""
-    names = [line.strip() for line in path.read_text().splitlines()]
+    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     while names and not names[-1]:
         names.pop()
     if not names or "" in names:
@@ -149,7 +234,7 @@ def _read_classes(path):
     return names
 
 
-def load_split(root, split="train", num_classes=None, skip_bad=False):
+def load_split(root, split="train", num_classes=None, skip_bad=False, num_classes_from=None):
     """Load one split of a VOC-layout folder into memory, checking every file.
 
     The number of classes K comes from ``classes.txt`` if the folder has one (then
@@ -164,9 +249,14 @@ def load_split(root, split="train", num_classes=None, skip_bad=False):
     root : str or Path, the dataset folder
     split : str, the name of a list in ``ImageSets/Segmentation/`` (e.g. "train", "val")
     num_classes : int, optional
+    num_classes_from : str, optional
+        Where ``num_classes`` came from, for the messages (e.g. "the train split").
     skip_bad : bool
         If True, a missing, unreadable or wrong file is reported with ``warnings.warn``
-        and skipped instead of raising.
+        (a :class:`DatasetWarning`) and skipped instead of raising.
+
+    The lists may have a UTF-8 byte-order mark and CRLF line ends, and may name images with
+    their extension (``train_001.jpg`` is read as the stem ``train_001``).
 
     Returns
     -------
@@ -187,7 +277,7 @@ def load_split(root, split="train", num_classes=None, skip_bad=False):
     list_path = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not list_path.is_file():
         raise DatasetError(f"{list_path}: split list not found")
-    names = _read_lines(list_path)
+    names = [_stem(root, name) for name in _read_lines(list_path)]
     if not names:
         raise DatasetError(f"{list_path}: the split is empty (it lists no image stems)")
 
@@ -195,9 +285,11 @@ def load_split(root, split="train", num_classes=None, skip_bad=False):
     if (root / "classes.txt").is_file():
         classes, source = _read_classes(root / "classes.txt"), "from classes.txt"
         if num_classes is not None and num_classes != len(classes):
-            raise DatasetError(f"{root / 'classes.txt'}: lists {len(classes)} classes but num_classes={num_classes}")
+            raise DatasetError(f"{root / 'classes.txt'}: lists {len(classes)} classes but "
+                               + (f"{num_classes_from} has {num_classes}" if num_classes_from
+                                  else f"num_classes={num_classes}"))
     elif num_classes is not None:
-        classes, source = [f"class {i}" for i in range(num_classes)], "from the num_classes argument"
+        classes, source = [f"class {i}" for i in range(num_classes)], f"from {num_classes_from or 'the num_classes argument'}"
 
     images, labels, kept = [], [], []
     for name in names:
@@ -208,7 +300,7 @@ def load_split(root, split="train", num_classes=None, skip_bad=False):
         except DatasetError as err:
             if not skip_bad:
                 raise
-            warnings.warn(f"skipping {name!r}: {err}", stacklevel=2)
+            warnings.warn(DatasetWarning(f"skipping {name!r}: {err}"), stacklevel=2)
             continue
         images.append(image)
         labels.append(label)
@@ -223,6 +315,7 @@ def load_split(root, split="train", num_classes=None, skip_bad=False):
                            f"mask with 255 for the object, but 255 means 'ignore' here, so the object would never "
                            f"be learned: map 255 -> 1 (label[label == 255] = 1) and save the masks again")
     if classes is None:
+        _check_inferred_classes(root, split, kept, labels, found)
         classes = [f"class {i}" for i in range(int(found[found != IGNORE].max()) + 1)]
 
     if len({image.shape[2] for image in images}) > 1:   # a few grayscale images in a colour dataset
@@ -279,27 +372,64 @@ def save_mask(path, label):
 
 
 def write_dataset(out, classes, splits):
-    """Write generated splits in the VOC layout; the split lists are written last.
+    """Write generated splits in the VOC layout, all or nothing.
 
     ``splits`` maps a split name to an iterable of ``(image, label)``; item i of split s
-    gets the stem ``f"{s}_{i:05d}"``. Old split lists in ``out`` are removed first, so an
-    interrupted run never leaves a folder that looks complete.
+    gets the stem ``f"{s}_{i:05d}"``. Everything is written into a hidden temporary folder
+    beside ``out`` (``.<name>.<random>.partial``), which becomes ``out`` at the end with one
+    rename; if ``out`` already exists, the new files are moved into it, its old split lists
+    first removed and the new ones moved last. If anything fails, Ctrl-C included, the
+    temporary folder is removed and ``out`` is left as it was, so no half-written dataset
+    ever looks complete. (A temporary folder left by a killed process is ignored.)
     """
     out = Path(out)
-    lists = out / "ImageSets" / "Segmentation"
-    for sub in (out / "JPEGImages", out / "SegmentationClass", lists):
-        sub.mkdir(parents=True, exist_ok=True)
-    for split in splits:
-        (lists / f"{split}.txt").unlink(missing_ok=True)
-    _save_text(out / "classes.txt", classes)
-    stems = {}
-    for split, items in splits.items():
-        stems[split] = []
-        for i, (image, label) in enumerate(items):
-            stem = f"{split}_{i:05d}"
-            save_image(out / "JPEGImages" / f"{stem}.png", image)
-            save_mask(out / "SegmentationClass" / f"{stem}.png", label)
-            stems[split].append(stem)
-    for split, names in stems.items():
-        _save_text(lists / f"{split}.txt", names)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    moving = False
+    try:
+        os.chmod(tmp, DIR_MODE)                 # mkdtemp makes it private; the dataset gets the usual mode
+        lists = tmp / "ImageSets" / "Segmentation"
+        for sub in (tmp / "JPEGImages", tmp / "SegmentationClass", lists):
+            sub.mkdir(parents=True, exist_ok=True)
+        _save_text(tmp / "classes.txt", classes)
+        stems = {}
+        for split, items in splits.items():
+            stems[split] = []
+            for i, (image, label) in enumerate(items):
+                stem = f"{split}_{i:05d}"
+                save_image(tmp / "JPEGImages" / f"{stem}.png", image)
+                save_mask(tmp / "SegmentationClass" / f"{stem}.png", label)
+                stems[split].append(stem)
+        for split, names in stems.items():
+            _save_text(lists / f"{split}.txt", names)
+        moving = True
+        _move_into(tmp, out, [Path("ImageSets") / "Segmentation" / f"{split}.txt" for split in stems])
+    except KeyboardInterrupt:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if moving:
+            raise KeyboardInterrupt(f"interrupted while moving the new dataset into {out}; its split lists are "
+                                    f"not all there, so make it again") from None
+        raise KeyboardInterrupt(f"interrupted while making the dataset; nothing was written to {out}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
+
+
+def _move_into(tmp, out, lists):
+    """Make the finished folder ``tmp`` be ``out``: one rename if ``out`` is new (or empty), else a merge."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    for name in lists:                          # an interrupted merge never looks complete
+        (out / name).unlink(missing_ok=True)
+    for path in sorted(tmp.rglob("*")):
+        if path.is_file() and path.relative_to(tmp) not in lists:
+            target = out / path.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    for name in lists:
+        os.replace(tmp / name, out / name)
+    shutil.rmtree(tmp, ignore_errors=True)
