@@ -67,6 +67,6 @@ def test_mistakes_are_one_line_and_status_2(problem, checkpoint, tmp_path, capsy
     assert main(["export", "--checkpoint", str(path), "--to", to, str(out)]) == 2
     message = error_line(capsys)
     assert message.startswith("tinyfcn export: error:")
-    assert {"missing checkpoint": "does not exist", "bad checkpoint": "not a readable checkpoint",
+    assert {"missing checkpoint": "does not exist", "bad checkpoint": "not a tinyfcn checkpoint",
             "unknown format": "choose torch or onnx", "missing folder": "does not exist"}[problem] in message
     assert not out.exists()

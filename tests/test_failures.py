@@ -204,12 +204,18 @@ def test_interrupt_without_a_message_says_interrupted(monkeypatch, capsys):
 
 def test_sanity_fails_an_all_background_answer(shapes, monkeypatch, capsys):
     # what an all-background network scores on digits: 95 % pixel accuracy, mean IoU 0.475
-    monkeypatch.setattr("tinyfcn.train.sanity_check", lambda model, data, images: dict(
-        initial_loss=np.log(4), log_k=np.log(4), final_loss=0.2, pixel_accuracy=0.95, mean_iou=0.475,
+    monkeypatch.setattr("tinyfcn.train.sanity_check", lambda model, data, images, steps, lr: dict(
+        initial_loss=np.log(4), log_k=np.log(4), final_loss=0.1, pixel_accuracy=0.95, mean_iou=0.475,
         foreground_accuracy=0.0))
     assert main(["train", "--data", str(shapes), "--sanity"]) == 1
     out = capsys.readouterr().out
-    assert "mean IoU 0.475 (pass: > 0.9)" in out and "foreground accuracy 0.000" in out and "FAILED" in out
+    assert "foreground accuracy 0.000 (pass: > 0.5)" in out and "mean IoU 0.475" in out and "FAILED" in out
+
+
+def test_sanity_passes_a_healthy_fcn8s_on_digits(tmp_path, capsys):
+    """The judge must not fail a network that works: 4 digits images, thin strokes, 11 classes."""
+    root = datasets.make_dataset("digits", tmp_path / "digits", 4, 1, 0)
+    assert main(["train", "--data", str(root), "--sanity"]) == 0, capsys.readouterr().out
 
 
 def test_sanity_check_reports_mean_iou_and_foreground_accuracy(shapes):
