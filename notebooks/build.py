@@ -1,0 +1,95 @@
+"""Execute the notebooks in full mode and write their outputs back.
+
+    python notebooks/build.py                 # every notebook in this folder
+    python notebooks/build.py 03_transposed_convolution.ipynb ...
+    python notebooks/build.py --check         # only verify the stored code hashes (runs nothing)
+
+The ``.ipynb`` files are the source: edit a notebook, then run this script so that the
+committed outputs are those of the committed code. For each notebook it runs every cell
+top to bottom in a fresh kernel with ``TINYFCN_FAST=0`` and stores in the notebook's
+metadata, under ``"tinyfcn"``, the SHA-256 of its code cells (``code_sha256``), the mode
+and the run time. ``tests/test_notebooks.py`` recomputes the hash, so a code cell changed
+without a rebuild fails the suite.
+"""
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+HERE = Path(__file__).resolve().parent
+
+
+def code_hash(nb):
+    """SHA-256 of the notebook's code cells, in order (the sources only; outputs and markdown excluded)."""
+    h = hashlib.sha256()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+            h.update(source.encode("utf-8"))
+            h.update(b"\0")                 # cell boundary: moving a line between cells changes the hash
+    return h.hexdigest()
+
+
+def notebooks(names=()):
+    """The notebooks to build: the given file names, or every ``*.ipynb`` in this folder, in order."""
+    if names:
+        return [HERE / Path(n).name for n in names]
+    return sorted(HERE.glob("*.ipynb"))
+
+
+def execute(nb, fast, timeout=1800):
+    """Run ``nb`` in place in a fresh kernel, in an empty temporary folder; returns the seconds taken."""
+    old = os.environ.get("TINYFCN_FAST")
+    os.environ["TINYFCN_FAST"] = "1" if fast else "0"      # the kernel inherits the environment
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": folder}}).execute()
+            return time.perf_counter() - start
+    finally:
+        if old is None:
+            del os.environ["TINYFCN_FAST"]
+        else:
+            os.environ["TINYFCN_FAST"] = old
+
+
+def build(path):
+    nb = nbformat.read(path, as_version=4)
+    seconds = execute(nb, fast=False)
+    nb.metadata["tinyfcn"] = {"code_sha256": code_hash(nb), "mode": "full", "seconds": round(seconds, 1)}
+    nbformat.write(nb, path)
+    return seconds
+
+
+def check(path):
+    """None when the stored hash matches the code cells, else a message."""
+    nb = nbformat.read(path, as_version=4)
+    stored = nb.metadata.get("tinyfcn", {}).get("code_sha256")
+    if stored != code_hash(nb):
+        return f"{path.name}: code cells changed since the last build; run python notebooks/build.py {path.name}"
+    return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="notebook file names (default: all)")
+    parser.add_argument("--check", action="store_true", help="only verify the stored code hashes")
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = [p for p in map(check, notebooks(args.names)) if p]
+        print("\n".join(problems) or "every notebook's outputs come from its code")
+        return 1 if problems else 0
+    for path in notebooks(args.names):
+        print(f"{path.name}: {build(path):.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
