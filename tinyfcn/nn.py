@@ -338,3 +338,88 @@ class Concat(Layer):
 
     def backward(self, dout):
         return tuple(np.split(dout, self.splits, axis=1))
+
+
+class Unpool(Layer):
+    """Max-unpooling with the switches of a given :class:`MaxPool2d` (the DeconvNet/SegNet decoder).
+
+    ``Unpool(pool)`` keeps a reference to its pool. ``forward(x)``, with x the shape of the
+    pool's last output, puts every value back where that pool found its maximum, in a zero
+    map the size of the pool's input (odd sizes and ceil-mode windows included). That is
+    exactly max-pooling's backward pass applied to x, and this layer computes it so.
+    ``backward(dout)`` reads dout at those same positions (a gather).
+    Its coordinate map is the pool's, inverted: the output lines up with the pool's input.
+    """
+
+    def __init__(self, pool):
+        super().__init__()
+        if not isinstance(pool, MaxPool2d):
+            raise TypeError(f"Unpool: needs the MaxPool2d whose switches it reads, got {type(pool).__name__}")
+        self.pool = pool
+
+    def forward(self, x):
+        indices, x_shape = self.pool.cache
+        if x.shape != indices.shape:
+            raise ValueError(f"Unpool: x must have the shape of its pool's output {indices.shape}, got {x.shape}")
+        self.indices = indices
+        return F.max_pool2d_backward(x, self.pool.cache)
+
+    def backward(self, dout):
+        N, C = self.indices.shape[:2]
+        flat = np.take_along_axis(dout.reshape(N, C, -1), self.indices.reshape(N, C, -1), axis=2)
+        return flat.reshape(self.indices.shape)
+
+    def __repr__(self):
+        return f"Unpool({self.pool!r})"
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W), in C, H, W order (a convolution weight's order); ``backward`` reshapes back."""
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return dout.reshape(self.x_shape)
+
+
+class Linear(Layer):
+    """A fully connected layer, ``y = x @ weight.T + bias`` (PyTorch's layout).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool
+    init : {"he", "zeros"}
+    rng : numpy.random.Generator, optional
+    dtype : float32 (default) or float64
+
+    ``params``: ``weight`` (out_features, in_features) and ``bias`` (out_features,).
+    Reshaped to (out, C, k, k) the weight is a k x k convolution over a C x k x k map
+    (:func:`tinyfcn.models.convolutionalize`).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, init="he", rng=None, dtype=np.float32):
+        super().__init__()
+        self.params["weight"] = _initial_weight(init, (out_features, in_features), in_features, rng, dtype)
+        if bias:
+            self.params["bias"] = zeros(out_features, dtype)
+
+    def forward(self, x):
+        W = self.params["weight"]
+        if x.ndim != 2 or x.shape[1] != W.shape[1]:
+            raise ValueError(f"Linear: expected an input of shape (N, {W.shape[1]}), got {x.shape}")
+        self.x = x
+        out = x @ W.T
+        return out + self.params["bias"] if "bias" in self.params else out
+
+    def backward(self, dout):
+        self.grads["weight"] = dout.T @ self.x                 # (out, N) @ (N, in)
+        if "bias" in self.params:
+            self.grads["bias"] = dout.sum(axis=0)
+        return dout @ self.params["weight"]
+
+    def __repr__(self):
+        out_features, in_features = self.params["weight"].shape
+        return f"Linear({in_features}, {out_features}, bias={'bias' in self.params})"
