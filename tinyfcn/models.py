@@ -15,7 +15,8 @@ Each network is a :class:`~tinyfcn.graph.Graph`: the shared backbone
 (:meth:`FCN.backbone`) followed by the variant's head (its ``head()``), declared as a
 list of nodes and nothing else. One executor runs every variant; the crop offsets come
 from the coordinate maps of :mod:`tinyfcn.coord_map` -- none is typed in. Each fusion
-crops the upsampled map and the skip to the window where both are defined, then adds them.
+crops the upsampled map and the skip to the window where both are defined, then adds them
+(or, with ``fusion="concat"``, stacks and scores them).
 :func:`grow` turns a trained FCN-32s into an FCN-16s and that into an FCN-8s (staged training).
 
 With the authors' VGG16 settings (conv1_1 padding 100, ceil-mode pooling, fc6 7x7
@@ -514,8 +515,10 @@ def grow(model, arch):
     """Staged training: a finer FCN with every parameter it shares (by name) with ``model``, copied.
 
     FCN-32s grows into FCN-16s, FCN-16s into FCN-8s (FCN-32s straight into FCN-8s too);
-    the new skips' score layers start at zero, so at first they add nothing and the grown
-    network's scores are the coarser network's (up to how the upsampling is split).
+    the new skips' score layers start at zero (with ``fusion="concat"``: the new fusion
+    convolution starts as the identity on the upsampled scores and zero on the skip's
+    features), so at first they add nothing and the grown network's scores are the coarser
+    network's (up to how the upsampling is split).
     The new model keeps ``model``'s configuration, dtype and training mode. Growing into
     the same variant returns a copy.
 
