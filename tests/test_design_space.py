@@ -325,3 +325,14 @@ def test_cli_pretrain_then_train_from_the_classifier(tiny_digits, tmp_path, caps
     assert main(["train", "--data", str(tiny_digits), "--model", "fcn8s", "--init", str(tmp_path / "ft" / "last.npz"),
                  "--fusion", "concat", "--out", str(tmp_path / "y"), "--epochs", "1", "--quiet"]) == 2
     assert "--fusion concat would change it" in capsys.readouterr().err
+
+
+def test_the_unpooling_decoder_keeps_the_scale_of_its_signal():
+    """He's rule counts a fan-in that is 3/4 zeros after unpooling; the decoder's gain of 2 makes up for it."""
+    model = FCN32s(3, upsample="unpool").eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    maps = {"input": x}
+    for name, layer in model.layers.items():
+        maps[name] = layer.forward(*(maps[s] for s in model.sources[name]))
+    rms = {k: np.sqrt((maps[k] ** 2).mean()) for k in ("relu_dec_fr", "relu_dec1")}
+    assert 0.5 < rms["relu_dec1"] / rms["relu_dec_fr"] < 2, rms

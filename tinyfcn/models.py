@@ -225,8 +225,12 @@ class FCN(Backbone):
         source = "relu_dec_fr"
         for stage in range(5, 0, -1):
             out = w[max(stage - 2, 0)]                     # back to the channels of the stage before
+            dec = self.conv(w[stage - 1], out, 3, 1)
+            # An unpooled map is 3/4 zeros, so only a quarter of He's fan-in carries signal: without
+            # a gain of sqrt(4) every unpool halves the activations (1/32 of them after five).
+            dec.params["weight"] *= 2
             nodes += [(f"unpool{stage}", nn.Unpool(self.pools[f"pool{stage}"]), source),
-                      (f"dec{stage}", self.conv(w[stage - 1], out, 3, 1), f"unpool{stage}"),
+                      (f"dec{stage}", dec, f"unpool{stage}"),
                       (f"relu_dec{stage}", nn.ReLU(), f"dec{stage}")]
             source = f"relu_dec{stage}"
         return nodes + [("score_dec", self.conv(w[0], c["num_classes"], 1, 0, init="zeros"), source),
