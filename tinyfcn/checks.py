@@ -190,6 +190,37 @@ def check_layer(layer, arg, seed=0):
     return {f"input {arg}": rel_error(analytic, numerical_gradient(f, inputs[arg], dout))}
 
 
+def new_layer_configs():
+    return [dict(layer="Linear", bias=True), dict(layer="Linear", bias=False), dict(layer="Flatten", bias=False),
+            dict(layer="MaxUnpool2d(pool)", bias=False)]
+
+
+def check_new_layer(layer, bias, seed=0):
+    """Linear (input, weight and bias), Flatten, and MaxUnpool2d with the switches of a ceil-mode max-pool."""
+    rng = np.random.default_rng(seed)
+    if layer == "MaxUnpool2d(pool)":
+        pool = nn.MaxPool2d(2, ceil_mode=True)
+        x = pool.forward(_distinct((2, 3, 7, 5), rng))
+        make = lambda: nn.MaxUnpool2d(pool)                           # noqa: E731 (the same pool, the same switches)
+    elif layer == "Flatten":
+        x, make = rng.standard_normal((2, 3, 4, 5)), nn.Flatten
+    else:
+        x = rng.standard_normal((5, 7))
+        weights = {k: rng.standard_normal(v.shape) for k, v in nn.Linear(7, 4, bias=bias, dtype=np.float64).params.items()}
+
+        def make():
+            module = nn.Linear(7, 4, bias=bias, dtype=np.float64)
+            module.params.update(weights)           # the same arrays: perturbing one perturbs every copy
+            return module
+    module = make()
+    out = module.forward(x)
+    dout = rng.standard_normal(out.shape)
+    errors = {"x": rel_error(module.backward(dout), numerical_gradient(lambda v: make().forward(v), x, dout))}
+    for name, p in module.params.items():
+        errors[name] = rel_error(module.grads[name], numerical_gradient(lambda v: make().forward(x), p, dout))
+    return errors
+
+
 CHECKS = {
     "conv2d": (conv2d_configs, check_conv2d),
     "conv_transpose2d": (conv_transpose2d_configs, check_conv_transpose2d),
@@ -199,6 +230,7 @@ CHECKS = {
     "relu": (relu_configs, check_relu),
     "softmax_cross_entropy": (softmax_cross_entropy_configs, check_softmax_cross_entropy),
     "Dropout / Crop / Add / Concat": (layer_configs, check_layer),
+    "Linear / Flatten / MaxUnpool2d(pool)": (new_layer_configs, check_new_layer),
 }
 """op name -> (function listing its configurations, function checking one configuration)."""
 

@@ -1,4 +1,5 @@
-"""The ``tinyfcn`` command line: make data, train, evaluate, predict, inspect, check gradients, export.
+"""The ``tinyfcn`` command line: make data, train, pretrain a classifier, evaluate, predict, inspect,
+check gradients, export.
 
 Every command has ``--help``. Errors the user can fix (a bad path, a broken dataset, a
 checkpoint of another model) print one line and exit with status 2 (1 if training
@@ -51,17 +52,52 @@ def _free_run_folder(model):
     return candidate
 
 
+MODEL_OPTIONS = ("downsample", "upsample", "fusion", "fc6_kernel")
+"""The design switches of an FCN, as ``--downsample``, ``--upsample``, ``--fusion``, ``--fc6-kernel``."""
+
+
+def _model_options(args):
+    """The design switches given on the command line (the ones left out keep the model's default).
+
+    ``--fc6-kernel k`` also sets fc6's padding to k // 2 (what :func:`~tinyfcn.models.from_classifier` uses).
+    """
+    options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k, None) is not None}
+    if "fc6_kernel" in options:
+        options["fc6_padding"] = options["fc6_kernel"] // 2
+    return options
+
+
+def _build(config, seed=0):
+    """build(config), with a bad combination of options reported in one line."""
+    from .models import build
+    try:
+        return build(config, seed=seed)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def _initial_model(args, num_classes, in_channels):
-    """A new model, or one grown from a coarser checkpoint (--init) for staged training."""
+    """A new model, one grown from a coarser checkpoint (--init) for staged training, or one started
+    from a classifier checkpoint (--init CLASSIFIER.npz, written by ``tinyfcn pretrain``)."""
     from .checkpoint import load_model
-    from .models import build, grow
+    from .models import from_classifier, grow
+    options = _model_options(args)
     if args.init is None:
-        config = dict(arch=args.model, num_classes=num_classes, in_channels=in_channels)
-        return build(config, seed=args.seed)
+        config = dict(arch=args.model, num_classes=num_classes, in_channels=in_channels, **options)
+        return _build(config, seed=args.seed)
     model = load_model(args.init).train()
     if model.config["num_classes"] != num_classes or model.config["in_channels"] != in_channels:
         raise UsageError(f"--init {args.init} was trained for {model.config['num_classes']} classes and "
                          f"{model.config['in_channels']} channels, but the data has {num_classes} and {in_channels}")
+    if model.config["arch"] == "classifier":
+        try:
+            return from_classifier(model, args.model, **options).train()
+        except ValueError as e:
+            raise UsageError(f"--init {args.init}: {str(e).removeprefix('from_classifier: ')}") from None
+    changed = [f"--{k.replace('_', '-')} {v}" for k, v in options.items() if model.config.get(k) != v]
+    if changed:
+        raise UsageError(f"--init {args.init} is a {', '.join(f'{k}={model.config.get(k)}' for k in options)} "
+                         f"model; {' '.join(changed)} would change it (leave the option out)")
     if model.config["arch"] == args.model:
         return model
     try:
@@ -216,8 +252,46 @@ def cmd_predict(args):
 
 
 def cmd_summary(args):
-    from .models import build
-    build(dict(arch=args.model, num_classes=args.num_classes, in_channels=args.in_channels)).summary(tuple(args.size))
+    config = dict(arch=args.model, num_classes=args.num_classes, in_channels=args.in_channels, **_model_options(args))
+    _build(config).summary(tuple(args.size))
+    return 0
+
+
+def cmd_pretrain(args):
+    from . import datasets, viz
+    from .checkpoint import save_checkpoint
+    from .crops import accuracy, make_crops, train_classifier
+    from .files import atomic_write
+    from .models import Classifier, convolutionalize
+    train_set = datasets.load_split(args.data, "train", skip_bad=args.skip_bad)
+    val_set = datasets.load_split(args.data, "val", num_classes=train_set.num_classes, skip_bad=args.skip_bad,
+                                  num_classes_from="the train split")
+    out = Path(args.out)
+    if (out / "classifier.npz").exists():
+        raise UsageError(f"{out} already holds a classifier; pass another --out")
+    train_crops = make_crops(train_set, args.crop_size, seed=args.seed)
+    val_crops = make_crops(val_set, args.crop_size, seed=args.seed + 1)
+    model = Classifier(train_set.num_classes, in_channels=train_set.in_channels, crop_size=args.crop_size,
+                       downsample=args.downsample or "pool", seed=args.seed)
+    print(f"training a classifier of {args.crop_size}x{args.crop_size} crops on {args.data} "
+          f"({len(train_crops[1])} train / {len(val_crops[1])} val crops, {train_set.num_classes} classes); "
+          f"run folder {out}")
+    history = train_classifier(model, train_crops, val_crops, epochs=args.epochs, batch_size=args.batch_size,
+                               lr=args.lr, seed=args.seed, log=None if args.quiet else print)
+    save_checkpoint(out / "classifier.npz", model, history=history)
+    atomic_write(out / "history.json", lambda f: f.write(json.dumps(history, indent=1).encode()))
+    # a 2x2 mosaic of validation images: larger than a crop, so the convolutionalized classifier gives a map
+    tiles = [val_set[i] for i in range(min(4, len(val_set)))]
+    tiles += tiles[:1] * (4 - len(tiles))
+    h, w = min(t[0].shape[0] for t in tiles), min(t[0].shape[1] for t in tiles)
+    t = [image[:h, :w] for image, _ in tiles]
+    image = np.concatenate([np.concatenate(t[:2], axis=1), np.concatenate(t[2:], axis=1)], axis=0)
+    net = convolutionalize(model)
+    scores = net.forward(datasets.normalize(image)[None])[0]
+    viz.plot_heatmap(image, scores, net.coords["score"], train_set.classes, out / "heatmap.png")
+    print(f"validation crop accuracy {accuracy(model, *val_crops):.3f}; done: {out / 'classifier.npz'}, "
+          f"history.json, heatmap.png ({scores.shape[1]}x{scores.shape[2]} score map of a "
+          f"{image.shape[0]}x{image.shape[1]} mosaic)")
     return 0
 
 
@@ -259,9 +333,18 @@ def _positive(text):
     return value
 
 
+def _add_model_options(p):
+    from .models import DOWNSAMPLE, FUSION, UPSAMPLE
+    p.add_argument("--downsample", choices=DOWNSAMPLE, help="pool (2x2 max-pools, default) or conv (3x3 stride 2)")
+    p.add_argument("--upsample", choices=UPSAMPLE,
+                   help="transposed (bilinear transposed convolutions, default) or unpool (fcn32s only)")
+    p.add_argument("--fusion", choices=FUSION, help="skip fusion: sum (default) or concat")
+    p.add_argument("--fc6-kernel", type=_positive, metavar="K", help="fc6 is K x K, padded by K // 2 (default 3)")
+
+
 def build_parser():
     from .datasets import DATASETS
-    from .models import MODELS
+    from .models import DOWNSAMPLE, MODELS
     from .optim import SCHEDULES
     parser = argparse.ArgumentParser(prog="tinyfcn", description="Fully Convolutional Networks from scratch in NumPy.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -294,7 +377,21 @@ def build_parser():
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid files with a warning")
     p.add_argument("--sanity", action="store_true", help="only overfit 4 images and report (check before training)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the one line per epoch stays)")
+    _add_model_options(p)
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("pretrain", help="train a classifier of fixed-size crops (for train --init CLASSIFIER.npz)")
+    p.add_argument("--data", type=Path, required=True, help="segmentation dataset folder in the VOC layout")
+    p.add_argument("--out", type=Path, required=True, help="run folder: classifier.npz, history.json, heatmap.png")
+    p.add_argument("--crop-size", type=_positive, default=48, help="side of the square crops (default 48)")
+    p.add_argument("--epochs", type=_positive, default=8, help="epochs (default 8)")
+    p.add_argument("--batch-size", type=_positive, default=32, help="crops per step (default 32)")
+    p.add_argument("--lr", type=float, default=0.01, help="base learning rate, poly schedule (default 0.01)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the crops, initialisation and shuffling")
+    p.add_argument("--downsample", choices=DOWNSAMPLE, help="pool (default) or conv")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid files with a warning")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.set_defaults(run=cmd_pretrain)
 
     p = sub.add_parser("eval", help="pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU, boundary "
                                     "accuracy and per-class IoU of a checkpoint on a dataset split")
@@ -320,6 +417,7 @@ def build_parser():
     p.add_argument("--size", type=_positive, nargs=2, default=[64, 64], metavar=("H", "W"))
     p.add_argument("--num-classes", type=_positive, default=4)
     p.add_argument("--in-channels", type=_positive, default=3)
+    _add_model_options(p)
     p.set_defaults(run=cmd_summary)
 
     p = sub.add_parser("gradcheck", help="check every backward pass against finite differences and print the table")

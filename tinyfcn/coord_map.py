@@ -5,6 +5,8 @@ For each layer the answer is affine, ``x_in = scale * x_out + shift``:
 - convolution / pooling (kernel k, stride s, padding p): ``scale = s``, ``shift = (k - 1)/2 - p``
   (the centre of the window);
 - transposed convolution: the inverse map, ``scale = 1/s``, ``shift = (p - (k - 1)/2) / s``;
+- unpooling with a pool's switches: that pool's map inverted, ``scale = 1/s``, ``shift = -((k - 1)/2 - p)/s``,
+  so the unpooled map lines up with the pool's input;
 - crop at offset o: ``scale = 1``, ``shift = o``; ReLU, dropout, scaling, sums: the identity.
 
 Composing them along a network gives every map's position in the input. Two maps
@@ -39,6 +41,9 @@ def layer_map(layer):
     if isinstance(layer, nn.ConvTranspose2d):
         k, s, p = _geometry(layer)
         return 1 / s, (p - (k - 1) / 2) / s
+    if isinstance(layer, nn.MaxUnpool2d) and layer.pool is not None:
+        scale, shift = layer_map(layer.pool)
+        return 1 / scale, -shift / scale
     if isinstance(layer, nn.Crop):
         return np.ones(2), np.array(layer.offset, dtype=float)
     return IDENTITY                                       # ReLU, Dropout, Scale, Add: same coordinates

@@ -15,7 +15,8 @@ Each network is a :class:`~tinyfcn.graph.Graph`: the shared backbone
 (:meth:`FCN.backbone`) followed by the variant's head (its ``head()``), declared as a
 list of nodes and nothing else. One executor runs every variant; the crop offsets come
 from the coordinate maps of :mod:`tinyfcn.coord_map` -- none is typed in. Each fusion
-crops the upsampled map and the skip to the window where both are defined, then adds them.
+crops the upsampled map and the skip to the window where both are defined, then adds them
+(or, with ``fusion="concat"``, stacks and scores them).
 :func:`grow` turns a trained FCN-32s into an FCN-16s and that into an FCN-8s (staged training).
 
 With the authors' VGG16 settings (conv1_1 padding 100, ceil-mode pooling, fc6 7x7
@@ -24,6 +25,38 @@ unpadded, upsampling padding 0) this reproduces the reference offsets 19 (FCN-32
 convolution by 1, pools in ceil mode and pads each upsampling by s/2, so every map
 starts at the same place (all offsets 0) and, for any H, W >= 1, every map is large
 enough to be cropped to the input.
+
+The design space of the FCN text, as three switches (each stored in ``config``):
+
+``downsample="pool" | "conv"``
+    Each stage ends in a 2x2 max-pool (FCN's choice), or in a learned 3x3 stride-2
+    convolution padded by 1, plus a ReLU (the map is still called ``pool<k>``). Both halve
+    sizes rounding up. A stride-2 convolution samples its input at the even pixels (shift 0)
+    where a 2x2 pool sits between two pixels (shift 1/2), so with ``"conv"`` every
+    upsampling is the triangle (bilinear) kernel of odd size 2s - 1, unpadded, centred on
+    those samples; the coordinate maps then give crop offsets of s - 1 and every map still
+    covers the input.
+``upsample="transposed" | "unpool"``
+    ``"transposed"`` is FCN's: bilinear transposed convolutions, fused with the skips.
+    ``"unpool"`` is the DeconvNet/SegNet decoder, declared as a variant of FCN-32s only:
+    fc7's features are projected by a 1x1 convolution (``dec_fr``) to pool5's channels, then
+    ``unpool5`` puts them back where pool5 found its maxima, a 3x3 convolution (+ ReLU)
+    densifies them, and so on down to ``unpool1``; a 1x1 convolution (``score_dec``) scores
+    the K classes at the input's resolution. The switches carry the "where" that FCN's skips
+    carry, so this decoder takes no skips, and it needs max-pools (``downsample="pool"``)
+    and an fc6 that keeps pool5's size (``fc6_padding = (fc6_kernel - 1) / 2``).
+``fusion="sum" | "concat"``
+    How a skip joins the upsampled scores. ``"sum"`` (FCN) adds a 1x1 score of the pooled
+    map. ``"concat"`` (U-Net) stacks the upsampled scores and the pooled map itself (both
+    cropped) along channels and scores them with a 1x1 convolution (``fuse_pool<k>``) that
+    starts as the identity on the scores and zero on the features, so a grown network
+    starts out computing exactly its coarser parent. FCN-32s has no skip; it keeps the
+    setting for :func:`grow`.
+
+:class:`Classifier` (fixed-size crops -> Flatten -> fc6 -> fc7 -> score, all dense) and
+:func:`convolutionalize` are the paper's section 3.1: the same weights, reshaped into
+convolutions, run on any input and give a coarse score map; :func:`from_classifier`
+starts an FCN from them.
 """
 import numpy as np
 
@@ -31,11 +64,56 @@ from . import nn
 from .graph import Graph
 from .sizes import pair
 
+DOWNSAMPLE, UPSAMPLE, FUSION = ("pool", "conv"), ("transposed", "unpool"), ("sum", "concat")
+"""The values of the three design switches; the first of each is FCN's."""
+
 SKIP_SCALES = {"pool4": 0.01, "pool3": 0.0001}
 """The at-once FCN-8s scales pool4 and pool3 by these before scoring them (the authors' values)."""
 
 
-class FCN(Graph):
+class Backbone(Graph):
+    """What every network here shares: the five stages of 3x3 convolutions, each ending in a downsampling.
+
+    Subclasses set ``config`` (with ``in_channels``, ``widths``, ``depths``, ``downsample``,
+    ``ceil_mode`` and optionally ``first_padding``), ``dtype`` and ``rng``, then call
+    ``Graph.__init__`` with :meth:`stages` and their own nodes. After :meth:`stages`,
+    ``pools`` maps ``"pool<k>"`` to that stage's MaxPool2d (for unpooling with its switches).
+    """
+
+    def stages(self):
+        """conv1_1 ... pool5: per stage ``depth`` 3x3 convolutions (+ ReLU), then the downsampling ``pool<k>``.
+
+        With ``downsample="conv"`` the downsampling is ``pool<k>_conv``, a 3x3 stride-2
+        convolution padded by 1, and its ReLU is the map ``pool<k>``.
+        """
+        c = self.config
+        nodes, source, channels, self.pools = [], "input", c["in_channels"], {}
+        for stage, (width, depth) in enumerate(zip(c["widths"], c["depths"]), start=1):
+            for i in range(1, depth + 1):
+                padding = c.get("first_padding", 1) if (stage, i) == (1, 1) else 1
+                nodes += [(f"conv{stage}_{i}", self.conv(channels, width, 3, padding), source),
+                          (f"relu{stage}_{i}", nn.ReLU(), f"conv{stage}_{i}")]
+                source, channels = f"relu{stage}_{i}", width
+            if c["downsample"] == "conv":
+                nodes += [(f"pool{stage}_conv", self.conv(width, width, 3, 1, stride=2), source),
+                          (f"pool{stage}", nn.ReLU(), f"pool{stage}_conv")]
+            else:
+                self.pools[f"pool{stage}"] = nn.MaxPool2d(2, 2, ceil_mode=c["ceil_mode"])
+                nodes.append((f"pool{stage}", self.pools[f"pool{stage}"], source))
+            source = f"pool{stage}"
+        return nodes
+
+    def conv(self, c_in, c_out, k, padding, init="he", stride=1):
+        """A convolution of the model's dtype, He-initialised from the model's generator."""
+        return nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, init=init, rng=self.rng, dtype=self.dtype)
+
+
+def _choice(who, name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{who}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+class FCN(Backbone):
     """What FCN-32s, 16s and 8s share: the backbone, fc6, fc7 and score_fr, and the model API.
 
     Parameters
@@ -62,6 +140,15 @@ class FCN(Graph):
         Dropout probability after fc6 and fc7.
     learn_upsampling : bool
         Train the bilinear-initialised upsampling layers instead of freezing them.
+    downsample : {"pool", "conv"}
+        2x2 max-pools, or learned 3x3 stride-2 convolutions (+ ReLU).
+    upsample : {"transposed", "unpool"}
+        FCN's transposed convolutions, or the unpooling decoder (FCN-32s only, pools only).
+    fusion : {"sum", "concat"}
+        How skips join the upsampled scores (see the module docstring).
+    upsample_padding : bool or None
+        None (the default) is True with pools and False with strided convolutions (the only
+        geometry in which the odd upsampling kernel covers the input).
     seed : int
         Seeds the He initialisation of the backbone and the dropout masks.
     dtype : float32 (training) or float64 (gradient checks)
@@ -75,54 +162,91 @@ class FCN(Graph):
     at_once = False
 
     def __init__(self, num_classes, in_channels=3, widths=(16, 32, 64, 128, 128), fc_width=256,
-                 depths=(2, 2, 2, 2, 2), first_padding=1, fc6_kernel=3, fc6_padding=1, upsample_padding=True,
-                 ceil_mode=True, dropout=0.5, learn_upsampling=False, seed=0, dtype=np.float32):
+                 depths=(2, 2, 2, 2, 2), first_padding=1, fc6_kernel=3, fc6_padding=1, upsample_padding=None,
+                 ceil_mode=True, dropout=0.5, learn_upsampling=False, downsample="pool", upsample="transposed",
+                 fusion="sum", seed=0, dtype=np.float32):
+        who = type(self).__name__
         if len(widths) != 5 or len(depths) != 5:
-            raise ValueError(f"{type(self).__name__}: widths and depths need one entry per stage (5), "
-                             f"got {widths} and {depths}")
+            raise ValueError(f"{who}: widths and depths need one entry per stage (5), got {widths} and {depths}")
+        _choice(who, "downsample", downsample, DOWNSAMPLE)
+        _choice(who, "upsample", upsample, UPSAMPLE)
+        _choice(who, "fusion", fusion, FUSION)
+        if upsample_padding is None:
+            upsample_padding = downsample == "pool"
+        if upsample == "unpool" and downsample != "pool":
+            raise ValueError(f"{who}: upsample='unpool' needs downsample='pool', because it unpools with the "
+                             "max-pools' switches and strided convolutions keep none")
+        if upsample == "unpool" and self.arch != "fcn32s":
+            raise ValueError(f"{who}: upsample='unpool' is a decoder of its own that reads every pool's switches "
+                             "and takes no skips, so it is an fcn32s option")
+        if upsample == "unpool" and fc6_kernel != 2 * fc6_padding + 1:
+            raise ValueError(f"{who}: upsample='unpool' unpools fc7's map with pool5's switches, so fc6 must keep "
+                             f"pool5's size (fc6_padding = (fc6_kernel - 1) / 2), got kernel {fc6_kernel}, "
+                             f"padding {fc6_padding}")
+        if downsample == "conv" and upsample_padding:
+            raise ValueError(f"{who}: downsample='conv' needs upsample_padding=False: its upsampling kernels "
+                             "(size 2s - 1) cover the input only unpadded")
         self.config = dict(arch=self.arch, num_classes=num_classes, in_channels=in_channels, widths=list(widths),
                            fc_width=fc_width, depths=list(depths), first_padding=first_padding,
                            fc6_kernel=fc6_kernel, fc6_padding=fc6_padding, upsample_padding=upsample_padding,
-                           ceil_mode=ceil_mode, dropout=dropout, learn_upsampling=learn_upsampling)
+                           ceil_mode=ceil_mode, dropout=dropout, learn_upsampling=learn_upsampling,
+                           downsample=downsample, upsample=upsample, fusion=fusion)
         self.dtype = np.dtype(dtype)
         self.rng = np.random.default_rng(seed)
-        super().__init__(self.backbone() + self.head())
+        nodes = self.backbone()
+        super().__init__(nodes + (self.unpool_decoder() if upsample == "unpool" else self.head()))
 
     # -- the declaration: every node is (name, layer, the map(s) it reads)
 
     def backbone(self):
-        """conv1_1 ... pool5, then fc6, fc7 (convolutions) and score_fr: the nodes every variant shares."""
+        """conv1_1 ... pool5, then fc6, fc7 (convolutions) and score_fr: the nodes every variant shares.
+
+        (The unpooling decoder reads fc7 directly, so without score_fr.)
+        """
         c = self.config
-        nodes, source, channels = [], "input", c["in_channels"]
-        for stage, (width, depth) in enumerate(zip(c["widths"], c["depths"]), start=1):
-            for i in range(1, depth + 1):
-                padding = c["first_padding"] if (stage, i) == (1, 1) else 1
-                nodes += [(f"conv{stage}_{i}", self.conv(channels, width, 3, padding), source),
-                          (f"relu{stage}_{i}", nn.ReLU(), f"conv{stage}_{i}")]
-                source, channels = f"relu{stage}_{i}", width
-            nodes.append((f"pool{stage}", nn.MaxPool2d(2, 2, ceil_mode=c["ceil_mode"]), source))
-            source = f"pool{stage}"
+        nodes, source, channels = self.stages(), "pool5", c["widths"][-1]
         for n, c_in, k, p in ((6, channels, c["fc6_kernel"], c["fc6_padding"]), (7, c["fc_width"], 1, 0)):
             nodes += [(f"fc{n}", self.conv(c_in, c["fc_width"], k, p), source),
                       (f"relu{n}", nn.ReLU(), f"fc{n}"),
                       (f"drop{n}", nn.Dropout(c["dropout"], rng=self.rng), f"relu{n}")]
             source = f"drop{n}"
+        if c["upsample"] == "unpool":
+            return nodes
         return nodes + [("score_fr", self.conv(c["fc_width"], c["num_classes"], 1, 0, init="zeros"), source)]
 
     def head(self):
         """The variant's nodes after score_fr, ending in ``score``; each subclass declares its own."""
         raise NotImplementedError
 
-    def conv(self, c_in, c_out, k, padding, init="he"):
-        """A stride-1 convolution of the model's dtype, He-initialised from the model's generator."""
-        return nn.Conv2d(c_in, c_out, k, padding=padding, init=init, rng=self.rng, dtype=self.dtype)
+    def unpool_decoder(self):
+        """The DeconvNet/SegNet decoder after fc7: dec_fr, then unpool<k> -> dec<k> -> relu_dec<k> for k = 5 ... 1, score_dec."""
+        c, w = self.config, self.config["widths"]
+        nodes = [("dec_fr", self.conv(c["fc_width"], w[4], 1, 0), "drop7"), ("relu_dec_fr", nn.ReLU(), "dec_fr")]
+        source = "relu_dec_fr"
+        for stage in range(5, 0, -1):
+            out = w[max(stage - 2, 0)]                     # back to the channels of the stage before
+            dec = self.conv(w[stage - 1], out, 3, 1)
+            # An unpooled map is 3/4 zeros, so only a quarter of He's fan-in carries signal: without
+            # a gain of sqrt(4) every unpool halves the activations (1/32 of them after five).
+            dec.params["weight"] *= 2
+            nodes += [(f"unpool{stage}", nn.MaxUnpool2d(self.pools[f"pool{stage}"]), source),
+                      (f"dec{stage}", dec, f"unpool{stage}"),
+                      (f"relu_dec{stage}", nn.ReLU(), f"dec{stage}")]
+            source = f"relu_dec{stage}"
+        return nodes + [("score_dec", self.conv(w[0], c["num_classes"], 1, 0, init="zeros"), source),
+                        ("score", nn.Crop(), "score_dec", "input")]
 
     def upsample(self, factor):
-        """``x factor``: a transposed convolution, kernel 2*factor, stride factor, bilinear, frozen unless learned."""
-        K = self.config["num_classes"]
-        return nn.ConvTranspose2d(K, K, 2 * factor, stride=factor,
-                                  padding=factor // 2 if self.config["upsample_padding"] else 0, bias=False,
-                                  init="bilinear", trainable=self.config["learn_upsampling"], dtype=self.dtype)
+        """``x factor``: a bilinear transposed convolution with stride factor, frozen unless learned.
+
+        After pools the kernel is 2*factor (padded by factor/2 with ``upsample_padding``); after
+        strided convolutions it is the odd triangle of size 2*factor - 1, unpadded.
+        """
+        K, c = self.config["num_classes"], self.config
+        kernel = 2 * factor - 1 if c["downsample"] == "conv" else 2 * factor
+        return nn.ConvTranspose2d(K, K, kernel, stride=factor,
+                                  padding=factor // 2 if c["upsample_padding"] else 0, bias=False,
+                                  init="bilinear", trainable=c["learn_upsampling"], dtype=self.dtype)
 
     def skip(self, tap):
         """``score_<tap>``: a zero-initialised 1x1 convolution scoring a pooled map (scaled first in the at-once FCN-8s)."""
@@ -132,12 +256,29 @@ class FCN(Graph):
             return [(f"score_{tap}", score, tap)]
         return [(f"scale_{tap}", nn.Scale(SKIP_SCALES[tap]), tap), (f"score_{tap}", score, f"scale_{tap}")]
 
-    @staticmethod
-    def fuse(up, skip, name):
-        """Crop the upsampled map and the skip to the window where both are defined, then add them."""
-        return [(f"{up}c", nn.Crop(), up, skip),
-                (f"{skip}c", nn.Crop(), skip, up),
-                (name, nn.Add(), f"{up}c", f"{skip}c")]
+    def fuse(self, up, tap, name):
+        """Join the upsampled scores ``up`` and the pooled map ``tap`` into the map ``name``.
+
+        ``"sum"``: score the tap (``score_<tap>``), crop both to the window where both are
+        defined, add them. ``"concat"``: crop the scores and the tap itself, stack them
+        (``cat_<tap>``) and score them with a 1x1 convolution that starts as the identity
+        on the scores and zero on the tap's features.
+        """
+        if self.config["fusion"] == "sum":
+            skip = f"score_{tap}"
+            return [*self.skip(tap),
+                    (f"{up}c", nn.Crop(), up, skip),
+                    (f"{skip}c", nn.Crop(), skip, up),
+                    (name, nn.Add(), f"{up}c", f"{skip}c")]
+        K, channels = self.config["num_classes"], self.config["widths"][int(tap[-1]) - 1]
+        nodes = [(f"scale_{tap}", nn.Scale(SKIP_SCALES[tap]), tap)] if self.at_once else []
+        source = f"scale_{tap}" if self.at_once else tap
+        score = self.conv(K + channels, K, 1, 0, init="zeros")
+        score.params["weight"][range(K), range(K)] = 1              # the identity on the upsampled scores
+        return nodes + [(f"{up}c", nn.Crop(), up, source),
+                        (f"{tap}c", nn.Crop(), source, up),
+                        (f"cat_{tap}", nn.Concat(), f"{up}c", f"{tap}c"),
+                        (name, score, f"cat_{tap}")]
 
     # -- the model API
 
@@ -168,7 +309,9 @@ class FCN(Graph):
         """
         with nn.evaluating(self):
             self.forward(np.zeros((1, self.config["in_channels"], *pair(tuple(input_size))), self.dtype))
-        lines = [f"{type(self).__name__} on a {input_size[0]}x{input_size[1]} input",
+        c = self.config
+        lines = [f"{type(self).__name__} on a {input_size[0]}x{input_size[1]} input "
+                 f"(downsample={c['downsample']}, upsample={c['upsample']}, fusion={c['fusion']})",
                  f"{'layer':16s} {'type':17s} {'output shape':>20s} {'stride':>7s} {'field':>6s} {'params':>9s}"]
         for name, kind, shape, stride, field, n in self.table():
             lines.append(f"{name:16s} {kind:17s} {str(shape):>20s} {stride:7.4g} {field:6.0f} {n:9,d}")
@@ -198,8 +341,7 @@ class FCN16s(FCN):
 
     def head(self):
         return [("upscore2", self.upsample(2), "score_fr"),
-                *self.skip("pool4"),
-                *self.fuse("upscore2", "score_pool4", "fuse_pool4"),
+                *self.fuse("upscore2", "pool4", "fuse_pool4"),
                 ("upscore16", self.upsample(16), "fuse_pool4"),
                 ("score", nn.Crop(), "upscore16", "input")]
 
@@ -221,11 +363,9 @@ class FCN8s(FCN):
 
     def head(self):
         return [("upscore2", self.upsample(2), "score_fr"),
-                *self.skip("pool4"),
-                *self.fuse("upscore2", "score_pool4", "fuse_pool4"),
+                *self.fuse("upscore2", "pool4", "fuse_pool4"),
                 ("upscore_pool4", self.upsample(2), "fuse_pool4"),
-                *self.skip("pool3"),
-                *self.fuse("upscore_pool4", "score_pool3", "fuse_pool3"),
+                *self.fuse("upscore_pool4", "pool3", "fuse_pool3"),
                 ("upscore8", self.upsample(8), "fuse_pool3"),
                 ("score", nn.Crop(), "upscore8", "input")]
 
@@ -234,10 +374,142 @@ MODELS = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s}
 """Every variant by name, coarsest first: the order in which :func:`grow` refines them."""
 
 
+def last_map_size(crop_size):
+    """The side of pool5 for a ``crop_size`` input: five halvings, rounding up (pools in ceil mode and
+    3x3 stride-2 convolutions padded by 1 agree)."""
+    for _ in range(5):
+        crop_size = -(-crop_size // 2)
+    return crop_size
+
+
+class Classifier(Backbone):
+    """A classifier of fixed-size crops: the FCN's five stages, then Flatten -> fc6 -> fc7 -> score, all dense.
+
+    This is the network FCN starts from (VGG16 trained on ImageNet crops), at toy size.
+
+    Parameters
+    ----------
+    num_classes : int
+        K, the crop labels (the segmentation classes: 0 is background).
+    in_channels, widths, fc_width, depths, dropout : as for :class:`FCN`
+    crop_size : int
+        The side of the square crops it classifies; pool5 is ``k = last_map_size(crop_size)``
+        pixels wide, and fc6 reads all k x k x C5 of them.
+    downsample : {"pool", "conv"}
+    seed, dtype : as for :class:`FCN`
+
+    ``forward(x)``: x (N, C, crop_size, crop_size) -> logits (N, K). ``config`` is stored by
+    checkpoints like an FCN's (``arch="classifier"``).
+    """
+
+    arch = "classifier"
+
+    def __init__(self, num_classes, in_channels=3, crop_size=48, widths=(16, 32, 64, 128, 128), fc_width=256,
+                 depths=(2, 2, 2, 2, 2), downsample="pool", dropout=0.5, seed=0, dtype=np.float32):
+        who = type(self).__name__
+        if len(widths) != 5 or len(depths) != 5:
+            raise ValueError(f"{who}: widths and depths need one entry per stage (5), got {widths} and {depths}")
+        _choice(who, "downsample", downsample, DOWNSAMPLE)
+        self.config = dict(arch=self.arch, num_classes=num_classes, in_channels=in_channels, crop_size=crop_size,
+                           widths=list(widths), fc_width=fc_width, depths=list(depths), downsample=downsample,
+                           ceil_mode=True, dropout=dropout)
+        self.dtype, self.rng = np.dtype(dtype), np.random.default_rng(seed)
+        super().__init__(self.stages() + self.dense())
+
+    def dense(self):
+        """flatten, fc6, relu6, drop6, fc7, relu7, drop7, score: the fully connected top."""
+        c, k = self.config, last_map_size(self.config["crop_size"])
+        nodes, source = [("flatten", nn.Flatten(), "pool5")], "flatten"
+        for n, c_in in ((6, c["widths"][-1] * k * k), (7, c["fc_width"])):
+            nodes += [(f"fc{n}", nn.Linear(c_in, c["fc_width"], rng=self.rng, dtype=self.dtype), source),
+                      (f"relu{n}", nn.ReLU(), f"fc{n}"),
+                      (f"drop{n}", nn.Dropout(c["dropout"], rng=self.rng), f"relu{n}")]
+            source = f"drop{n}"
+        return nodes + [("score", nn.Linear(c["fc_width"], c["num_classes"], init="zeros", dtype=self.dtype), source)]
+
+    def forward(self, x):
+        S, C = self.config["crop_size"], self.config["in_channels"]
+        if not isinstance(x, np.ndarray) or x.shape[1:] != (C, S, S):
+            shape = x.shape if isinstance(x, np.ndarray) else type(x).__name__
+            raise ValueError(f"Classifier: expected crops of shape (N, {C}, {S}, {S}), got {shape}; "
+                             "convolutionalize() it to run on other sizes")
+        if x.dtype != self.dtype:
+            raise TypeError(f"Classifier: expected {self.dtype} input, got {x.dtype}")
+        return super().forward(x)
+
+    def predict(self, x):
+        """The arg-max class of each crop (N,), in evaluation mode."""
+        with nn.evaluating(self):
+            return self.forward(x).argmax(axis=1)
+
+
+class ScoreMap(Backbone):
+    """A convolutionalized :class:`Classifier`: the same stages, then fc6 as a k x k convolution and fc7 and score as 1x1.
+
+    Built by :func:`convolutionalize`. ``forward(x)`` takes any H, W >= 1 (H, W >= crop_size
+    for a map of at least one pixel) and returns coarse scores (N, K, h, w); on a
+    crop-size input h = w = 1 and they are the classifier's logits.
+    """
+
+    def __init__(self, config, dtype=np.float32):
+        self.config, self.dtype, self.rng = dict(config), np.dtype(dtype), np.random.default_rng(0)
+        c, k = self.config, last_map_size(self.config["crop_size"])
+        nodes, source = self.stages(), "pool5"
+        for n, c_in, kernel in ((6, c["widths"][-1], k), (7, c["fc_width"], 1)):
+            nodes += [(f"fc{n}", self.conv(c_in, c["fc_width"], kernel, 0), source),
+                      (f"relu{n}", nn.ReLU(), f"fc{n}"),
+                      (f"drop{n}", nn.Dropout(c["dropout"], rng=self.rng), f"relu{n}")]
+            source = f"drop{n}"
+        super().__init__(nodes + [("score", self.conv(c["fc_width"], c["num_classes"], 1, 0), source)])
+
+
+def convolutionalize(classifier):
+    """The classifier's weights as a fully convolutional network (:class:`ScoreMap`), in evaluation mode.
+
+    Each dense weight (out, in) becomes a convolution weight: fc6's (out, C5 * k * k) is
+    reshaped to (out, C5, k, k) -- Flatten reads C, H, W in the order a convolution weight
+    is laid out -- and fc7's and score's to (out, in, 1, 1). The convolutions are copies.
+    """
+    net = ScoreMap(classifier.config, dtype=classifier.dtype)
+    for key, value in classifier.params.items():
+        net.params[key][...] = value.reshape(net.params[key].shape)
+    return net.eval()
+
+
+def from_classifier(classifier, arch="fcn8s", **options):
+    """An FCN whose backbone, fc6, fc7 and score_fr start from a trained :class:`Classifier`.
+
+    The FCN gets the classifier's widths, depths, fc_width and downsampling, and
+    ``fc6_kernel = k`` (pool5's size on a crop) with ``fc6_padding = k // 2`` so fc6 still
+    sees every pool5 pixel; fc6, fc7 and score_fr are :func:`convolutionalize`'s weights
+    (the classes are the same, so the classifier's scores are FCN-32s's coarse scores).
+    ``options`` are further FCN options (``upsample``, ``fusion``, ``dropout``, ...).
+    """
+    c = classifier.config
+    if arch not in MODELS:
+        raise ValueError(f"unknown model {arch!r}: choose one of {', '.join(MODELS)}")
+    for key in ("downsample", "widths", "depths", "fc_width", "fc6_kernel", "fc6_padding"):
+        if key in options and options[key] != c.get(key, options[key]):
+            raise ValueError(f"from_classifier: {key} comes from the classifier ({c[key]!r}), got {options[key]!r}")
+        options.pop(key, None)
+    k = last_map_size(c["crop_size"])
+    model = MODELS[arch](c["num_classes"], in_channels=c["in_channels"], widths=c["widths"], fc_width=c["fc_width"],
+                         depths=c["depths"], downsample=c["downsample"], fc6_kernel=k, fc6_padding=k // 2,
+                         **options, dtype=classifier.dtype)
+    for key, value in convolutionalize(classifier).params.items():
+        target = "score_fr" + key[len("score"):] if key.startswith("score.") else key
+        if target in model.params:                          # the unpooling decoder has no score_fr
+            model.params[target][...] = value
+    return model
+
+
 def build(config, dtype=np.float32, seed=0):
     """A model from its ``config`` dict (as stored in checkpoints): ``config["arch"]`` picks the class."""
     config = dict(config)
     arch = config.pop("arch", None)
+    if arch == Classifier.arch:
+        config.pop("ceil_mode", None)
+        return Classifier(**config, dtype=dtype, seed=seed)
     if arch not in MODELS:
         raise ValueError(f"unknown model {arch!r}: choose one of {', '.join(MODELS)}")
     return MODELS[arch](**config, dtype=dtype, seed=seed)
@@ -247,8 +519,10 @@ def grow(model, arch):
     """Staged training: a finer FCN with every parameter it shares (by name) with ``model``, copied.
 
     FCN-32s grows into FCN-16s, FCN-16s into FCN-8s (FCN-32s straight into FCN-8s too);
-    the new skips' score layers start at zero, so at first they add nothing and the grown
-    network's scores are the coarser network's (up to how the upsampling is split).
+    the new skips' score layers start at zero (with ``fusion="concat"``: the new fusion
+    convolution starts as the identity on the upsampled scores and zero on the skip's
+    features), so at first they add nothing and the grown network's scores are the coarser
+    network's (up to how the upsampling is split).
     The new model keeps ``model``'s configuration, dtype and training mode. Growing into
     the same variant returns a copy.
 

@@ -182,14 +182,37 @@ class MaxPool2d(Layer):
 
 
 class MaxUnpool2d(Layer):
-    """Max-unpooling with the indices of a :class:`MaxPool2d`; see :func:`tinyfcn.functional.max_unpool2d_forward`."""
+    """Max-unpooling: every value goes back where a max-pool found its maximum, zeros elsewhere.
 
-    def forward(self, x, indices, output_size):
+    See :func:`tinyfcn.functional.max_unpool2d_forward`. Two ways to give it the switches:
+
+    - ``MaxUnpool2d()``: ``forward(x, indices, output_size)`` with the indices of a max-pool;
+    - ``MaxUnpool2d(pool)``: ``forward(x)`` takes the switches of the :class:`MaxPool2d`
+      ``pool`` from its last forward pass and unpools to the size of that pool's input (odd
+      sizes and ceil-mode windows included). This is the DeconvNet/SegNet decoder's layer, a
+      node of a :class:`~tinyfcn.graph.Graph`; its coordinate map is the pool's, inverted.
+
+    ``backward(dout)`` reads dout at the same positions (a gather).
+    """
+
+    def __init__(self, pool=None):
+        super().__init__()
+        if pool is not None and not isinstance(pool, MaxPool2d):
+            raise TypeError(f"MaxUnpool2d: needs the MaxPool2d whose switches it reads, got {type(pool).__name__}")
+        self.pool = pool
+
+    def forward(self, x, indices=None, output_size=None):
+        if self.pool is not None:
+            indices, x_shape, _ = self.pool.cache
+            output_size = x_shape[2:]
         out, self.cache = F.max_unpool2d_forward(x, indices, output_size)
         return out
 
     def backward(self, dout):
         return F.max_unpool2d_backward(dout, self.cache)
+
+    def __repr__(self):
+        return "MaxUnpool2d()" if self.pool is None else f"MaxUnpool2d({self.pool!r})"
 
 
 class ReLU(Layer):
@@ -339,3 +362,55 @@ class Concat(Layer):
 
     def backward(self, dout):
         return tuple(np.split(dout, self.splits, axis=1))
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W), in C, H, W order (a convolution weight's order); ``backward`` reshapes back."""
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return dout.reshape(self.x_shape)
+
+
+class Linear(Layer):
+    """A fully connected layer, ``y = x @ weight.T + bias`` (PyTorch's layout).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool
+    init : {"he", "zeros"}
+    rng : numpy.random.Generator, optional
+    dtype : float32 (default) or float64
+
+    ``params``: ``weight`` (out_features, in_features) and ``bias`` (out_features,).
+    Reshaped to (out, C, k, k) the weight is a k x k convolution over a C x k x k map
+    (:func:`tinyfcn.models.convolutionalize`).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, init="he", rng=None, dtype=np.float32):
+        super().__init__()
+        self.params["weight"] = _initial_weight(init, (out_features, in_features), in_features, rng, dtype)
+        if bias:
+            self.params["bias"] = zeros(out_features, dtype)
+
+    def forward(self, x):
+        W = self.params["weight"]
+        if x.ndim != 2 or x.shape[1] != W.shape[1]:
+            raise ValueError(f"Linear: expected an input of shape (N, {W.shape[1]}), got {x.shape}")
+        self.x = x
+        out = x @ W.T
+        return out + self.params["bias"] if "bias" in self.params else out
+
+    def backward(self, dout):
+        self.grads["weight"] = dout.T @ self.x                 # (out, N) @ (N, in)
+        if "bias" in self.params:
+            self.grads["bias"] = dout.sum(axis=0)
+        return dout @ self.params["weight"]
+
+    def __repr__(self):
+        out_features, in_features = self.params["weight"].shape
+        return f"Linear({in_features}, {out_features}, bias={'bias' in self.params})"

@@ -499,3 +499,51 @@ def plot_transposed_conv(x, weight, stride, padding=0, path=None):
     kept = "\ninside the dashed frame" if ph or pw else ""
     _draw_cells(ax_out, out, norm, f"output ({Ho}x{Wo}) = sum of copies{kept}", annotate)
     return _save(fig, path)
+
+
+# ---------------------------------------------------------------- convolutionalization
+
+
+def plot_heatmap(image, scores, coords, classes, path=None):
+    """A convolutionalized classifier's coarse score map over the image it was run on.
+
+    Panels: the image; the probability of "not background" (1 - softmax class 0); the
+    arg-max class, each score pixel drawn over the input window it stands for.
+
+    Parameters
+    ----------
+    image : uint8 image (H, W, 3) or (H, W, 1) or (H, W)
+    scores : float ndarray (K, h, w), the network's output for the image
+    coords : ``(scale, shift)`` of the score map, ``x_in = scale * x + shift`` (the graph's
+        ``coords["score"]``): score pixel i is centred on input pixel ``scale * i + shift``
+    classes : sequence of K class names
+    path : str or Path, optional
+
+    Returns
+    -------
+    fig : Figure
+    """
+    rgb = _as_rgb(image)
+    K, h, w = scores.shape
+    (sy, sx), (ty, tx) = coords
+    extent = (tx - sx / 2 - 0.5, tx + sx * (w - 0.5) - 0.5, ty + sy * (h - 0.5) - 0.5, ty - sy / 2 - 0.5)
+    e = np.exp(scores - scores.max(axis=0))
+    prob = e / e.sum(axis=0)
+    fig = _figure(3 * PANEL, PANEL + 0.4)
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(rgb)
+    axes[0].set_title(f"image {rgb.shape[0]}x{rgb.shape[1]}")
+    shown = axes[1].imshow(1 - prob[0], cmap="magma", vmin=0, vmax=1, extent=extent, interpolation="nearest")
+    axes[1].set_title(f"P(not {classes[0]}), {h}x{w}")
+    fig.colorbar(shown, ax=axes[1], shrink=0.8)
+    label = prob.argmax(axis=0)
+    axes[2].imshow(rgb)
+    axes[2].imshow(PALETTE[label], extent=extent, alpha=0.6, interpolation="nearest")
+    axes[2].set_title("arg-max class")
+    axes[2].legend(handles=_legend_handles(np.unique(label), classes), fontsize=6, loc="lower right")
+    for ax in axes:
+        ax.set_xlim(-0.5, rgb.shape[1] - 0.5)
+        ax.set_ylim(rgb.shape[0] - 0.5, -0.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, path)
