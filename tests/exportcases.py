@@ -8,7 +8,7 @@ import numpy as np
 
 from tinyfcn import nn
 from tinyfcn.graph import Graph
-from tinyfcn.models import build
+from tinyfcn.models import build, convolutionalize, from_classifier
 
 VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100, fc6_kernel=7,
              fc6_padding=0, upsample_padding=False)
@@ -23,11 +23,32 @@ CASES = {
     "fcn32s-vgg16": dict(arch="fcn32s", **VGG16),
     "fcn16s-vgg16": dict(arch="fcn16s", **VGG16),
     "fcn8s-vgg16": dict(arch="fcn8s", **VGG16),
+    # the design space (docs/design_space.md)
+    "fcn8s-conv": dict(arch="fcn8s", downsample="conv"),
+    "fcn8s-concat": dict(arch="fcn8s", fusion="concat"),
+    "fcn16s-concat": dict(arch="fcn16s", fusion="concat"),
+    "fcn8s-conv-concat": dict(arch="fcn8s", downsample="conv", fusion="concat"),
+    "fcn32s-unpool": dict(arch="fcn32s", upsample="unpool"),
+    "classifier": dict(arch="classifier", crop_size=35),
+    "classifier-convolutionalized": lambda **overrides: convolutionalize(random_model("classifier", **overrides)),
+    "fcn8s-from-classifier": lambda **overrides: from_classifier(random_model("classifier"), "fcn8s", **overrides),
 }
-"""Test name -> model config (4 classes, RGB)."""
+"""Test name -> model config (4 classes, RGB), or a function of the overrides returning the model."""
 
-SIZES = [(1, 1), (35, 29), (64, 64), (17, 48)]
-"""Input sizes (H, W) every export is compared on: a single pixel, odd, square, wide."""
+SIZES = [(1, 1), (35, 29), (64, 64), (17, 48), (100, 31)]
+"""Input sizes (H, W) every export is compared on: a single pixel, odd, square, wide, tall and odd."""
+
+CASE_SIZES = {
+    "classifier": [(35, 35)],
+    "classifier-convolutionalized": [(35, 35), (36, 40), (100, 37)],
+}
+"""Sizes for the cases that do not take every size: the classifier takes its crop size only, its
+convolutionalized version anything at least that large (fc6 is an unpadded 2x2 convolution on pool5)."""
+
+
+def sizes(case):
+    """The input sizes (H, W) ``case`` is compared on."""
+    return CASE_SIZES.get(case, SIZES)
 
 
 def perturb(graph, seed=0):
@@ -52,7 +73,9 @@ def perturb(graph, seed=0):
 
 def random_model(case, **overrides):
     """The model of ``CASES[case]`` (4 classes) with perturbed weights, in evaluation mode."""
-    return perturb(build(dict(CASES[case], num_classes=4, **overrides))).eval()
+    made = CASES[case]
+    model = made(**overrides) if callable(made) else build(dict(made, num_classes=4, **overrides))
+    return perturb(model).eval()
 
 
 def mixed_graph():

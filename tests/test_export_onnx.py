@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from exportcases import CASES, MIXED_SIZES, SIZES, inputs, mixed_graph, random_model, worst
+from exportcases import CASES, MIXED_SIZES, inputs, mixed_graph, random_model, sizes, worst
 from tinyfcn import nn
 from tinyfcn.export import describe, save_onnx, to_onnx
 from tinyfcn.graph import Graph
@@ -28,7 +28,7 @@ def session(proto):
 def test_scores_match_tinyfcn_at_every_size(case):
     model = random_model(case)
     run = session(to_onnx(model))
-    for size in SIZES:
+    for size in sizes(case):
         x = inputs(size)
         scores, = run.run(None, {"input": x})
         diff, tolerance = worst(scores, model.forward(x))
@@ -71,3 +71,23 @@ def test_an_unsupported_layer_type_is_named():
     graph = Graph([("relu", nn.ReLU(), "input"), ("odd", Mystery(), "relu")])
     with pytest.raises(ValueError, match="node 'odd' is a Mystery, a layer type the export does not support"):
         describe(graph)
+
+
+def test_an_unpooling_is_described_by_the_pool_node_it_reads():
+    nodes = {n["name"]: n for n in describe(random_model("fcn32s-unpool"))["nodes"]}
+    assert nodes["unpool3"]["args"] == {"pool": "pool3"}
+    assert all(nodes[f"pool{k}"]["args"]["return_indices"] for k in range(1, 6))
+    assert not {n["name"]: n for n in describe(random_model("fcn8s"))["nodes"]}["pool1"]["args"]["return_indices"]
+
+
+def test_an_unpooling_without_its_pool_in_the_graph_is_refused():
+    graph = Graph([("relu", nn.ReLU(), "input"), ("unpool", nn.MaxUnpool2d(nn.MaxPool2d(2)), "relu")])
+    with pytest.raises(ValueError, match="MaxUnpool2d exports only as MaxUnpool2d\\(pool\\)"):
+        describe(graph)
+
+
+def test_a_classifier_has_a_batch_by_classes_output():
+    proto = to_onnx(random_model("classifier"))
+    dims = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "classes"]
+    assert {"Flatten", "Gemm"} <= {n.op_type for n in proto.graph.node}

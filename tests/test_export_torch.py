@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exportcases import CASES, MIXED_SIZES, SIZES, inputs, mixed_graph, random_model, worst
+from exportcases import CASES, MIXED_SIZES, inputs, mixed_graph, random_model, sizes, worst
 from tinyfcn import nn
 from tinyfcn.export import save_torch, to_torch
 from tinyfcn.optim import SGD
@@ -33,7 +33,7 @@ def test_scores_match_tinyfcn_at_every_size(case):
     model = random_model(case)
     net = to_torch(model)
     assert not net.training
-    for size in SIZES:
+    for size in sizes(case):
         x = inputs(size)
         diff, tolerance = worst(torch_scores(net, x), model.forward(x))
         assert diff <= tolerance, f"{case} at {size}: max |difference| {diff:.2e} > {tolerance:.2e}"
@@ -58,7 +58,8 @@ def test_parameters_keep_their_names_and_frozen_layers_their_freeze(learn):
         np.testing.assert_array_equal(p.detach().numpy(), model.params[name])
 
 
-@pytest.mark.parametrize("case", ["fcn8s", "fcn8s-learned-upsampling", "fcn16s-vgg16", "fcn8s-at-once"])
+@pytest.mark.parametrize("case", ["fcn8s", "fcn8s-learned-upsampling", "fcn16s-vgg16", "fcn8s-at-once", "fcn8s-conv",
+                                  "fcn8s-concat", "fcn8s-conv-concat", "fcn32s-unpool", "fcn8s-from-classifier"])
 def test_two_sgd_steps_in_torch_equal_tinyfcn_steps(case):
     """Pixel-mean cross-entropy (ignore 255), SGD with momentum 0.9 and weight decay: same losses, same weights.
 
@@ -96,9 +97,10 @@ def test_two_sgd_steps_in_torch_equal_tinyfcn_steps(case):
         assert diff <= tolerance, f"{name}: {diff:.2e}"
 
 
-def test_saved_files_load_without_tinyfcn(tmp_path):
+@pytest.mark.parametrize("case", ["fcn8s", "fcn32s-unpool"])
+def test_saved_files_load_without_tinyfcn(case, tmp_path):
     """fcn8s.pt + fcn8s_model.py run in a fresh Python where tinyfcn cannot be imported."""
-    model = random_model("fcn8s")
+    model = random_model(case)
     pt, module = save_torch(model, tmp_path / "fcn8s.pt")
     assert module == tmp_path / "fcn8s_model.py"
     x = inputs((35, 29))

@@ -1,14 +1,23 @@
 """A graph description (:func:`tinyfcn.export.describe`) as an ONNX inference model, built with ``onnx.helper``.
 
-Opset 17: every operator used here (Conv, ConvTranspose, MaxPool with ``ceil_mode``,
-Shape with ``start``/``end``, Slice, Min) has its current meaning there, and runtimes
-from onnxruntime 1.13 on run it. The model is float32 with the input ``input``
-(batch, channels, height, width) and one output named after the last node; batch,
-height and width are dynamic. Dropout is left out (inference). Each Crop computes its
+Opset 17: every operator used here (Conv, ConvTranspose, MaxPool with ``ceil_mode`` and
+``Indices``, Shape with ``start``/``end``, Slice, Min, ScatterElements, Flatten, Gemm) has
+its current meaning there; the tests run it in onnxruntime. The model is float32 with the
+input ``input`` (batch, channels, height, width) and one output named after the last node;
+batch, height and width are dynamic. Dropout is left out (inference). Each Crop computes its
 window from the shapes it meets at run time, ``end = min(H_x, H_like - lh + oh)``, so
 any input size runs with the same offsets as in tinyfcn. ONNX's MaxPool ``ceil_mode``
 follows the same rule as PyTorch and tinyfcn (a last window starting in the right
 padding is dropped).
+
+A pool whose switches an unpooling reads (``return_indices``) gives MaxPool's second output
+``<pool>/indices``; ONNX flattens those over the whole N x C x H x W tensor (tinyfcn and
+PyTorch count per channel). The unpooling scatters into the flattened pool input
+(ScatterElements, then Reshape to the Shape of the pool's input), which restores odd sizes
+and ceil-mode rows. ONNX's MaxUnpool would be the natural operator, but onnxruntime refuses
+an ``output_shape`` below ``(H_out - 1) * stride + kernel``, which is what a ceil-mode pool
+of an odd size gives. Flatten is ``Flatten(axis=1)`` and Linear ``Gemm(transB=1)`` (tinyfcn's
+weight is (out, in), as PyTorch's); a model ending in them has a (batch, classes) output.
 """
 import numpy as np
 import onnx
@@ -20,11 +29,12 @@ OPSET = 17
 class _Builder:
     """Collects the nodes and initializers (weights and constants) of one graph."""
 
-    def __init__(self, params):
+    def __init__(self, params, graph):
         self.params, self.nodes, self.initializers = params, [], []
+        self.graph = {node["name"]: node for node in graph["nodes"]}    # an unpooling reads its pool's node
 
-    def node(self, op, inputs, output, **attributes):
-        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attributes))
+    def node(self, op, inputs, output, extra_outputs=(), **attributes):
+        self.nodes.append(helper.make_node(op, inputs, [output, *extra_outputs], name=output, **attributes))
         return output
 
     def constant(self, name, value, dtype):
@@ -43,8 +53,33 @@ def _conv(b, name, inputs, a, op="Conv"):
 
 
 def _max_pool(b, name, inputs, a):
-    return b.node("MaxPool", inputs, name, kernel_shape=a["kernel_size"], strides=a["stride"], pads=a["padding"] * 2,
-                  ceil_mode=int(a["ceil_mode"]))
+    indices = [f"{name}/indices"] if a.get("return_indices", False) else []
+    return b.node("MaxPool", inputs, name, extra_outputs=indices, kernel_shape=a["kernel_size"], strides=a["stride"],
+                  pads=a["padding"] * 2, ceil_mode=int(a["ceil_mode"]))
+
+
+def _max_unpool(b, name, inputs, a):
+    """``out.flat[indices] += x`` over the pool's whole input, as tinyfcn defines unpooling.
+
+    Not ONNX's MaxUnpool: onnxruntime refuses an ``output_shape`` smaller than
+    ``(H_out - 1) * stride + kernel``, which is what a ceil-mode pool of an odd size needs.
+    ONNX's flat indices (over N x C x H x W) address the flattened input directly. Windows that
+    do not overlap (FCN's 2x2 pools) never share a position, so the plain scatter suffices and
+    ``reduction="add"`` (which fewer runtimes implement) is used only for overlapping windows.
+    """
+    pool = b.graph[a["pool"]]
+    shape = b.node("Shape", [pool["sources"][0]], f"{name}/shape")               # the pool's input: N, C, H, W
+    size = b.node("ReduceProd", [shape], f"{name}/size", keepdims=1)
+    zeros = b.node("ConstantOfShape", [size], f"{name}/zeros",
+                   value=numpy_helper.from_array(np.zeros(1, np.float32)))
+    flat = b.constant(f"{name}/flat", [-1], np.int64)
+    values = b.node("Reshape", [inputs[0], flat], f"{name}/values")
+    indices = b.node("Reshape", [f"{pool['name']}/indices", flat], f"{name}/indices")
+    p = pool["args"]
+    overlapping = any(k > s for k, s in zip(p["kernel_size"], p["stride"]))     # only then can two maxima coincide
+    scattered = b.node("ScatterElements", [zeros, indices, values], f"{name}/scattered", axis=0,
+                       **({"reduction": "add"} if overlapping else {}))
+    return b.node("Reshape", [scattered, shape], name)
 
 
 def _crop(b, name, inputs, a):
@@ -69,6 +104,10 @@ NODES = {
     "Crop": _crop,
     "Add": lambda b, name, inputs, a: b.node("Add", inputs, name),
     "Concat": lambda b, name, inputs, a: b.node("Concat", inputs, name, axis=1),
+    "MaxUnpool2d": _max_unpool,
+    "Flatten": lambda b, name, inputs, a: b.node("Flatten", inputs, name, axis=1),
+    "Linear": lambda b, name, inputs, a: b.node("Gemm", [*inputs, *b.weights(name, ("weight", "bias"))], name,
+                                                transB=1),
 }
 """Layer type name -> ``f(builder, name, inputs, args)``, which adds the node(s) computing the map ``name``."""
 
@@ -81,17 +120,19 @@ def build(graph, params, name="tinyfcn"):
     ValueError
         Naming the node and its layer type when :data:`NODES` has no translation for it.
     """
-    b = _Builder(params)
+    b = _Builder(params, graph)
     for node in graph["nodes"]:
         if node["type"] not in NODES:
             raise ValueError(f"node {node['name']!r}: layer type {node['type']} has no ONNX translation "
                              f"(supported: {', '.join(NODES)})")
         NODES[node["type"]](b, node["name"], node["sources"], node["args"])
     output = graph["nodes"][-1]["name"]
+    flat = any(node["type"] == "Flatten" for node in graph["nodes"])          # a classifier: (batch, classes)
+    output_dims = ["batch", "classes"] if flat else ["batch", "classes", "out_height", "out_width"]
     onnx_graph = helper.make_graph(
         b.nodes, name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", "channels", "height", "width"])],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", "classes", "out_height", "out_width"])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, output_dims)],
         b.initializers)
     opsets = [helper.make_opsetid("", OPSET)]
     model = helper.make_model(onnx_graph, opset_imports=opsets, producer_name="tinyfcn",

@@ -15,6 +15,7 @@ so an optimizer over ``[p for p in net.parameters() if p.requires_grad]`` trains
 """
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 FORMAT = "tinyfcn-torch-1"
 
@@ -57,6 +58,49 @@ class Concat(nn.Module):
         return torch.cat(maps, dim=1)
 
 
+class SwitchMaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that keeps its switches for a :class:`MaxUnpool2d` node.
+
+    Returns the pooled map like ``nn.MaxPool2d``; after each call ``switches`` holds
+    ``(indices, input_size)``: where each maximum came from (``return_indices=True``) and
+    the (H, W) of the input, which the unpooling restores (odd sizes and ceil mode included).
+    """
+
+    def __init__(self, kernel_size, stride, padding, ceil_mode):
+        super().__init__(kernel_size, stride, padding, ceil_mode=ceil_mode, return_indices=True)
+        self.switches = None
+
+    def forward(self, x):
+        out, indices = super().forward(x)
+        self.switches = (indices, tuple(x.shape[2:]))
+        return out
+
+
+class MaxUnpool2d(nn.Module):
+    """Every value back where the pool node ``pool`` found its maximum, zeros elsewhere, at that pool's input size.
+
+    ``pool`` is the name of a :class:`SwitchMaxPool2d` node; :class:`GraphModule` passes that
+    module as the second argument, and its last ``switches`` are unpooled with its geometry.
+    """
+
+    def __init__(self, pool):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x, pool):
+        indices, input_size = pool.switches
+        return F.max_unpool2d(x, indices, pool.kernel_size, pool.stride, pool.padding, output_size=input_size)
+
+    def extra_repr(self):
+        return f"pool={self.pool!r}"
+
+
+def _max_pool(a):
+    if a.get("return_indices", False):
+        return SwitchMaxPool2d(a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"])
+    return nn.MaxPool2d(a["kernel_size"], a["stride"], a["padding"], ceil_mode=a["ceil_mode"])
+
+
 def _conv_transpose(args):
     layer = nn.ConvTranspose2d(args["in_channels"], args["out_channels"], args["kernel_size"], args["stride"],
                                args["padding"], bias=args["bias"])
@@ -67,13 +111,16 @@ LAYERS = {
     "Conv2d": lambda a: nn.Conv2d(a["in_channels"], a["out_channels"], a["kernel_size"], a["stride"], a["padding"],
                                   bias=a["bias"]),
     "ConvTranspose2d": _conv_transpose,
-    "MaxPool2d": lambda a: nn.MaxPool2d(a["kernel_size"], a["stride"], a["padding"], ceil_mode=a["ceil_mode"]),
+    "MaxPool2d": _max_pool,
     "ReLU": lambda a: nn.ReLU(),
     "Dropout": lambda a: nn.Dropout(a["p"]),
     "Scale": lambda a: Scale(a["factor"]),
     "Crop": lambda a: Crop(a["offset"], a["like_offset"]),
     "Add": lambda a: Add(),
     "Concat": lambda a: Concat(),
+    "MaxUnpool2d": lambda a: MaxUnpool2d(a["pool"]),
+    "Flatten": lambda a: nn.Flatten(),
+    "Linear": lambda a: nn.Linear(a["in_features"], a["out_features"], bias=a["bias"]),
 }
 """Layer type name -> ``f(args)``, the torch module for a node."""
 
@@ -87,6 +134,7 @@ class GraphModule(nn.Module):
         ``{"nodes": [{"name", "type", "sources", "args"}, ...]}``: ``type`` is a key of
         :data:`LAYERS`, ``sources`` names ``"input"`` (the image) or earlier nodes. Each node
         becomes a submodule of its name, so the parameters are named ``"<node>.weight"``.
+        A :class:`MaxUnpool2d` node also gets the pool module it names (its switches).
     """
 
     def __init__(self, graph):
@@ -107,7 +155,10 @@ class GraphModule(nn.Module):
     def forward(self, x):
         maps, readers = {"input": x}, dict(self.readers)
         for name, sources in self.sources.items():
-            maps[name] = self.get_submodule(name)(*(maps[s] for s in sources))
+            layer, inputs = self.get_submodule(name), [maps[s] for s in sources]
+            if isinstance(layer, MaxUnpool2d):
+                inputs.append(self.get_submodule(layer.pool))
+            maps[name] = layer(*inputs)
             for s in sources:                              # drop a map once its last reader has run
                 readers[s] -= 1
                 if readers[s] == 0:
