@@ -14,8 +14,10 @@ numba's options are decided here, once, by ``jit``:
   starts without recompiling;
 - no ``fastmath``: it would let LLVM assume there is no inf or NaN, and max-pooling
   starts from -inf;
-- no ``parallel``: the kernels are serial. Convolutions spend their time in the
-  BLAS matrix multiply, which runs on every core by itself.
+- no ``parallel``: the kernels are serial. :mod:`tinyfcn.threads` runs them on
+  whole images (or blocks of channels) from several Python threads at once;
+- ``nogil=True``: a running kernel releases the interpreter lock, which is what lets
+  those threads run at the same time.
 
 Set the environment variable ``NUMBA_DISABLE_JIT=1`` to run these functions as plain
 Python (for a debugger or a coverage report).
@@ -25,7 +27,7 @@ import math
 import numba
 import numpy as np
 
-jit = numba.njit(cache=True)
+jit = numba.njit(cache=True, nogil=True)
 
 
 @jit

@@ -1,0 +1,60 @@
+"""tinyfcn's own threads: the same answers with 1 and 3 threads, errors reach the caller, settings restore."""
+import numpy as np
+import pytest
+
+from tinyfcn import functional as F
+from tinyfcn import threads
+
+
+def _ops(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((5, 3, 9, 8)).astype(np.float32)
+    w, b = rng.standard_normal((4, 3, 3, 3)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    wt = rng.standard_normal((4, 2, 4, 4)).astype(np.float32)
+    out, cache = F.conv2d_forward(x, w, b, 1, 1)
+    r, rc = F.relu_forward(out)
+    p, pc = F.max_pool2d_forward(r, 2, ceil_mode=True)
+    u, uc = F.conv_transpose2d_forward(p, wt, None, 2, 1)
+    du = rng.standard_normal(u.shape).astype(np.float32)
+    dp, dwt, _ = F.conv_transpose2d_backward(du, uc)
+    dr = F.relu_backward(F.max_pool2d_backward(dp, pc), rc)
+    return (out, r, p, u, dp, dwt, dr, *F.conv2d_backward(dr, cache))
+
+
+def test_threads_give_the_same_answers():
+    with threads.using(1):
+        one = _ops(0)
+    with threads.using(3):
+        three = _ops(0)
+    for a, b in zip(one, three):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+
+
+def test_parallel_for_covers_every_item_once_and_raises_errors():
+    seen = []
+    with threads.using(3):
+        threads.parallel_for(50, seen.append)
+        assert sorted(seen) == list(range(50))
+
+        def fail(i):
+            if i == 7:
+                raise RuntimeError("item 7")
+        with pytest.raises(RuntimeError, match="item 7"):
+            threads.parallel_for(20, fail)
+
+
+def test_using_restores_and_bad_counts_are_refused():
+    before = threads.get_threads()
+    with threads.using(2):
+        assert threads.get_threads() == 2
+    assert threads.get_threads() == before
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError):
+            threads.set_threads(bad)
+
+
+def test_default_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("TINYFCN_THREADS", "3")
+    assert threads.default_threads() == 3
+    monkeypatch.delenv("TINYFCN_THREADS")
+    assert 1 <= threads.default_threads() <= threads.MAX_DEFAULT
