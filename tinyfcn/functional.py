@@ -28,7 +28,8 @@ and backward reuses the same two pieces::
 The code runs these image by image -- im2col of image n, its product, its bias --
 so that each of tinyfcn's threads (:mod:`tinyfcn.threads`) can take whole images:
 ``cols`` is kept as (N, C_in*kH*kW, H_out*W_out), image n's columns in ``cols[n]``,
-and ``dweight`` is the sum over images of ``dout[n] @ cols[n].T``.
+and ``dweight`` is the sum over images of ``dout[n] @ cols[n].T``, added in image order
+so that every thread count gives the same bits.
 
 A transposed convolution runs the same pieces the other way round. Its forward
 pass, ``col2im(weight2.T @ x2)``, is literally the paper's picture: column (n, i, j)
@@ -202,17 +203,16 @@ def conv2d_backward(dout, cache):
     dout3 = dout.reshape(N, C_out, -1)                                 # (N, C_out, Ho*Wo): one matrix per image
     weight2 = weight.reshape(C_out, -1)
     dx = np.empty(x.shape, x.dtype)
-    partial = np.zeros((threads.get_threads(), *weight2.shape), x.dtype)   # one dweight sum per thread
+    per_image = np.empty((N, *weight2.shape), x.dtype)                 # each image's share of dweight
 
     def image(n):
-        np.matmul(dout3[n], cols[n].T, out=threads.scratch("dw", weight2.shape, x.dtype))
-        partial[threads.worker_id()] += threads.scratch("dw", weight2.shape, x.dtype)
+        np.matmul(dout3[n], cols[n].T, out=per_image[n])
         dcols = threads.scratch("dcols", cols.shape[1:], x.dtype)
         np.matmul(weight2.T, dout3[n], out=dcols)
         _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[n:n + 1])
 
     threads.parallel_for(N, image)
-    dweight = partial.sum(axis=0).reshape(weight.shape)
+    dweight = per_image.sum(axis=0).reshape(weight.shape)             # a fixed order: the same sum for any thread count
     dbias = dout3.sum(axis=(0, 2)) if has_bias else None
     return dx, dweight, dbias
 
@@ -290,22 +290,20 @@ def conv_transpose2d_backward(dout, cache, weight_grad=True):
     x3 = np.ascontiguousarray(x).reshape(N, C_in, H * W)
     weight2 = weight.reshape(C_in, -1)
     dx = np.empty((N, C_in, H * W), x.dtype)
-    partial = np.zeros((threads.get_threads(), *weight2.shape), x.dtype) if weight_grad else None
+    per_image = np.empty((N, *weight2.shape), x.dtype) if weight_grad else None
 
     def image(n):
         cols = threads.scratch("cols", (weight2.shape[1], H * W), x.dtype)   # (C_out*kH*kW, H*W)
         _kernels.im2col(dout[n:n + 1], *weight.shape[2:], *stride, *padding, H, W, cols)
         np.matmul(weight2, cols, out=dx[n])
         if weight_grad:
-            dw = threads.scratch("dw", weight2.shape, x.dtype)
-            np.matmul(x3[n], cols.T, out=dw)
-            partial[threads.worker_id()] += dw
+            np.matmul(x3[n], cols.T, out=per_image[n])
 
     threads.parallel_for(N, image)
     dx = dx.reshape(N, C_in, H, W)
     if not weight_grad:
         return dx, None, None
-    dweight = partial.sum(axis=0).reshape(weight.shape)
+    dweight = per_image.sum(axis=0).reshape(weight.shape)
     dbias = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dweight, dbias
 

@@ -40,7 +40,7 @@ MAX_DEFAULT = 8
 
 _state = {"n": None, "blas": None}   # n: tinyfcn's threads (None: not chosen yet); blas: the BLAS limit we set
 _pool = {"n": 0, "executor": None}
-_local = threading.local()
+_local = threading.local()      # per-thread scratch buffers
 _lock = threading.Lock()
 
 
@@ -117,14 +117,9 @@ def _executor(n):
         if _pool["n"] != n:
             if _pool["executor"] is not None:
                 _pool["executor"].shutdown(wait=True)
-            _pool["executor"] = ThreadPoolExecutor(n, thread_name_prefix="tinyfcn") if n > 1 else None
+            _pool["executor"] = ThreadPoolExecutor(n - 1, thread_name_prefix="tinyfcn") if n > 1 else None
             _pool["n"] = n
         return _pool["executor"]
-
-
-def worker_id():
-    """0 in the calling thread, 1 ... n-1 in the others: an index for per-thread scratch buffers."""
-    return getattr(_local, "id", 0)
 
 
 def parallel_for(count, body):
@@ -144,8 +139,7 @@ def parallel_for(count, body):
     claim = threading.Lock()
     failed = []
 
-    def work(worker):
-        _local.id = worker
+    def work():
         while not failed:
             with claim:
                 i = next(items, None)
@@ -157,12 +151,10 @@ def parallel_for(count, body):
                 failed.append(error)
                 return
 
-    futures = [_executor(get_threads()).submit(work, w) for w in range(1, n)]
-    previous, _local.id = worker_id(), 0
+    futures = [_executor(get_threads()).submit(work) for _ in range(1, n)]
     try:
-        work(0)
+        work()
     finally:
-        _local.id = previous
         for f in futures:
             f.result()
     if failed:
