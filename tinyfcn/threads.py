@@ -161,6 +161,16 @@ def parallel_for(count, body):
         raise failed[0]
 
 
+def parallel_for_blocks(size, block, body):
+    """Cut ``range(size)`` into blocks of ``block`` (the last may be shorter) and run
+    ``body(b)`` for each ``slice`` b on the threads, as :func:`parallel_for` does.
+
+    The blocks do not depend on the thread count, so neither does any result.
+    """
+    count = -(-size // block)
+    parallel_for(count, lambda i: body(slice(i * block, min(size, (i + 1) * block))))
+
+
 def scratch(name, shape, dtype):
     """A per-thread buffer reused from call to call (large fresh arrays cost page faults every step).
 
