@@ -30,6 +30,19 @@ def test_threads_give_the_same_answers():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("n", [1, 3])
+def test_all_finite_in_blocks(n):
+    with threads.using(n):
+        a = np.ones(1 << 20, np.float32)
+        assert F.all_finite(a)
+        for bad in (np.nan, np.inf, -np.inf):
+            a[-1] = bad
+            assert not F.all_finite(a)
+        a[:] = 3e38                                  # the sums overflow, the values are finite
+        assert F.all_finite(a)
+        assert F.all_finite(np.ones((3, 1 << 19), np.float32)[:, ::2])
+
+
 def test_parallel_for_covers_every_item_once_and_raises_errors():
     seen = []
     with threads.using(3):

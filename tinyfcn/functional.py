@@ -57,10 +57,24 @@ def all_finite(a):
     """True when the array holds no NaN and no inf.
 
     Fast path: the sum of finite numbers is finite unless it overflows, so only a
-    non-finite sum needs the element-by-element look.
+    non-finite sum needs the element-by-element look. A large contiguous array is summed
+    in blocks of 256K values, shared by the threads.
     """
     with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(a.sum()) or np.isfinite(a).all())
+        if a.size <= _CHECK_BLOCK or not a.flags.c_contiguous:
+            return bool(np.isfinite(a.sum()) or np.isfinite(a).all())
+        flat = a.reshape(-1)
+        sums = np.empty(-(-a.size // _CHECK_BLOCK), a.dtype)
+
+        def block(b):
+            with np.errstate(over="ignore", invalid="ignore"):         # each thread has its own error state
+                sums[b.start // _CHECK_BLOCK] = flat[b].sum()
+
+        threads.parallel_for_blocks(a.size, _CHECK_BLOCK, block)
+        return bool(np.isfinite(sums).all() or np.isfinite(a).all())
+
+
+_CHECK_BLOCK = 1 << 18
 
 
 def _check_array(op, name, a, layout=None, dtype=None):
