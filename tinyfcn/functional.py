@@ -185,8 +185,10 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
         _kernels.im2col(x, kh, kw, *stride, *padding, Ho, Wo, cols)
         rows = np.empty((C_out, N * P), x.dtype)                       # threads share it by blocks of rows
         threads.parallel_for_blocks(C_out, 64, lambda b: np.matmul(weight2[b], cols, out=rows[b]))
-        out = rows.reshape(C_out, N, P).transpose(1, 0, 2)
-        out = out + bias[:, None] if bias is not None else out.copy()  # the copy into NCHW order
+        out = np.empty((N, C_out, P), x.dtype)
+        out[...] = rows.reshape(C_out, N, P).transpose(1, 0, 2)        # into NCHW order
+        if bias is not None:
+            out += bias[:, None]
         return out.reshape(N, C_out, Ho, Wo), (x, weight, bias is not None, stride, padding, cols)
     cols = np.empty((N, C_in * kh * kw, P), x.dtype)                   # each image's columns, contiguous
     out = np.empty((N, C_out, P), x.dtype)
