@@ -71,3 +71,14 @@ def test_default_reads_the_environment(monkeypatch):
     assert threads.default_threads() == 3
     monkeypatch.delenv("TINYFCN_THREADS")
     assert 1 <= threads.default_threads() <= threads.MAX_DEFAULT
+
+
+def test_the_command_line_takes_threads():
+    from tinyfcn.cli import build_parser
+    parser = build_parser()
+    for command in (["train"], ["eval", "--checkpoint", "c.npz", "--data", "d"], ["predict", "--checkpoint", "c.npz",
+                                                                             "--out", "o", "a.png"]):
+        assert parser.parse_args(command + ["--threads", "2"]).threads == 2
+        assert parser.parse_args(command).threads is None
+        with pytest.raises(SystemExit):
+            parser.parse_args(command + ["--threads", "0"])
