@@ -19,17 +19,30 @@ NO_TORCH_VAR = "TINYFCN_BENCH_NO_TORCH"
 """Set to 1 to run as if torch were not installed (``run.py --no-torch``)."""
 
 
+BENCH_THREADS_VAR = "TINYFCN_BENCH_THREADS"
+"""The thread count a worker was started with; 0 means each library's own default."""
+
+
 def thread_env(threads, base=None):
-    """A copy of the environment with every thread-pool variable set to ``threads``."""
+    """A copy of the environment with every thread-pool variable (and tinyfcn's) set to ``threads``.
+
+    ``threads=0`` removes them instead: each library then picks its own default, as it
+    does for a user who sets nothing (torch: one thread per core; tinyfcn: see
+    ``tinyfcn.threads``).
+    """
     env = dict(os.environ if base is None else base)
-    for name in THREAD_VARS:
-        env[name] = str(threads)
+    for name in THREAD_VARS + ("TINYFCN_THREADS",):
+        if threads:
+            env[name] = str(threads)
+        else:
+            env.pop(name, None)
+    env[BENCH_THREADS_VAR] = str(threads)
     return env
 
 
 def threads_from_env():
-    """The thread count this process was started with (1 if unset)."""
-    return int(os.environ.get("OMP_NUM_THREADS", "1"))
+    """The thread count this process was started with (0: the libraries' defaults)."""
+    return int(os.environ.get(BENCH_THREADS_VAR, os.environ.get("OMP_NUM_THREADS", "1")))
 
 
 def import_torch():
@@ -40,7 +53,8 @@ def import_torch():
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(threads_from_env())
+    if threads_from_env():
+        torch.set_num_threads(threads_from_env())
     return torch
 
 

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from tinyfcn import _kernels, threads
 from tinyfcn import functional as F
 from tinyfcn import nn
 from tinyfcn.models import FCN8s
@@ -40,8 +41,9 @@ class Laps:
         self.times, self.last = {}, time.perf_counter()
 
     def lap(self, name):
+        """Add the time since the previous lap to ``name`` (a piece repeated per image sums up)."""
         now = time.perf_counter()
-        self.times[name] = now - self.last
+        self.times[name] = self.times.get(name, 0.0) + now - self.last
         self.last = now
 
 
@@ -61,28 +63,33 @@ def conv_replica(op, rng):
     Ho, Wo = fcn_layers.output_size(op)
     dout = _randn(rng, (N, C_out, Ho, Wo))
 
-    def replica():
+    def replica():                      # the pieces of one image after another, serially
         t = Laps()
         xc, wc = F._check_array("conv2d", "x", x), F._check_array("conv2d", "weight", w)
         bc = F._check_bias("conv2d", b, C_out, x.dtype)
         t.lap("fwd: checks")
-        cols = F._im2col(xc, k, s, p, (Ho, Wo))
-        t.lap("fwd: im2col")
         w2 = wc.reshape(C_out, -1)
-        out = w2 @ F._per_image(cols, N)
-        t.lap("fwd: GEMM W@cols")
-        out += bc[:, None]
-        t.lap("fwd: +bias")
-        d2 = F._to_rows(F._check_array("conv2d_backward", "dout", dout))
-        t.lap("bwd: check, dout to rows")
-        d2 @ cols.T
-        t.lap("bwd: GEMM dW")
-        d2.sum(axis=1)
+        cols = np.empty((N, w2.shape[1], Ho * Wo), x.dtype)
+        out = np.empty((N, C_out, Ho * Wo), x.dtype)
+        for n in range(N):
+            _kernels.im2col(xc[n:n + 1], *k, *s, *p, Ho, Wo, cols[n])
+            t.lap("fwd: im2col")
+            np.matmul(w2, cols[n], out=out[n])
+            t.lap("fwd: GEMM W@cols")
+            out[n] += bc[:, None]
+            t.lap("fwd: +bias")
+        d3 = F._check_array("conv2d_backward", "dout", dout).reshape(N, C_out, -1)
+        t.lap("bwd: check dout")
+        dx, dw, dcols = np.empty(x.shape, x.dtype), np.zeros(w2.shape, x.dtype), np.empty(cols.shape[1:], x.dtype)
+        for n in range(N):
+            dw += d3[n] @ cols[n].T
+            t.lap("bwd: GEMM dW")
+            np.matmul(w2.T, d3[n], out=dcols)
+            t.lap("bwd: GEMM W.T@dout")
+            _kernels.col2im(dcols, *k, *s, *p, Ho, Wo, dx[n:n + 1])
+            t.lap("bwd: col2im")
+        d3.sum(axis=(0, 2))
         t.lap("bwd: db")
-        dcols = w2.T @ d2
-        t.lap("bwd: GEMM W.T@dout")
-        F._col2im(dcols, x.shape, k, s, p, (Ho, Wo))
-        t.lap("bwd: col2im")
         return t.times
 
     def real():
@@ -101,25 +108,30 @@ def convT_replica(op, rng):
     Ho, Wo = fcn_layers.output_size(op)
     dout = _randn(rng, (N, C_out, Ho, Wo))
 
-    def replica():
+    def replica():                      # the pieces of one image after another, serially
         t = Laps()
         xc = F._check_array("conv_transpose2d", "x", x)
         wc = F._check_array("conv_transpose2d", "weight", w)
-        x2 = F._to_rows(xc)
-        t.lap("fwd: checks, x to rows")
+        x3 = xc.reshape(N, C_in, H * W)
+        t.lap("fwd: checks")
         w2 = wc.reshape(C_in, -1)
-        copies = w2.T @ x2
-        t.lap("fwd: GEMM W.T@x")
-        F._col2im(copies, (N, C_out, Ho, Wo), k, s, p, (H, W))
-        t.lap("fwd: col2im")
+        out, copies = np.empty((N, C_out, Ho, Wo), x.dtype), np.empty((w2.shape[1], H * W), x.dtype)
+        for n in range(N):
+            np.matmul(w2.T, x3[n], out=copies)
+            t.lap("fwd: GEMM W.T@x")
+            _kernels.col2im(copies, *k, *s, *p, H, W, out[n:n + 1])
+            t.lap("fwd: col2im")
         dc = F._check_array("conv_transpose2d_backward", "dout", dout)
         t.lap("bwd: check dout")
-        cols = F._im2col(dc, k, s, p, (H, W))
-        t.lap("bwd: im2col(dout)")
-        w2 @ F._per_image(cols, N)
-        t.lap("bwd: GEMM dx")
-        x2 @ cols.T
-        t.lap("bwd: GEMM dW")
+        cols, dx = np.empty((w2.shape[1], H * W), x.dtype), np.empty((N, C_in, H * W), x.dtype)
+        dw = np.zeros(w2.shape, x.dtype)
+        for n in range(N):
+            _kernels.im2col(dc[n:n + 1], *k, *s, *p, H, W, cols)
+            t.lap("bwd: im2col(dout)")
+            np.matmul(w2, cols, out=dx[n])
+            t.lap("bwd: GEMM dx")
+            dw += x3[n] @ cols.T
+            t.lap("bwd: GEMM dW")
         return t.times
 
     def real():
@@ -201,7 +213,8 @@ def train_step_profile(quick, batch=8, size=64):
 
 def main():
     job = read_job()
-    result = {"threads": threads_from_env()}
+    threads.set_threads(1)                # the replicas are serial: compare them with a serial real call
+    result = {"threads": threads_from_env(), "note": "pieces and real call at 1 tinyfcn thread"}
     for name, fn in (("ops", op_breakdown), ("train_step", train_step_profile)):
         log(f"  breakdown: {name}")
         try:

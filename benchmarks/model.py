@@ -103,16 +103,20 @@ def main():
             raise SystemExit("model.py: torch requested but not importable")
         import_mb = peak_rss_mb()
         train, infer = torch_steps(torch, arch, x, y)
+        used = torch.get_num_threads()
     else:
         import tinyfcn.models  # noqa: F401  (count the import in the baseline, as for torch)
+        from tinyfcn import threads
         import_mb = peak_rss_mb()
         train, infer = tinyfcn_steps(arch, x, y)
+        used = threads.get_threads()
+        log(f"  (tinyfcn from {tinyfcn.__file__}, {used} thread(s))")
     quick = job["quick"]
     log(f"  {lib:8s} {arch} batch {n} x {size}x{size}")
     train_times = time_steps(train, 3 if quick else 5, 0.6 if quick else 2.0)
     train_mb = peak_rss_mb()
     infer_times = time_steps(infer, 3 if quick else 5, 0.3 if quick else 1.0)
-    write_result(job["out"], {**job, "threads": threads_from_env(), "train_s": train_times, "infer_s": infer_times,
+    write_result(job["out"], {**job, "threads": threads_from_env(), "threads_used": used, "train_s": train_times, "infer_s": infer_times,
                               "rss_after_import_mb": import_mb, "peak_rss_train_mb": train_mb,
                               "peak_rss_mb": peak_rss_mb()})
 

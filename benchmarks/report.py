@@ -5,7 +5,9 @@ Every ratio printed is tinyfcn's time divided by torch's time for the same job (
 quote the issue's goals; they are information, not assertions.
 """
 
-TARGETS = {"conv": 1.5, "convT": 2.0, "pool": 2.0}
+TARGETS = {"conv": 1.0, "convT": 2.0, "pool": 2.0}
+CONV_LAYER_TARGET = 1.3
+"""No single convolution above this ratio (forward + backward)."""
 """The issue's goals for tinyfcn/torch forward+backward time."""
 
 
@@ -63,7 +65,7 @@ def ops_table(res, peak):
         f, fb = e["fwd_ms"], e["fwdbwd_ms"]
         g = e.get("fwdbwd_gflops") or {}
         gf = e.get("fwd_gflops") or {}
-        target = TARGETS.get(e["kind"]) if e["kind"] != "conv" else None
+        target = TARGETS.get(e["kind"]) if e["kind"] != "conv" else CONV_LAYER_TARGET
         layers = ",".join(e["uses"].get("fcn8s", [])) or ",".join(f"{a}:{'+'.join(n)}" for a, n in e["uses"].items())
         rows.append([e["label"], layers, ms(f["tinyfcn"]), ms(f.get("torch")), x(e["fwd_ratio"]),
                      ms(fb["tinyfcn"]), ms(fb.get("torch")), x(e["fwdbwd_ratio"]),
@@ -71,7 +73,7 @@ def ops_table(res, peak):
                      f"{100 * g['tinyfcn'] / peak:.0f}%" if g and peak else None,
                      verdict(e["fwdbwd_ratio"], target)])
     headers = ["op (batch %d)" % res["batch"], "layers (FCN-8s)", "fwd ms", "torch", "ratio", "f+b ms", "torch",
-               "ratio", "fwd GF/s tiny/torch", "f+b GF/s tiny/torch", "f+b %peak", "<=2x"]
+               "ratio", "fwd GF/s tiny/torch", "f+b GF/s tiny/torch", "f+b %peak", "target met (conv <=1.3x, else <=2x)"]
     return table(headers, rows, f"Per op, float32, medians, {res['threads']} thread(s)  (ratio = tinyfcn time / torch time)")
 
 
@@ -130,9 +132,9 @@ def startup_table(res):
             ("numba_cache_misses", "numba cache misses (compiles)")]
     rows = [[label, f"{res['cold'][k]:.2f}" if k.endswith("_s") else f"{res['cold'][k]:.0f}",
              f"{res['warm'][k]:.2f}" if k.endswith("_s") else f"{res['warm'][k]:.0f}"] for k, label in keys]
-    rows.append(["target (launch -> first step)", "< 30 s", "< 3 s"])
-    rows.append(["met", verdict(res["cold"]["launch_to_first_step_s"], 30),
-                 verdict(res["warm"]["launch_to_first_step_s"], 3)])
+    rows.append(["target (launch -> first step)", "<= 15 s", "<= 1.5 s"])
+    rows.append(["met", verdict(res["cold"]["launch_to_first_step_s"], 15),
+                 verdict(res["warm"]["launch_to_first_step_s"], 1.5)])
     text = table(["FCN-8s, batch 8, 64x64 (seconds)", f"cold (n={len(res['cold_runs'])})",
                   f"warm (n={len(res['warm_runs'])})"], rows,
                  f"Start-up: fresh process to first finished training step, {res['threads']} thread(s), medians")
@@ -140,6 +142,39 @@ def startup_table(res):
         text += (f"\nnumba cache after the cold run: {c['index_files']} index (.nbi) + {c['data_files']} data (.nbc) "
                  f"files; files (re)written by the warm runs: {len(c['files_written_by_warm_runs'])}")
     return text
+
+
+def epoch_table(res):
+    """A whole fit() epoch against steps x the bare step time."""
+    rows = [[f"{res['images']} images + {res['val_images']} val, batch {res['batch']}", str(res["threads_used"]),
+             f"{res['epoch_s']:.2f}", str(res["steps"]), ms(res["step_s"] * 1e3), f"{res['steps'] * res['step_s']:.2f}",
+             f"{res['ratio']:.2f}", "yes" if res["ratio"] <= 1.15 else "no"]]
+    return table(["FCN-8s epoch (shapes 64x64)", "threads", "epoch s", "steps", "step ms", "steps x step s",
+                  "ratio", "within 15%"], rows,
+                 "Whole epoch (data, augmentation, collate, validation, checkpoint, progress bar) vs steps x step time")
+
+
+def busy_table(res):
+    """Default vs one thread, each library, with and without a spinning process on one core."""
+    rows_by = {(r["load"], r["lib"], r["threads"]): r for r in res["rows"]}
+    rows = []
+    for load in ("quiet", "busy"):
+        tiny1 = rows_by.get((load, "tinyfcn", 1))
+        torch_default = rows_by.get((load, "torch", 0))
+        for (lib, threads) in (("tinyfcn", 0), ("tinyfcn", 1), ("torch", 0), ("torch", 1)):
+            r = rows_by.get((load, lib, threads))
+            if r is None:
+                continue
+            vs1 = r["train_img_s"] / tiny1["train_img_s"] if lib == "tinyfcn" and tiny1 else None
+            vst = r["train_img_s"] / torch_default["train_img_s"] if lib == "tinyfcn" and torch_default else None
+            rows.append([load, lib, f"default ({r['threads_used']})" if threads == 0 else str(threads),
+                         f"{r['train_img_s']:.0f}", f"{r['infer_img_s']:.0f}",
+                         f"{vs1:.2f}x" if vs1 else "", f"{vst:.2f}x" if vst else ""])
+    return table(["machine", "lib", "threads", "train img/s", "infer img/s", "train vs tinyfcn 1 thr",
+                  "train vs torch default"], rows,
+                 f"Busy machine: FCN-8s batch 8 x 64x64; 'busy' = one other process spinning on a core during "
+                 f"the measurement; medians over {res['rounds']} process(es) each. Targets under load: tinyfcn "
+                 "default >= 1.00x its 1 thread, >= 1.2x torch default")
 
 
 def breakdown_tables(res):

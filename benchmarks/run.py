@@ -12,6 +12,8 @@ library loads, so setting it later in the same process does not work). This file
 therefore imports neither numpy nor torch. See README.md for what each column means.
 """
 import argparse
+import atexit
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -20,24 +22,59 @@ import pathlib
 import statistics
 import subprocess
 import sys
+import signal
 import tempfile
+import time
 
 import report
 from _common import NO_TORCH_VAR, log, thread_env
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SECTIONS = ("gemm", "ops", "model", "startup", "breakdown")
-ONCE = ("startup", "breakdown")
+SECTIONS = ("gemm", "ops", "model", "epoch", "startup", "breakdown", "busy")
+ONCE = ("epoch", "startup", "breakdown", "busy")
 """Sections measured at the first thread count only (compile time and profiles do not need a second one)."""
 ARCHS = ("fcn32s", "fcn16s", "fcn8s")
 SIZES = ((8, 64), (4, 128))
 """(batch, input size) of the whole-model runs: the default 64x64 batch, and 4x the pixels at half the batch."""
 
 
-def run_worker(script, job, threads, torch_on):
-    """Run ``benchmarks/<script>`` in a fresh process with ``threads`` threads; return its JSON result."""
-    with tempfile.TemporaryDirectory() as tmp:
+_SPINNERS = set()
+
+
+def _kill_spinners():
+    for p in list(_SPINNERS):
+        p.kill()
+        p.wait()
+        _SPINNERS.discard(p)
+
+
+atexit.register(_kill_spinners)
+
+
+@contextlib.contextmanager
+def background_load():
+    """One other process spinning on a core for the duration of the block (``--busy``).
+
+    The spinner is an ordinary ``python`` busy loop, pinned to nothing: the scheduler
+    moves it, as it would a browser tab or a compiler on a laptop. It is killed when
+    the block ends, at exit and on Ctrl-C or SIGTERM.
+    """
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    _SPINNERS.add(spinner)
+    try:
+        time.sleep(0.5)                                   # let it reach the scheduler
+        yield spinner
+    finally:
+        spinner.kill()
+        spinner.wait()
+        _SPINNERS.discard(spinner)
+
+
+def run_worker(script, job, threads, torch_on, busy=False):
+    """Run ``benchmarks/<script>`` in a fresh process with ``threads`` threads (0: the libraries'
+    defaults), under a spinning background process if ``busy``; return its JSON result."""
+    with tempfile.TemporaryDirectory() as tmp, (background_load() if busy else contextlib.nullcontext()):
         out = os.path.join(tmp, "result.json")
         env = thread_env(threads)
         env[NO_TORCH_VAR] = "0" if torch_on else "1"
@@ -72,6 +109,28 @@ def run_models(threads, quick, torch_on, rounds):
                     entry[f"{mode}_ratio"] = entry["tinyfcn"][f"{mode}_s"] / entry["torch"][f"{mode}_s"]
             configs.append(entry)
     return {"threads": threads, "rounds": rounds, "configs": configs, "linearity": linearity(configs, libs)}
+
+
+BUSY_CONFIGS = (("tinyfcn", 0), ("tinyfcn", 1), ("torch", 0), ("torch", 1))
+"""(library, threads) of the busy-machine section; 0 is the library's default, what a user gets."""
+
+
+def run_busy(quick, torch_on, rounds):
+    """FCN-8s, batch 8 x 64x64, each library at its default and at one thread, with and
+    without one other process spinning on a core; processes alternate, ``rounds`` times."""
+    configs = [c for c in BUSY_CONFIGS if torch_on or c[0] == "tinyfcn"]
+    runs = {}
+    for r in range(rounds):
+        for load in ("busy", "quiet"):
+            for lib, threads in (configs if r % 2 == 0 else configs[::-1]):
+                job = {"lib": lib, "arch": "fcn8s", "batch": 8, "size": 64, "quick": quick}
+                res = run_worker("model.py", job, threads, torch_on, busy=load == "busy")
+                runs.setdefault((load, lib, threads), []).append(res)
+    rows = []
+    for (load, lib, threads), res in runs.items():
+        rows.append({"load": load, "lib": lib, "threads": threads, "threads_used": res[0]["threads_used"],
+                     **summarize_model_runs(res, 8)})
+    return {"rounds": rounds, "rows": rows}
 
 
 def summarize_model_runs(runs, batch):
@@ -146,6 +205,10 @@ def print_section(name, res, gemm_peak):
         text = report.models_table(res) + "\n\n" + report.linearity_table(res)
     elif name == "startup":
         text = report.startup_table(res)
+    elif name == "busy":
+        text = report.busy_table(res)
+    elif name == "epoch":
+        text = report.epoch_table(res)
     else:
         text = report.breakdown_tables(res)
     print("\n" + text + "\n", flush=True)
@@ -158,6 +221,8 @@ def parse_args(argv=None):
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="run only these sections")
     p.add_argument("--rounds", type=int, default=None,
                    help="processes per whole-model configuration and library (default 2, --quick 1)")
+    p.add_argument("--busy", action="store_true",
+                   help="add the busy-machine section: one spinning process on a core during each measurement")
     p.add_argument("--no-torch", action="store_true", help="leave torch out even if it is installed")
     p.add_argument("--out", type=pathlib.Path, default=None, help="JSON file (default results/<timestamp>.json)")
     p.add_argument("--show", type=pathlib.Path, default=None, metavar="JSON",
@@ -183,6 +248,8 @@ def run_section(name, threads, args, torch_on):
     load_before = os.getloadavg()[0]
     if name == "model":
         res = run_models(threads, args.quick, torch_on, args.rounds or (1 if args.quick else 2))
+    elif name == "busy":
+        res = run_busy(args.quick, torch_on, args.rounds or (1 if args.quick else 2))
     else:
         res = run_worker(f"{name}.py", {"quick": args.quick}, threads, torch_on)
     res["load_average"] = [load_before, os.getloadavg()[0]]
@@ -191,6 +258,11 @@ def run_section(name, threads, args, torch_on):
 
 def main(argv=None):
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # run the finally blocks: kill the spinner
+    if args.busy and "busy" not in args.only:
+        args.only.append("busy")
+    elif not args.busy and args.only == list(SECTIONS):
+        args.only.remove("busy")
     if args.show:
         return show(args.show)
     torch_on = not args.no_torch and importlib.util.find_spec("torch") is not None

@@ -178,7 +178,9 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(shapes, tmp_path)
 def test_sanity_check_overfits_a_few_images(tmp_path):
     root = datasets.make_shapes(tmp_path, n_train=2, n_val=1, seed=0, size=64)
     model = FCN8s(4, widths=(8, 8, 16, 16, 16), fc_width=32, seed=0)
-    result = sanity_check(model, datasets.load_split(root, "train"), images=2, steps=300, lr=0.05)
+    # lr 0.05 sat at the edge of stability: float32 rounding (e.g. the order of a matrix
+    # product's sums) decided whether the run diverged. At 0.02-0.04 every variant converges.
+    result = sanity_check(model, datasets.load_split(root, "train"), images=2, steps=300, lr=0.03)
     assert result["initial_loss"] == pytest.approx(np.log(4), rel=1e-6)   # zero score layers: uniform softmax
     assert result["pixel_accuracy"] > 0.95 and result["final_loss"] < 0.1 * result["initial_loss"]
     assert model.training                                               # left in the caller's mode

@@ -342,6 +342,21 @@ def _add_model_options(p):
     p.add_argument("--fc6-kernel", type=_positive, metavar="K", help="fc6 is K x K, padded by K // 2 (default 3)")
 
 
+def _add_threads_option(p):
+    p.add_argument("--threads", type=_positive, default=None, metavar="N",
+                   help="compute with N threads (default: one per core; see tinyfcn.threads)")
+
+
+def _apply_threads(args):
+    """Set tinyfcn's thread count from ``--threads`` (or the default) and say what it is."""
+    from . import threads
+    threads.set_threads(args.threads)
+    if args.command == "train" and not args.quiet:
+        n = threads.get_threads()
+        how = "--threads" if args.threads else "default: one per core; TINYFCN_THREADS or --threads N to change"
+        print(f"tinyfcn: computing with {n} thread{'s' * (n > 1)} ({how})")
+
+
 def build_parser():
     from .datasets import DATASETS
     from .models import DOWNSAMPLE, MODELS
@@ -378,6 +393,7 @@ def build_parser():
     p.add_argument("--sanity", action="store_true", help="only overfit 4 images and report (check before training)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the one line per epoch stays)")
     _add_model_options(p)
+    _add_threads_option(p)
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("pretrain", help="train a classifier of fixed-size crops (for train --init CLASSIFIER.npz)")
@@ -402,6 +418,7 @@ def build_parser():
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid files with a warning")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--confusion", type=Path, metavar="PNG", help="also save the confusion matrix as a figure")
+    _add_threads_option(p)
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("predict", help="write label masks (palette PNGs) for images")
@@ -410,6 +427,7 @@ def build_parser():
     p.add_argument("--out", type=Path, required=True, help="folder for the masks")
     p.add_argument("--overlay", action="store_true",
                    help="also write <name>_overlay.png: the image with the predicted classes and a legend")
+    _add_threads_option(p)
     p.set_defaults(run=cmd_predict)
 
     p = sub.add_parser("summary", help="print a model's layers: output shapes, strides, receptive fields, parameters")
@@ -443,6 +461,8 @@ def main(argv=None):
     from .train import TrainingError
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "threads"):
+            _apply_threads(args)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning

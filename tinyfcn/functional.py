@@ -9,9 +9,8 @@ what it got. ``softmax_cross_entropy`` is the loss, not a layer: it returns
 
 Each cache has the layout of its twin's cache in :mod:`tinyfcn.reference` (see the
 forward's "Returns"), so either backward accepts either forward's cache. Where this
-module keeps an extra array for speed (conv2d's unfolded input, conv_transpose2d's
-input as rows), the reference cache holds None in its place and the backward here
-recomputes it.
+module keeps an extra array for speed (conv2d's unfolded input), the reference
+cache holds None in its place and the backward here recomputes it.
 
 How the convolutions run
 ------------------------
@@ -26,6 +25,13 @@ and backward reuses the same two pieces::
     dweight = dout2 @ cols.T                # dout2 = dout as (C_out, N*H_out*W_out)
     dx      = col2im(weight2.T @ dout2)     # fold the columns back, adding overlaps
 
+The code runs these image by image -- im2col of image n, its product, its bias --
+so that each of tinyfcn's threads (:mod:`tinyfcn.threads`) can take whole images
+(tiny maps, fewer than ``SMALL_MAP`` pixels, run as one product over the batch instead):
+``cols`` is kept as (N, C_in*kH*kW, H_out*W_out), image n's columns in ``cols[n]``,
+and ``dweight`` is the sum over images of ``dout[n] @ cols[n].T``, added in image order
+so that every thread count gives the same bits.
+
 A transposed convolution runs the same pieces the other way round. Its forward
 pass, ``col2im(weight2.T @ x2)``, is literally the paper's picture: column (n, i, j)
 of ``weight2.T @ x2`` is the kernel weighted by the input pixel x[n, :, i, j], and
@@ -35,7 +41,7 @@ The plain-NumPy twins of these functions live in :mod:`tinyfcn.reference`.
 """
 import numpy as np
 
-from . import _kernels
+from . import _kernels, threads
 from .labels import IGNORE
 from .sizes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
 
@@ -51,10 +57,24 @@ def all_finite(a):
     """True when the array holds no NaN and no inf.
 
     Fast path: the sum of finite numbers is finite unless it overflows, so only a
-    non-finite sum needs the element-by-element look.
+    non-finite sum needs the element-by-element look. A large contiguous array is summed
+    in blocks of 256K values, shared by the threads.
     """
     with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(a.sum()) or np.isfinite(a).all())
+        if a.size <= _CHECK_BLOCK or not a.flags.c_contiguous:
+            return bool(np.isfinite(a.sum()) or np.isfinite(a).all())
+        flat = a.reshape(-1)
+        sums = np.empty(-(-a.size // _CHECK_BLOCK), a.dtype)
+
+        def block(b):
+            with np.errstate(over="ignore", invalid="ignore"):         # each thread has its own error state
+                sums[b.start // _CHECK_BLOCK] = flat[b].sum()
+
+        threads.parallel_for_blocks(a.size, _CHECK_BLOCK, block)
+        return bool(np.isfinite(sums).all() or np.isfinite(a).all())
+
+
+_CHECK_BLOCK = 1 << 18
 
 
 def _check_array(op, name, a, layout=None, dtype=None):
@@ -118,36 +138,13 @@ def _check_conv(op, x, weight, bias, stride, padding, weight_layout):
     return x, weight, bias, kernel, stride, padding
 
 
-# ---------------------------------------------------------------- layout helpers
-
-
-def _to_rows(a):
-    """(N, C, H, W) -> (C, N*H*W): one row per channel, the layout of the matrix products."""
-    return a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1)
-
-
-def _per_image(cols, n):
-    """View (R, N*P) columns as N matrices (R, P), one per image (no copy).
-
-    ``W @ _per_image(cols, N)`` is then one matrix product per image whose result is
-    already in NCHW order, (N, C_out, P): no transpose needed afterwards.
-    """
-    return cols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)
-
-
-def _im2col(x, kernel, stride, padding, out_size):
-    cols = np.empty((x.shape[1] * kernel[0] * kernel[1], x.shape[0] * out_size[0] * out_size[1]), x.dtype)
-    _kernels.im2col(x, *kernel, *stride, *padding, *out_size, cols)
-    return cols
-
-
-def _col2im(cols, shape, kernel, stride, padding, out_size):
-    x = np.empty(shape, cols.dtype)
-    _kernels.col2im(np.ascontiguousarray(cols), *kernel, *stride, *padding, *out_size, x)
-    return x
-
-
 # ---------------------------------------------------------------- convolution
+
+SMALL_MAP = 128
+"""Output maps of fewer pixels than this (FCN's 8x8, 4x4 and 2x2 at a 64x64 input) are
+convolved with one matrix product over the whole batch: per image, the products would be
+too small for the BLAS to run fast (about 3x slower for 2x2 maps). Threads then share
+that product by blocks of 64 output channels (and the input gradient by blocks of 4 images)."""
 
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
@@ -167,22 +164,42 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     -------
     out : ndarray, shape (N, C_out, H_out, W_out), ``H_out = floor((H + 2p - kH) / s) + 1``
     cache : ``(x, weight, has_bias, stride, padding, cols)`` for :func:`conv2d_backward`
-        stride and padding as (h, w) pairs; ``cols = im2col(x)``, (C_in*kH*kW, N*H_out*W_out).
+        stride and padding as (h, w) pairs; ``cols[n] = im2col(x[n:n+1])``, (N, C_in*kH*kW, H_out*W_out):
+        each image's columns (the twin's (C_in*kH*kW, N*H_out*W_out) matrix, cut into images);
+        for maps of fewer than :data:`SMALL_MAP` pixels, the twin's matrix itself.
         :func:`tinyfcn.reference.conv2d_forward` gives the same layout with ``cols=None``.
     """
     op = "conv2d"
     x, weight, bias, kernel, stride, padding = _check_conv(op, x, weight, bias, stride, padding,
                                                            ("C_out", "C_in", "kH", "kW"))
-    C_out, _, kh, kw = weight.shape
+    C_out, C_in, kh, kw = weight.shape
     N, _, H, W = x.shape
     Ho, Wo = conv2d_output_size((H, W), kernel, stride, padding)
     if Ho < 1 or Wo < 1:
         raise ValueError(f"{op}: kernel {kh}x{kw} is larger than the padded input "
                          f"{H + 2 * padding[0]}x{W + 2 * padding[1]}")
-    cols = _im2col(x, kernel, stride, padding, (Ho, Wo))              # (C_in*kH*kW, N*Ho*Wo)
-    out = weight.reshape(C_out, -1) @ _per_image(cols, N)                # (N, C_out, Ho*Wo)
-    if bias is not None:
-        out += bias[:, None]
+    P = Ho * Wo
+    weight2 = weight.reshape(C_out, -1)
+    if P < SMALL_MAP:                                                  # one product over the whole batch
+        cols = np.empty((C_in * kh * kw, N * P), x.dtype)
+        _kernels.im2col(x, kh, kw, *stride, *padding, Ho, Wo, cols)
+        rows = np.empty((C_out, N * P), x.dtype)                       # threads share it by blocks of rows
+        threads.parallel_for_blocks(C_out, 64, lambda b: np.matmul(weight2[b], cols, out=rows[b]))
+        out = np.empty((N, C_out, P), x.dtype)
+        out[...] = rows.reshape(C_out, N, P).transpose(1, 0, 2)        # into NCHW order
+        if bias is not None:
+            out += bias[:, None]
+        return out.reshape(N, C_out, Ho, Wo), (x, weight, bias is not None, stride, padding, cols)
+    cols = np.empty((N, C_in * kh * kw, P), x.dtype)                   # each image's columns, contiguous
+    out = np.empty((N, C_out, P), x.dtype)
+
+    def image(n):                                                      # one thread per image at a time
+        _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols[n])
+        np.matmul(weight2, cols[n], out=out[n])
+        if bias is not None:
+            out[n] += bias[:, None]
+
+    threads.parallel_for(N, image)
     return out.reshape(N, C_out, Ho, Wo), (x, weight, bias is not None, stride, padding, cols)
 
 
@@ -191,6 +208,9 @@ def conv2d_backward(dout, cache):
 
     ``dweight = dout2 @ cols.T``, ``dbias = sum of dout over (N, H_out, W_out)``,
     ``dx = col2im(weight2.T @ dout2)`` -- the input gradient is a transposed convolution of dout.
+    Both products run image by image (``dout[n]`` is already a (C_out, H_out*W_out) matrix):
+    ``dweight`` is the sum of the images' ``dout[n] @ cols[n].T``. Small maps (2-D ``cols``)
+    run the two products over the whole batch, as written above.
 
     Parameters
     ----------
@@ -209,11 +229,44 @@ def conv2d_backward(dout, cache):
     Ho, Wo = conv2d_output_size(x.shape[2:], weight.shape[2:], stride, padding)
     dout = _check_grad("conv2d_backward", dout, (N, C_out, Ho, Wo), x.dtype)
     if cols is None:
-        cols = _im2col(np.ascontiguousarray(x), weight.shape[2:], stride, padding, (Ho, Wo))
-    dout2 = _to_rows(dout)                                             # (C_out, N*Ho*Wo)
-    dweight = (dout2 @ cols.T).reshape(weight.shape)
-    dbias = dout2.sum(axis=1) if has_bias else None
-    dx = _col2im(weight.reshape(C_out, -1).T @ dout2, x.shape, weight.shape[2:], stride, padding, (Ho, Wo))
+        x = np.ascontiguousarray(x)
+        if Ho * Wo < SMALL_MAP:
+            cols = np.empty((weight[0].size, N * Ho * Wo), x.dtype)
+            _kernels.im2col(x, *weight.shape[2:], *stride, *padding, Ho, Wo, cols)
+        else:
+            cols = np.empty((N, weight[0].size, Ho * Wo), x.dtype)
+            for n in range(N):
+                _kernels.im2col(x[n:n + 1], *weight.shape[2:], *stride, *padding, Ho, Wo, cols[n])
+    dout3 = dout.reshape(N, C_out, -1)                                 # (N, C_out, Ho*Wo): one matrix per image
+    weight2 = weight.reshape(C_out, -1)
+    dx = np.empty(x.shape, x.dtype)
+    if cols.ndim == 2:                                                 # a small map: the whole batch at once
+        P = Ho * Wo
+        dout2 = dout3.transpose(1, 0, 2).reshape(C_out, -1)            # (C_out, N*Ho*Wo)
+        dweight = np.empty(weight2.shape, x.dtype)
+
+        def dweight_rows(b):                                           # rows b of dweight
+            np.matmul(dout2[b], cols.T, out=dweight[b])
+
+        def dx_images(b):                                              # images b of dx
+            dcols = threads.scratch("dcols", (cols.shape[0], (b.stop - b.start) * P), x.dtype)
+            np.matmul(weight2.T, dout2[:, b.start * P:b.stop * P], out=dcols)
+            _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[b])
+
+        threads.parallel_for_blocks(C_out, 64, dweight_rows)
+        threads.parallel_for_blocks(N, 4, dx_images)
+        return dx, dweight.reshape(weight.shape), dout3.sum(axis=(0, 2)) if has_bias else None
+    per_image = np.empty((N, *weight2.shape), x.dtype)                 # each image's share of dweight
+
+    def image(n):
+        np.matmul(dout3[n], cols[n].T, out=per_image[n])
+        dcols = threads.scratch("dcols", cols.shape[1:], x.dtype)
+        np.matmul(weight2.T, dout3[n], out=dcols)
+        _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[n:n + 1])
+
+    threads.parallel_for(N, image)
+    dweight = per_image.sum(axis=0).reshape(weight.shape)             # a fixed order: the same sum for any thread count
+    dbias = dout3.sum(axis=(0, 2)) if has_bias else None
     return dx, dweight, dbias
 
 
@@ -234,10 +287,11 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
     Returns
     -------
     out : ndarray, shape (N, C_out, H_out, W_out), ``H_out = (H - 1) * s - 2p + kH``
-    cache : ``(x, weight, has_bias, stride, padding, x_rows)`` for :func:`conv_transpose2d_backward`
-        stride and padding as (h, w) pairs; ``x_rows`` is x as (C_in, N*H*W), the matrix the
-        weight gradient needs. :func:`tinyfcn.reference.conv_transpose2d_forward` gives the
-        same layout with ``x_rows=None``.
+    cache : ``(x, weight, has_bias, stride, padding, None)`` for :func:`conv_transpose2d_backward`
+        stride and padding as (h, w) pairs, the layout of
+        :func:`tinyfcn.reference.conv_transpose2d_forward`'s cache. (The last slot once held
+        x as rows; image by image, ``x[n]`` is already the (C_in, H*W) matrix the weight
+        gradient needs.)
     """
     op = "conv_transpose2d"
     x, weight, bias, kernel, stride, padding = _check_conv(op, x, weight, bias, stride, padding,
@@ -247,12 +301,19 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
     Ho, Wo = conv_transpose2d_output_size((H, W), kernel, stride, padding)
     if Ho < 1 or Wo < 1:
         raise ValueError(f"{op}: output size (H-1)*s - 2p + k = {Ho}x{Wo} is not positive; reduce the padding")
-    x2 = _to_rows(x)                                                   # (C_in, N*H*W)
-    copies = weight.reshape(C_in, -1).T @ x2                           # column (n, i, j): kernel weighted by x[n, :, i, j]
-    out = _col2im(copies, (N, C_out, Ho, Wo), kernel, stride, padding, (H, W))
-    if bias is not None:
-        out += bias[None, :, None, None]
-    return out, (x, weight, bias is not None, stride, padding, x2)
+    x3 = x.reshape(N, C_in, H * W)                                     # image n as a (C_in, H*W) matrix
+    weight2t = weight.reshape(C_in, -1).T
+    out = np.empty((N, C_out, Ho, Wo), x.dtype)
+
+    def image(n):
+        copies = threads.scratch("copies", weight2t.shape[:1] + (H * W,), x.dtype)
+        np.matmul(weight2t, x3[n], out=copies)                         # column (i, j): kernel weighted by x[n, :, i, j]
+        _kernels.col2im(copies, *kernel, *stride, *padding, H, W, out[n:n + 1])
+        if bias is not None:
+            out[n] += bias[:, None, None]
+
+    threads.parallel_for(N, image)
+    return out, (x, weight, bias is not None, stride, padding, None)
 
 
 def conv_transpose2d_backward(dout, cache, weight_grad=True):
@@ -260,7 +321,7 @@ def conv_transpose2d_backward(dout, cache, weight_grad=True):
 
     Each copy reads back the output window it was added to: ``cols = im2col(dout)``,
     ``dx = weight2 @ cols`` (a convolution of dout with the same weight),
-    ``dweight = x_rows @ cols.T``, ``dbias = sum of dout over (N, H_out, W_out)``.
+    ``dweight = x_rows @ cols.T`` (summed image by image: ``x[n] @ cols[n].T``), ``dbias = sum of dout over (N, H_out, W_out)``.
 
     Parameters
     ----------
@@ -275,17 +336,27 @@ def conv_transpose2d_backward(dout, cache, weight_grad=True):
     dweight : ndarray, shape (C_in, C_out, kH, kW), or None if not ``weight_grad``
     dbias : ndarray, shape (C_out,), or None if the forward pass had no bias or not ``weight_grad``
     """
-    x, weight, has_bias, stride, padding, x2 = cache
+    x, weight, has_bias, stride, padding, _ = cache
     N, C_in, H, W = x.shape
     out_size = conv_transpose2d_output_size((H, W), weight.shape[2:], stride, padding)
     dout = _check_grad("conv_transpose2d_backward", dout, (N, weight.shape[1], *out_size), x.dtype)
-    cols = _im2col(dout, weight.shape[2:], stride, padding, (H, W))   # (C_out*kH*kW, N*H*W)
-    dx = (weight.reshape(C_in, -1) @ _per_image(cols, N)).reshape(N, C_in, H, W)
+    x3 = np.ascontiguousarray(x).reshape(N, C_in, H * W)
+    weight2 = weight.reshape(C_in, -1)
+    dx = np.empty((N, C_in, H * W), x.dtype)
+    per_image = np.empty((N, *weight2.shape), x.dtype) if weight_grad else None
+
+    def image(n):
+        cols = threads.scratch("cols", (weight2.shape[1], H * W), x.dtype)   # (C_out*kH*kW, H*W)
+        _kernels.im2col(dout[n:n + 1], *weight.shape[2:], *stride, *padding, H, W, cols)
+        np.matmul(weight2, cols, out=dx[n])
+        if weight_grad:
+            np.matmul(x3[n], cols.T, out=per_image[n])
+
+    threads.parallel_for(N, image)
+    dx = dx.reshape(N, C_in, H, W)
     if not weight_grad:
         return dx, None, None
-    if x2 is None:
-        x2 = _to_rows(x)
-    dweight = (x2 @ cols.T).reshape(weight.shape)
+    dweight = per_image.sum(axis=0).reshape(weight.shape)
     dbias = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dweight, dbias
 
@@ -326,7 +397,8 @@ def max_pool2d_forward(x, kernel_size=2, stride=None, padding=0, ceil_mode=False
                          f"{H + 2 * padding[0]}x{W + 2 * padding[1]}")
     out = np.empty((N, C, Ho, Wo), x.dtype)
     indices = np.empty((N, C, Ho, Wo), np.int64)
-    _kernels.max_pool2d_forward(x, *kernel, *stride, *padding, out, indices)
+    threads.parallel_for(N, lambda n: _kernels.max_pool2d_forward(x[n:n + 1], *kernel, *stride, *padding,
+                                                                  out[n:n + 1], indices[n:n + 1]))
     return out, (indices, x.shape, x.dtype)
 
 
@@ -344,7 +416,7 @@ def max_pool2d_backward(dout, cache):
 def _unpool(x, indices, shape):
     """Scatter-add x into a zero map of ``shape`` at the flat positions ``indices`` (checked by the caller)."""
     out = np.empty(shape, x.dtype)
-    _kernels.max_unpool2d(x, indices, out)
+    threads.parallel_for(len(x), lambda n: _kernels.max_unpool2d(x[n:n + 1], indices[n:n + 1], out[n:n + 1]))
     return out
 
 
@@ -404,7 +476,7 @@ def relu_forward(x):
     """``out = max(x, 0)``. x: any shape. Returns ``(out, cache)``; the cache is ``out``."""
     x = _check_array("relu", "x", x)
     out = np.empty_like(x)
-    _kernels.relu_forward(x.reshape(-1), out.reshape(-1))
+    _elementwise(_kernels.relu_forward, x, out)
     return out, out
 
 
@@ -412,8 +484,15 @@ def relu_backward(dout, cache):
     """``dx = dout`` where the forward output was positive, else 0 (the gradient at 0 is taken as 0)."""
     dout = _check_grad("relu_backward", dout, cache.shape, cache.dtype)
     dx = np.empty_like(dout)
-    _kernels.relu_backward(dout.reshape(-1), cache.reshape(-1), dx.reshape(-1))
+    _elementwise(_kernels.relu_backward, dout, cache, dx)
     return dx
+
+
+def _elementwise(kernel, *arrays):
+    """Run an element-by-element kernel on 1-D views of equal-size arrays, in blocks shared by the threads."""
+    flat = [a.reshape(-1) for a in arrays]
+    block = max(1 << 16, -(-flat[0].size // (4 * threads.get_threads())))
+    threads.parallel_for(-(-flat[0].size // block), lambda i: kernel(*(a[i * block:(i + 1) * block] for a in flat)))
 
 
 def softmax(scores, axis=1):

@@ -89,6 +89,7 @@ class Conv2d(Layer):
             self.params["bias"] = zeros(out_channels, dtype)
 
     def forward(self, x):
+        self.cache = None          # free the last step's columns (the largest array) before making new ones
         out, self.cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
                                            self.stride, self.padding)
         return out

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from . import datasets
 from . import functional as F
 from . import nn
+from . import threads as _threads
 from .checkpoint import load_checkpoint, restore_model, save_checkpoint
 from .files import atomic_write, json_safe
 from .labels import IGNORE
@@ -114,7 +115,7 @@ HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_pixel_accuracy", "val_loss",
 
 def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, momentum=0.9, weight_decay=5e-4,
         nesterov=False, schedule="poly", augment=False, crop=None, seed=0, out=None, resume=False,
-        progress=True, on_epoch_end=None, verbose=True):
+        progress=True, on_epoch_end=None, verbose=True, threads=None):
     """Train ``model`` with SGD on ``train_set``, validating on ``val_set`` after every epoch.
 
     Parameters
@@ -146,6 +147,9 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
         Print one line of figures after each epoch.
     on_epoch_end : callable, optional
         Called as ``on_epoch_end(history)`` after each epoch (e.g. to draw plots).
+    threads : int, optional
+        Compute with this many threads from now on (``tinyfcn.threads.set_threads``);
+        None keeps the current setting (by default one per core).
 
     Returns
     -------
@@ -160,6 +164,8 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
     KeyboardInterrupt
         After Ctrl-C: the current step finishes and ``out/last.npz`` is saved first.
     """
+    if threads is not None:
+        _threads.set_threads(threads)
     if schedule not in SCHEDULES:
         raise ValueError(f"fit: unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if batch_size < 1 or epochs < 0:

@@ -1,0 +1,84 @@
+"""tinyfcn's own threads: identical answers with 1 and 3 threads, errors reach the caller, settings restore."""
+import numpy as np
+import pytest
+
+from tinyfcn import functional as F
+from tinyfcn import threads
+
+
+def _ops(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((5, 3, 9, 8)).astype(np.float32)
+    w, b = rng.standard_normal((4, 3, 3, 3)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    wt = rng.standard_normal((4, 2, 4, 4)).astype(np.float32)
+    out, cache = F.conv2d_forward(x, w, b, 1, 1)
+    r, rc = F.relu_forward(out)
+    p, pc = F.max_pool2d_forward(r, 2, ceil_mode=True)
+    u, uc = F.conv_transpose2d_forward(p, wt, None, 2, 1)
+    du = rng.standard_normal(u.shape).astype(np.float32)
+    dp, dwt, _ = F.conv_transpose2d_backward(du, uc)
+    dr = F.relu_backward(F.max_pool2d_backward(dp, pc), rc)
+    return (out, r, p, u, dp, dwt, dr, *F.conv2d_backward(dr, cache))
+
+
+def test_threads_give_the_same_answers():
+    with threads.using(1):
+        one = _ops(0)
+    with threads.using(3):
+        three = _ops(0)
+    for a, b in zip(one, three):                  # bit for bit: no sum depends on which thread did what
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_all_finite_in_blocks(n):
+    with threads.using(n):
+        a = np.ones(1 << 20, np.float32)
+        assert F.all_finite(a)
+        for bad in (np.nan, np.inf, -np.inf):
+            a[-1] = bad
+            assert not F.all_finite(a)
+        a[:] = 3e38                                  # the sums overflow, the values are finite
+        assert F.all_finite(a)
+        assert F.all_finite(np.ones((3, 1 << 19), np.float32)[:, ::2])
+
+
+def test_parallel_for_covers_every_item_once_and_raises_errors():
+    seen = []
+    with threads.using(3):
+        threads.parallel_for(50, seen.append)
+        assert sorted(seen) == list(range(50))
+
+        def fail(i):
+            if i == 7:
+                raise RuntimeError("item 7")
+        with pytest.raises(RuntimeError, match="item 7"):
+            threads.parallel_for(20, fail)
+
+
+def test_using_restores_and_bad_counts_are_refused():
+    before = threads.get_threads()
+    with threads.using(2):
+        assert threads.get_threads() == 2
+    assert threads.get_threads() == before
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError):
+            threads.set_threads(bad)
+
+
+def test_default_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("TINYFCN_THREADS", "3")
+    assert threads.default_threads() == 3
+    monkeypatch.delenv("TINYFCN_THREADS")
+    assert 1 <= threads.default_threads() <= threads.MAX_DEFAULT
+
+
+def test_the_command_line_takes_threads():
+    from tinyfcn.cli import build_parser
+    parser = build_parser()
+    for command in (["train"], ["eval", "--checkpoint", "c.npz", "--data", "d"], ["predict", "--checkpoint", "c.npz",
+                                                                             "--out", "o", "a.png"]):
+        assert parser.parse_args(command + ["--threads", "2"]).threads == 2
+        assert parser.parse_args(command).threads is None
+        with pytest.raises(SystemExit):
+            parser.parse_args(command + ["--threads", "0"])
