@@ -6,7 +6,6 @@ score after ~20 layers; scores must agree to 1e-5 of the largest score. A crop c
 from the wrong shapes or a ceil-mode pooling that keeps or drops a different window shows
 up as an error of order 1 (or a different output shape).
 """
-import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest

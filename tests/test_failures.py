@@ -3,8 +3,6 @@
 Each test reproduces a failure where the user meets it (the command line through main(),
 or the Python API) and checks the message, the exit status and the files left behind.
 """
-import io
-import os
 import re
 import stat
 from pathlib import Path

@@ -1,10 +1,9 @@
 """FCN-32s/16s/8s: alignment by coordinate maps, any input size, whole-network gradients, the model API."""
 import numpy as np
 import pytest
+from netcheck import randomize, whole_network_errors
 
-from tinyfcn import functional as F
 from tinyfcn import nn
-from tinyfcn.gradcheck import rel_error, sparse_gradient_check
 from tinyfcn.coord_map import compose, coord_map, crop_offset, layer_map
 from tinyfcn.models import FCN8s, FCN16s, FCN32s, build, grow
 
@@ -73,40 +72,17 @@ def test_default_model_is_the_issue_architecture():
     assert set(learned.grads) == set(learned.params)
 
 
-def _randomize(model, seed):
-    """Random weights everywhere (score layers included) so every gradient is non-zero."""
-    rng = np.random.default_rng(seed)
-    for v in model.params.values():
-        v[...] = rng.standard_normal(v.shape) * 0.5
-
-
 @pytest.mark.parametrize("cls,size", [(FCN8s, (32, 32)), (FCN8s, (35, 29)), (FCN16s, (35, 29)), (FCN32s, (32, 32))])
 def test_whole_network_gradient_check(cls, size):
     model = cls(3, **TINY, learn_upsampling=True, dropout=0.3, dtype=np.float64)
-    _randomize(model, 1)
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((2, 3, *size))
-    target = rng.integers(0, 3, (2, *size))
-    target[0, :4] = 255
-    state = model.rng.bit_generator.state                           # same dropout masks on every call
-
-    def loss(_):
-        model.rng.bit_generator.state = state
-        return F.softmax_cross_entropy(model.forward(x), target)[0]
-
-    model.rng.bit_generator.state = state
-    _, dscores = F.softmax_cross_entropy(model.forward(x), target)
-    dx = model.backward(dscores)
-    grads = model.grads
-    assert set(grads) == set(model.params)
-    worst = {name: sparse_gradient_check(loss, p, grads[name], num_checks=6, seed=3) for name, p in model.params.items()}
-    worst["input"] = sparse_gradient_check(loss, x, dx, num_checks=10, seed=4)
+    randomize(model, 1)
+    worst = whole_network_errors(model, size)
     assert max(worst.values()) < 1e-5, {k: v for k, v in worst.items() if v >= 1e-5}
 
 
 def test_staged_models_copy_shared_weights_and_start_with_a_silent_skip():
     m32 = FCN32s(3, **TINY, seed=5)
-    _randomize(m32, 6)
+    randomize(m32, 6)
     m16 = grow(m32, "fcn16s")
     assert isinstance(m16, FCN16s) and m16.training
     shared = set(m32.params) & set(m16.params)
@@ -161,7 +137,7 @@ def test_params_are_the_arrays_the_layers_use():
 
 def test_train_eval_switch_dropout():
     model = FCN32s(2, **TINY, dropout=0.5)
-    _randomize(model, 0)
+    randomize(model, 0)
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     model.eval()
     np.testing.assert_array_equal(model.forward(x), model.forward(x))

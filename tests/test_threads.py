@@ -70,7 +70,10 @@ def test_default_reads_the_environment(monkeypatch):
     monkeypatch.setenv("TINYFCN_THREADS", "3")
     assert threads.default_threads() == 3
     monkeypatch.delenv("TINYFCN_THREADS")
-    assert 1 <= threads.default_threads() <= threads.MAX_DEFAULT
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert threads.default_threads() == 3                           # one thread per core it may use
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert threads.default_threads() == threads.MAX_DEFAULT
 
 
 def test_the_command_line_takes_threads():

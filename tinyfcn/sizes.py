@@ -24,12 +24,9 @@ def pair(value, name="value"):
         If ``value`` is neither an integer nor a pair of integers.
     """
     items = value if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) == 2 and not any(isinstance(v, (bool, np.bool_)) for v in items):
-        try:
-            return (operator.index(items[0]), operator.index(items[1]))
-        except TypeError:
-            pass
-    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if len(items) != 2 or not all(hasattr(v, "__index__") and not isinstance(v, (bool, np.bool_)) for v in items):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return (operator.index(items[0]), operator.index(items[1]))
 
 
 def conv2d_output_size(size, kernel, stride, padding):

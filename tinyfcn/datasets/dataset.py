@@ -113,11 +113,9 @@ class Dataset:
         hw = labels.shape[1:]
         if images.ndim == 3 and images.shape[1:] == hw:
             images = images[..., None]
-        elif images.ndim == 4 and images.shape[1:3] == hw and images.shape[3] in (1, 3):
-            pass
         elif images.ndim == 4 and images.shape[2:] == hw and images.shape[1] in (1, 3):
-            images = np.moveaxis(images, 1, -1)
-        else:
+            images = np.moveaxis(images, 1, -1)                      # NCHW -> NHWC
+        elif not (images.ndim == 4 and images.shape[1:3] == hw and images.shape[3] in (1, 3)):
             raise ValueError(f"{who}: images must be (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3 and "
                              f"(H, W) = {hw} like the labels, got shape {images.shape}")
         if images.dtype.kind == "f":
