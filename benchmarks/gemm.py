@@ -8,6 +8,7 @@ times a slice of its im2col columns.
 
 Run by ``run.py``; by hand: ``python benchmarks/gemm.py '{"out": "g.json", "quick": true}'``.
 """
+import os
 import platform
 
 import numpy as np
@@ -27,6 +28,21 @@ def blas_name():
         return "unknown"
 
 
+def blas_kernels():
+    """The kernels numpy's BLAS picked for this CPU (threadpoolctl's "architecture"), and why.
+
+    OpenBLAS chooses them when it loads, from the CPU -- unless ``OPENBLAS_CORETYPE`` is set,
+    which forces a choice (e.g. ``Haswell``: AVX2 kernels, even on a CPU with AVX-512).
+    """
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+    found = [i.get("architecture") or i.get("internal_api") for i in threadpool_info() if i.get("user_api") == "blas"]
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return ", ".join(map(str, found)) + (f" (OPENBLAS_CORETYPE={forced} is set)" if forced else " (detected)")
+
+
 def machine_info(torch):
     """Versions and hardware, stored with the results."""
     cpu = "unknown"
@@ -37,6 +53,7 @@ def machine_info(torch):
         pass
     import numba
     return {"cpu": cpu, "python": platform.python_version(), "numpy": np.__version__, "numpy_blas": blas_name(),
+            "numpy_blas_kernels": blas_kernels(),
             "numba": numba.__version__, "torch": torch.__version__ if torch else None}
 
 

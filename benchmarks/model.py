@@ -114,6 +114,8 @@ def main():
     quick = job["quick"]
     log(f"  {lib:8s} {arch} batch {n} x {size}x{size}")
     train_times = time_steps(train, 3 if quick else 5, 0.6 if quick else 2.0)
+    if lib != "torch":
+        used = threads.get_threads()      # tinyfcn's default follows the machine: report where it ended up
     train_mb = peak_rss_mb()
     infer_times = time_steps(infer, 3 if quick else 5, 0.3 if quick else 1.0)
     write_result(job["out"], {**job, "threads": threads_from_env(), "threads_used": used, "train_s": train_times, "infer_s": infer_times,

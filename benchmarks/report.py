@@ -54,8 +54,11 @@ def verdict(ratio, target):
 def gemm_table(res):
     rows = [[f"({m}x{k}) @ ({k}x{n})", num(r.get("numpy_gflops")), num(r.get("torch_gflops"))]
             for r in res["gemm"] for m, k, n in [r["shape"]]]
-    return table(["float32 matrix product", "numpy GFLOP/s", "torch GFLOP/s"], rows,
-                 f"Matrix-multiply peak, {res['threads']} thread(s)")
+    machine = res.get("machine", {})
+    return (table(["float32 matrix product", "numpy GFLOP/s", "torch GFLOP/s"], rows,
+                  f"Matrix-multiply peak, {res['threads']} thread(s)")
+            + f"\nCPU: {machine.get('cpu')}; numpy's BLAS: {machine.get('numpy_blas')}, "
+              f"kernels {machine.get('numpy_blas_kernels', 'unknown')}")
 
 
 def ops_table(res, peak):

@@ -85,3 +85,48 @@ def test_the_command_line_takes_threads():
         assert parser.parse_args(command).threads is None
         with pytest.raises(SystemExit):
             parser.parse_args(command + ["--threads", "0"])
+
+
+def test_threads_for_leaves_the_cores_other_programs_use():
+    quiet = ((0.0, 100.0, 5.0), (1.0, 102.0, 7.0))               # 2 busy core-seconds, all of them ours
+    one_taken = ((0.0, 100.0, 5.0), (1.0, 102.0, 6.0))           # another program kept one core busy
+    assert threads.threads_for(2, *quiet) == 2
+    assert threads.threads_for(2, *one_taken) == 1
+    assert threads.threads_for(4, (0.0, 0.0, 0.0), (2.0, 8.0, 0.0)) == 1   # every core taken: still one thread
+    assert threads.threads_for(4, (0.0, 0.0, 0.0), (2.0, 2.6, 2.0)) == 4   # 0.3 of a core is not a core
+
+
+def test_cpu_sample_reads_this_machine():
+    sample = threads.cpu_sample(threads._cores())
+    if sample is None:
+        assert not threads.os.path.exists("/proc/stat")
+        return
+    wall, busy, own = sample
+    assert wall > 0 and busy > 0 and own > 0
+
+
+def test_the_default_follows_the_machine_and_a_fixed_count_does_not(monkeypatch):
+    monkeypatch.delenv("TINYFCN_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_cores", lambda: [0, 1])
+    clock = {"t": 0.0, "busy": 0.0, "own": 0.0}
+    monkeypatch.setattr(threads, "cpu_sample", lambda cpus: (clock["t"], clock["busy"], clock["own"]))
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["t"])
+
+    def a_second(busy, own):
+        clock.update(t=clock["t"] + threads.RECHECK_SECONDS, busy=clock["busy"] + busy, own=clock["own"] + own)
+
+    with threads.using(None):
+        assert threads.get_threads() == 2
+        a_second(busy=2.0, own=1.0)                                # one core kept busy by someone else
+        assert threads.get_threads() == 1
+        a_second(busy=1.0, own=1.0)                                # they stopped
+        assert threads.get_threads() == 2
+        with threads.using(2):                                     # a fixed count stays fixed
+            a_second(busy=2.0, own=1.0)
+            assert threads.get_threads() == 2
+        a_second(busy=2.0, own=1.0)
+        assert threads.get_threads() == 1                          # and the default follows again afterwards
+    monkeypatch.setenv("TINYFCN_THREADS", "2")
+    with threads.using(None):                                      # TINYFCN_THREADS fixes it too
+        a_second(busy=2.0, own=1.0)
+        assert threads.get_threads() == 2

@@ -14,11 +14,21 @@ interpreter lock in ``matmul``). Two consequences:
   product then waits for a scheduler time slice, which is how a 2-thread BLAS can
   run 5-15x slower than one thread.)
 
-The default is one thread per core this process may run on
-(``os.sched_getaffinity``), at most :data:`MAX_DEFAULT`; the environment variable
-``TINYFCN_THREADS`` overrides it. Pass ``--threads 1`` on the command line, or call
-``set_threads(1)``, when you run several trainings side by side on purpose, or
-to measure one core.
+Even so, a layer ends only when its last image is done, so a thread that shares its
+core with another program makes every layer wait for it: with one core of two taken,
+two threads ran slower than one (153 against 160 images/s for an FCN-8s step). So the
+default follows the machine. It is one thread per core this process may run on
+(``os.sched_getaffinity``, at most :data:`MAX_DEFAULT`) minus the cores other
+programs keep busy, and at least one; every :data:`RECHECK_SECONDS` it is worked out
+again from the last interval (Linux: the busy time of those cores in ``/proc/stat``,
+less this process's own CPU time). A program spinning on one core of two gives one
+thread; when it stops, the next check gives two again. Results do not depend on the
+thread count, so the switch changes speed only. Elsewhere, or when
+``/proc/stat`` cannot be read, the default is one thread per core.
+
+The environment variable ``TINYFCN_THREADS`` fixes the count instead, as do
+``--threads N`` on the command line and ``set_threads(n)``: use them when you run
+several trainings side by side on purpose, or to measure one core.
 
 While tinyfcn has threads of its own it sets numpy's BLAS to one thread (with
 ``threadpoolctl``, for the whole process): two layers of threads on the same cores
@@ -33,12 +43,17 @@ both; leaving the ``with`` block restores the previous settings, BLAS included.
 import contextlib
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 MAX_DEFAULT = 8
 """The default never exceeds this: a batch of 8 has only 8 images to share out."""
 
-_state = {"n": None, "blas": None}   # n: tinyfcn's threads (None: not chosen yet); blas: the BLAS limit we set
+RECHECK_SECONDS = 1.0
+"""How often the default thread count is worked out again from how busy the cores were."""
+
+_state = {"n": None, "blas": None,   # n: tinyfcn's threads (None: not chosen yet); blas: the BLAS limit we set
+          "cores": None, "sample": None}   # cores: the default's maximum while it follows the machine, else None
 _pool = {"n": 0, "executor": None}
 _local = threading.local()      # per-thread scratch buffers
 _lock = threading.Lock()
@@ -52,11 +67,59 @@ def default_threads():
         if n < 1:
             raise ValueError(f"TINYFCN_THREADS must be a positive integer, got {env!r}")
         return n
+    return max(1, min(len(_cores()), MAX_DEFAULT))
+
+
+def _cores():
+    """The CPUs this process may run on."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:                       # macOS, Windows
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_DEFAULT))
+        return list(range(os.cpu_count() or 1))
+
+
+def cpu_sample(cpus):
+    """``(wall, busy, own)`` seconds now: a clock, the busy time of ``cpus`` since boot, this process's CPU time.
+
+    ``busy`` adds the user, nice, system, irq, softirq and steal columns of each
+    ``cpuN`` line of ``/proc/stat``. None where that file cannot be read.
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    wanted = {f"cpu{i}" for i in cpus}
+    ticks = 0
+    for line in lines:
+        fields = line.split()
+        if fields and fields[0] in wanted:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+            ticks += user + nice + system + irq + softirq + steal
+    return time.monotonic(), ticks / os.sysconf("SC_CLK_TCK"), time.process_time()
+
+
+def threads_for(cores, before, after):
+    """The default thread count for ``cores`` cores, given two :func:`cpu_sample` results.
+
+    Other programs kept ``(busy - own) / wall`` cores busy between the samples; the
+    default leaves those to them: ``cores - round(that)``, at least 1.
+    """
+    wall = after[0] - before[0]
+    others = ((after[1] - before[1]) - (after[2] - before[2])) / wall
+    return max(1, min(cores, cores - round(others)))
+
+
+def _follow_the_machine():
+    """Re-work the default count if :data:`RECHECK_SECONDS` have passed since the last sample."""
+    with _lock:
+        last = _state["sample"]
+        if last is None or time.monotonic() - last[0] < RECHECK_SECONDS:
+            return
+        now = cpu_sample(_cores())
+        if now is None:
+            return
+        _state["n"], _state["sample"] = threads_for(_state["cores"], last, now), now
 
 
 def _blas_limits(n):
@@ -72,21 +135,25 @@ def get_threads():
     """The number of threads tinyfcn computes with (choosing the default on first use)."""
     if _state["n"] is None:
         set_threads(None)
+    if _state["cores"] is not None:
+        _follow_the_machine()
     return _state["n"]
 
 
 def set_threads(n):
-    """Compute with ``n`` threads from now on (None: the default, see :func:`default_threads`).
+    """Compute with ``n`` threads from now on (None: the default, which follows the machine; see above).
 
     Also sets numpy's BLAS to one thread, so that only tinyfcn's threads run.
     Returns the previous count (None if it had not been chosen yet).
     """
+    follow = n is None and not os.environ.get("TINYFCN_THREADS", "").strip()
     if n is None:
         n = default_threads()
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"threads must be a positive integer, got {n!r}")
     previous = _state["n"]
-    _state["n"] = n
+    sample = cpu_sample(_cores()) if follow else None
+    _state.update(n=n, cores=n if sample is not None else None, sample=sample)
     if _state["blas"] is None:
         _state["blas"] = _blas_limits(1)       # kept: ``restore_blas`` undoes it
     return previous
@@ -103,18 +170,20 @@ def restore_blas():
 def using(n):
     """``with using(n): ...`` computes with ``n`` threads inside the block, then restores the previous settings."""
     had_blas = _state["blas"] is not None
-    previous = set_threads(n)
+    saved = {key: _state[key] for key in ("n", "cores", "sample")}
+    set_threads(n)
     try:
         yield n
     finally:
-        _state["n"] = previous
+        _state.update(saved)
         if not had_blas:
             restore_blas()
 
 
 def _executor(n):
+    """A pool with room for ``n - 1`` workers beside the calling thread (grown, never shrunk)."""
     with _lock:
-        if _pool["n"] != n:
+        if _pool["n"] < n:
             if _pool["executor"] is not None:
                 _pool["executor"].shutdown(wait=True)
             _pool["executor"] = ThreadPoolExecutor(n - 1, thread_name_prefix="tinyfcn") if n > 1 else None
@@ -151,7 +220,8 @@ def parallel_for(count, body):
                 failed.append(error)
                 return
 
-    futures = [_executor(get_threads()).submit(work) for _ in range(1, n)]
+    pool = _executor(n)
+    futures = [pool.submit(work) for _ in range(1, n)]
     try:
         work()
     finally:

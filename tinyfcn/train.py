@@ -149,7 +149,7 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
         Called as ``on_epoch_end(history)`` after each epoch (e.g. to draw plots).
     threads : int, optional
         Compute with this many threads from now on (``tinyfcn.threads.set_threads``);
-        None keeps the current setting (by default one per core).
+        None keeps the current setting (by default one per core that other programs leave idle).
 
     Returns
     -------
