@@ -163,6 +163,7 @@ KERNEL_TWINS = {
     "max_pool2d_forward": R.max_pool2d_forward,
     "max_unpool2d": R.max_unpool2d_forward,
     "max_unpool2d_backward": R.max_unpool2d_backward,
+    "count_nonfinite": R.count_nonfinite,
     "relu_forward": R.relu_forward,
     "relu_backward": R.relu_backward,
     "softmax_cross_entropy": R.softmax_cross_entropy,
@@ -241,6 +242,22 @@ def test_max_unpool2d_and_its_backward(dtype, shape, out_size):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [1, 7, 64, 1000])
+def test_count_nonfinite(dtype, size):
+    info = np.finfo(dtype)
+    bits, exponent = F._EXPONENT_BITS[dtype]
+    x = data(size, dtype, 0)
+    specials = [np.nan, -np.nan, np.inf, -np.inf, info.max, -info.max, info.tiny, info.smallest_subnormal, 0.0, -0.0]
+    rng = np.random.default_rng(size)
+    for k in range(len(specials) + 1):
+        y = x.copy()
+        y[rng.integers(0, size, k)] = specials[:k]                # the first k specials, some at the same spot
+        assert _kernels.count_nonfinite(y.view(bits), exponent) == KERNEL_TWINS["count_nonfinite"](y)
+        assert F.all_finite(y) == np.isfinite(y).all()
+    assert F.all_finite(np.ones((3, 10), dtype)[:, ::2])          # a non-contiguous view
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", [1, 7, 64])
 def test_relu_kernels(dtype, size):
     x = data(size, dtype, 0)
@@ -262,8 +279,10 @@ def test_softmax_cross_entropy_kernel(dtype, shape, mean):
     target = np.random.default_rng(1).integers(0, K, (N, H, W))
     target.reshape(-1)[::3] = 255
     dscores = np.empty(shape, dtype)
-    loss = _kernels.softmax_cross_entropy(scores.reshape(N, K, -1), target.reshape(N, -1), 255, mean,
-                                          dscores.reshape(N, K, -1))
+    count = np.count_nonzero(target != 255)
+    scale = 1.0 / count if mean and count else 1.0
+    loss = scale * _kernels.softmax_cross_entropy(scores.reshape(N, K, -1), target.reshape(N, -1), 255, scale,
+                                                  dscores.reshape(N, K, -1))
     ref_loss, ref_d = KERNEL_TWINS["softmax_cross_entropy"](scores.astype(np.float64), target, 255,
                                                             "mean" if mean else "sum")
     assert loss == pytest.approx(ref_loss, rel=1e-9 if dtype == np.float64 else 1e-5, abs=1e-12)

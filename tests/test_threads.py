@@ -21,6 +21,30 @@ def _ops(seed):
     return (out, r, p, u, dp, dwt, dr, *F.conv2d_backward(dr, cache))
 
 
+def _training_step(seed):
+    from tinyfcn.models import FCN8s
+    from tinyfcn.optim import SGD
+    rng = np.random.default_rng(seed)
+    model = FCN8s(3, widths=(4, 4, 8, 8, 8), fc_width=16)
+    opt = SGD(model.params, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    x = rng.standard_normal((5, 3, 40, 36)).astype(np.float32)
+    y = rng.integers(0, 3, (5, 40, 36))
+    y[:, :4] = 255
+    loss, dscores = F.softmax_cross_entropy(model.forward(x), y)
+    model.backward(dscores)
+    opt.step(model.grads)
+    return (np.array(loss), dscores, *model.params.values(), *opt.velocity.values())
+
+
+def test_a_training_step_is_the_same_at_any_thread_count():
+    with threads.using(1):
+        one = _training_step(0)
+    with threads.using(3):
+        three = _training_step(0)
+    for a, b in zip(one, three):                  # loss, gradient, updated weights and momentum, bit for bit
+        np.testing.assert_array_equal(a, b)
+
+
 def test_threads_give_the_same_answers():
     with threads.using(1):
         one = _ops(0)
@@ -31,7 +55,7 @@ def test_threads_give_the_same_answers():
 
 
 @pytest.mark.parametrize("n", [1, 3])
-def test_all_finite_in_blocks(n):
+def test_all_finite_on_large_arrays(n):
     with threads.using(n):
         a = np.ones(1 << 20, np.float32)
         assert F.all_finite(a)

@@ -54,27 +54,19 @@ class NonFiniteError(ValueError):
 
 
 def all_finite(a):
-    """True when the array holds no NaN and no inf.
+    """True when the float32 or float64 array holds no NaN and no inf.
 
-    Fast path: the sum of finite numbers is finite unless it overflows, so only a
-    non-finite sum needs the element-by-element look. A large contiguous array is summed
-    in blocks of 256K values, shared by the threads.
+    Counted by :func:`tinyfcn._kernels.count_nonfinite` on the array's bits (its twin:
+    ``np.isfinite(a).all()``); a non-contiguous array is copied first.
     """
-    with np.errstate(over="ignore", invalid="ignore"):
-        if a.size <= _CHECK_BLOCK or not a.flags.c_contiguous:
-            return bool(np.isfinite(a.sum()) or np.isfinite(a).all())
-        flat = a.reshape(-1)
-        sums = np.empty(-(-a.size // _CHECK_BLOCK), a.dtype)
-
-        def block(b):
-            with np.errstate(over="ignore", invalid="ignore"):         # each thread has its own error state
-                sums[b.start // _CHECK_BLOCK] = flat[b].sum()
-
-        threads.parallel_for_blocks(a.size, _CHECK_BLOCK, block)
-        return bool(np.isfinite(sums).all() or np.isfinite(a).all())
+    flat = np.ascontiguousarray(a).reshape(-1)
+    bits, exponent = _EXPONENT_BITS[flat.dtype.type]
+    return _kernels.count_nonfinite(flat.view(bits), exponent) == 0
 
 
-_CHECK_BLOCK = 1 << 18
+_EXPONENT_BITS = {np.float32: (np.uint32, np.uint32(0x7f800000)),
+                  np.float64: (np.uint64, np.uint64(0x7ff0000000000000))}
+"""Per float dtype: the unsigned integer of its width, and the mask of its exponent bits."""
 
 
 def _check_array(op, name, a, layout=None, dtype=None):
@@ -91,9 +83,10 @@ def _check_array(op, name, a, layout=None, dtype=None):
         raise TypeError(f"{op}: {name} is {a.dtype} but the input is {dtype}; cast one of them")
     if layout is not None and a.ndim != len(layout):
         raise ValueError(f"{op}: {name} must be {len(layout)}-D ({', '.join(layout)}), got shape {a.shape}")
+    a = np.ascontiguousarray(a)
     if not all_finite(a):
         raise NonFiniteError(f"{op}: {name} contains NaN or inf")
-    return np.ascontiguousarray(a)
+    return a
 
 
 def _check_grad(op, dout, shape, dtype):
@@ -538,7 +531,15 @@ def softmax_cross_entropy(scores, target, ignore_index=IGNORE, reduction="mean")
         if bad.size:
             raise ValueError(f"{op}: labels must lie in [0, {K}) or equal ignore_index={ignore_index}; "
                              f"found {np.unique(bad)[:10].tolist()}")
+    count = np.count_nonzero(target != ignore_index)
+    scale = 1.0 / count if reduction == "mean" and count else 1.0
     dscores = np.empty_like(scores)
-    loss = _kernels.softmax_cross_entropy(scores.reshape(N, K, -1), target.reshape(N, -1), ignore_index,
-                                          reduction == "mean", dscores.reshape(N, K, -1))
-    return float(loss), dscores
+    scores3, target2, dscores3 = scores.reshape(N, K, -1), target.reshape(N, -1), dscores.reshape(N, K, -1)
+    totals = np.empty(N)                                               # each image's summed loss
+
+    def image(n):
+        totals[n] = _kernels.softmax_cross_entropy(scores3[n:n + 1], target2[n:n + 1], ignore_index, scale,
+                                                   dscores3[n:n + 1])
+
+    threads.parallel_for(N, image)
+    return float(totals.sum() * scale), dscores

@@ -37,7 +37,7 @@ like weights. :class:`SGD` offers Caffe's rule as ``bias_lr_mult=2, bias_decay_m
 """
 import numpy as np
 
-from . import _kernels
+from . import _kernels, threads
 
 
 class SGD:
@@ -78,17 +78,27 @@ class SGD:
         self.velocity = {k: np.zeros_like(v) for k, v in params.items()}
 
     def step(self, grads):
-        """Update every parameter that has an entry in ``grads`` (frozen layers have none)."""
-        for name, grad in grads.items():
-            w = self.params[name]
+        """Update every parameter that has an entry in ``grads`` (frozen layers have none).
+
+        Every gradient is checked before any parameter changes; the parameters are then
+        updated side by side on tinyfcn's threads (each update touches only its own arrays).
+        """
+        names = list(grads)
+        for name in names:
+            w, grad = self.params[name], grads[name]
             if grad.shape != w.shape or grad.dtype != w.dtype:
                 raise ValueError(f"SGD.step: gradient of {name!r} is {grad.dtype} {grad.shape}, "
                                  f"the parameter is {w.dtype} {w.shape}")
+
+        def update(i):
+            name = names[i]
             bias = name.endswith(".bias")
-            _kernels.sgd_update(w.reshape(-1), np.ascontiguousarray(grad).reshape(-1),
+            _kernels.sgd_update(self.params[name].reshape(-1), np.ascontiguousarray(grads[name]).reshape(-1),
                                 self.velocity[name].reshape(-1), self.lr * (self.bias_lr_mult if bias else 1),
                                 self.momentum, self.weight_decay * (self.bias_decay_mult if bias else 1),
                                 self.nesterov)
+
+        threads.parallel_for(len(names), update)
 
     def state_dict(self):
         """The momentum buffers, keyed like the parameters (a copy)."""

@@ -222,6 +222,11 @@ def max_pool2d_backward(dout, cache):
     return max_unpool2d_forward(dout, indices, x_shape[2:])[0]
 
 
+def count_nonfinite(a):
+    """How many values of ``a`` are inf or NaN (every op refuses such input)."""
+    return int(np.count_nonzero(~np.isfinite(a)))
+
+
 def relu_forward(x):
     """``out = max(x, 0)``. The cache is the output: the gradient passes where it is positive."""
     out = np.maximum(x, 0)
