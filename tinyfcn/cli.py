@@ -345,7 +345,7 @@ def _add_model_options(p):
 def _add_threads_option(p):
     p.add_argument("--threads", type=_positive, default=None, metavar="N",
                    help="compute with N threads (default: one per core that other programs leave idle, "
-                        "re-checked every second; see tinyfcn.threads)")
+                        "re-checked 4 times a second; see tinyfcn.threads)")
 
 
 def _apply_threads(args):
@@ -355,7 +355,7 @@ def _apply_threads(args):
     if args.command == "train" and not args.quiet:
         n = threads.get_threads()
         how = ("--threads" if args.threads else
-               "default: one per core that other programs leave idle, re-checked every second; "
+               "default: one per core that other programs leave idle, re-checked 4 times a second; "
                "TINYFCN_THREADS or --threads N to fix it")
         print(f"tinyfcn: computing with {n} thread{'s' * (n > 1)} ({how})")
 

@@ -49,8 +49,12 @@ from concurrent.futures import ThreadPoolExecutor
 MAX_DEFAULT = 8
 """The default never exceeds this: a batch of 8 has only 8 images to share out."""
 
-RECHECK_SECONDS = 1.0
-"""How often the default thread count is worked out again from how busy the cores were."""
+RECHECK_SECONDS = 0.25
+"""How often (seconds) the default thread count is worked out again from how busy the cores were.
+
+Reading /proc/stat takes some 30 microseconds; a quarter of a second is long enough for its
+10 ms ticks to count cores to within a tenth, and short enough to react before a layer-by-layer
+slowdown adds up."""
 
 _state = {"n": None, "blas": None,   # n: tinyfcn's threads (None: not chosen yet); blas: the BLAS limit we set
           "cores": None, "sample": None}   # cores: the default's maximum while it follows the machine, else None
