@@ -16,7 +16,8 @@ interpreter lock in ``matmul``). Two consequences:
 
 Even so, a layer ends only when its last image is done, so a thread that shares its
 core with another program makes every layer wait for it: with one core of two taken,
-two threads ran slower than one (153 against 160 images/s for an FCN-8s step). So the
+two threads ran slower than one (153 against 160 images/s for an FCN-8s step,
+measured before this default). So the
 default follows the machine. It is one thread per core this process may run on
 (``os.sched_getaffinity``, at most :data:`MAX_DEFAULT`) minus the cores other
 programs keep busy, and at least one; every :data:`RECHECK_SECONDS` it is worked out
