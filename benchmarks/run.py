@@ -78,7 +78,10 @@ def run_worker(script, job, threads, torch_on, busy=False):
         out = os.path.join(tmp, "result.json")
         env = thread_env(threads)
         env[NO_TORCH_VAR] = "0" if torch_on else "1"
-        subprocess.run([sys.executable, str(HERE / script), json.dumps({**job, "out": out})], env=env, check=True)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))  # this checkout's tinyfcn
+        done = subprocess.run([sys.executable, str(HERE / script), json.dumps({**job, "out": out})], env=env)
+        if done.returncode != 0:
+            sys.exit(f"benchmarks: {script} failed with exit status {done.returncode} (its error is printed above)")
         with open(out) as f:
             return json.load(f)
 
