@@ -136,8 +136,8 @@ def test_the_default_follows_the_machine_and_a_fixed_count_does_not(monkeypatch)
     monkeypatch.setattr(threads, "cpu_sample", lambda cpus: (clock["t"], clock["busy"], clock["own"]))
     monkeypatch.setattr(threads.time, "monotonic", lambda: clock["t"])
 
-    def a_second(busy, own):
-        clock.update(t=clock["t"] + threads.RECHECK_SECONDS, busy=clock["busy"] + busy, own=clock["own"] + own)
+    def a_second(busy, own):                                       # busy, own: cores kept busy (all, this process)
+        clock.update(t=clock["t"] + 1.0, busy=clock["busy"] + busy, own=clock["own"] + own)
 
     with threads.using(None):
         assert threads.get_threads() == 2
@@ -150,6 +150,13 @@ def test_the_default_follows_the_machine_and_a_fixed_count_does_not(monkeypatch)
             assert threads.get_threads() == 2
         a_second(busy=2.0, own=1.0)
         assert threads.get_threads() == 1                          # and the default follows again afterwards
+    monkeypatch.setattr(threads, "_cores", lambda: list(range(16)))
+    with threads.using(None):
+        assert threads.get_threads() == threads.MAX_DEFAULT
+        a_second(busy=10.0, own=2.0)                               # 8 of 16 cores taken: 8 are still idle
+        assert threads.get_threads() == 8
+        a_second(busy=14.0, own=1.0)                               # 13 taken
+        assert threads.get_threads() == 3
     monkeypatch.setenv("TINYFCN_THREADS", "2")
     with threads.using(None):                                      # TINYFCN_THREADS fixes it too
         a_second(busy=2.0, own=1.0)

@@ -17,10 +17,9 @@ interpreter lock in ``matmul``). Two consequences:
 Even so, a layer ends only when its last image is done, so a thread that shares its
 core with another program makes every layer wait for it: with one core of two taken,
 two threads ran slower than one (153 against 160 images/s for an FCN-8s step,
-measured before this default). So the
-default follows the machine. It is one thread per core this process may run on
-(``os.sched_getaffinity``, at most :data:`MAX_DEFAULT`) minus the cores other
-programs keep busy, and at least one; every :data:`RECHECK_SECONDS` it is worked out
+measured before this default). So the default follows the machine: one thread per
+core this process may run on (``os.sched_getaffinity``) that other programs leave
+idle, at least one and at most :data:`MAX_DEFAULT`; every :data:`RECHECK_SECONDS` it is worked out
 again from the last interval (Linux: the busy time of those cores in ``/proc/stat``,
 less this process's own CPU time). A program spinning on one core of two gives one
 thread; when it stops, the next check gives two again. Results do not depend on the
@@ -58,7 +57,7 @@ Reading /proc/stat takes some 30 microseconds; a quarter of a second is long eno
 slowdown adds up."""
 
 _state = {"n": None, "blas": None,   # n: tinyfcn's threads (None: not chosen yet); blas: the BLAS limit we set
-          "cores": None, "sample": None}   # cores: the default's maximum while it follows the machine, else None
+          "follow": False, "sample": None}   # follow: the count is the default that follows the machine
 _pool = {"n": 0, "executor": None}
 _local = threading.local()      # per-thread scratch buffers
 _lock = threading.Lock()
@@ -124,7 +123,8 @@ def _follow_the_machine():
         now = cpu_sample(_cores())
         if now is None:
             return
-        _state["n"], _state["sample"] = threads_for(_state["cores"], last, now), now
+        _state["n"] = min(MAX_DEFAULT, threads_for(len(_cores()), last, now))
+        _state["sample"] = now
 
 
 def _blas_limits(n):
@@ -140,7 +140,7 @@ def get_threads():
     """The number of threads tinyfcn computes with (choosing the default on first use)."""
     if _state["n"] is None:
         set_threads(None)
-    if _state["cores"] is not None:
+    if _state["follow"]:
         _follow_the_machine()
     return _state["n"]
 
@@ -158,7 +158,7 @@ def set_threads(n):
         raise ValueError(f"threads must be a positive integer, got {n!r}")
     previous = _state["n"]
     sample = cpu_sample(_cores()) if follow else None
-    _state.update(n=n, cores=n if sample is not None else None, sample=sample)
+    _state.update(n=n, follow=sample is not None, sample=sample)
     if _state["blas"] is None:
         _state["blas"] = _blas_limits(1)       # kept: ``restore_blas`` undoes it
     return previous
@@ -175,7 +175,7 @@ def restore_blas():
 def using(n):
     """``with using(n): ...`` computes with ``n`` threads inside the block, then restores the previous settings."""
     had_blas = _state["blas"] is not None
-    saved = {key: _state[key] for key in ("n", "cores", "sample")}
+    saved = {key: _state[key] for key in ("n", "follow", "sample")}
     set_threads(n)
     try:
         yield n
