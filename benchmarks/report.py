@@ -119,6 +119,33 @@ def models_table(models):
                  "(ratio = tinyfcn time / torch time)")
 
 
+def scaling_table(by_threads):
+    """Each library's training and inference speed-up from 1 thread to each larger count, per model and size.
+
+    ``by_threads`` maps a thread count (str) to that section's results; only counts whose
+    whole-model section ran are used.
+    """
+    models = {int(n): sec["model"] for n, sec in by_threads.items() if sec.get("model")}
+    if 1 not in models or len(models) < 2:
+        return None
+    base = {(m["arch"], m["batch"], m["size"]): m for m in models[1]["configs"]}
+    rows = []
+    for n in sorted(models):
+        for m in models[n]["configs"] if n > 1 else []:
+            one = base.get((m["arch"], m["batch"], m["size"]))
+            if one is None:
+                continue
+            cells = [m["arch"], f"{m['batch']} x {m['size']}x{m['size']}", str(n)]
+            for mode in ("train_img_s", "infer_img_s"):
+                for lib in ("tinyfcn", "torch"):
+                    a, b = (one.get(lib) or {}).get(mode), (m.get(lib) or {}).get(mode)
+                    cells.append(f"{b / a:.2f}x" if a and b else "")
+            rows.append(cells)
+    return table(["model", "batch x input", "threads", "train speed-up", "torch", "infer speed-up", "torch"], rows,
+                 "Thread scaling: images/s at n threads over images/s at 1 thread, from the whole-model sections "
+                 "(target for tinyfcn's training at 2 threads: >= 1.6x)")
+
+
 def linearity_table(models):
     rows = [[l["arch"], l["lib"], l["mode"], ms(l["ms_per_image_small"]), ms(l["ms_per_image_large"]),
              f"{l['ratio']:.2f}", f"{l['per_pixel_ratio']:.2f}", "yes" if l["within_20pct"] else "no"]

@@ -243,6 +243,9 @@ def show(path):
             print_section(name, res, peak)
             if "load_average" in res:
                 print(busy_warning(res, int(threads), results["by_threads"]))
+    scaling = report.scaling_table(results["by_threads"])
+    if scaling:
+        print("\n" + scaling)
 
 
 def run_section(name, threads, args, torch_on):
@@ -288,6 +291,9 @@ def main(argv=None):
             print_section(name, res, peak)
             print(busy_warning(res, threads, results["by_threads"]), flush=True)
             out.write_text(json.dumps(results, indent=1))      # after every section: a crash loses little
+    scaling = report.scaling_table(results["by_threads"])
+    if scaling:
+        print("\n" + scaling + "\n", flush=True)
     print(f"results written to {out}")
 
 
