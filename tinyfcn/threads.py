@@ -19,9 +19,9 @@ core with another program makes every layer wait for it: with one core of two ta
 two threads ran slower than one (153 against 160 images/s for an FCN-8s step,
 measured before this default). So the default follows the machine: one thread per
 core this process may run on (``os.sched_getaffinity``) that other programs leave
-idle, at least one and at most :data:`MAX_DEFAULT`; every :data:`RECHECK_SECONDS` it is worked out
-again from the last interval (Linux: the busy time of those cores in ``/proc/stat``,
-less this process's own CPU time). A program spinning on one core of two gives one
+idle, at least one and at most :data:`MAX_DEFAULT`. Every :data:`RECHECK_SECONDS`
+it is worked out again from the last interval (Linux: the busy time of those cores
+in ``/proc/stat``, less this process's own CPU time). A program spinning on one core of two gives one
 thread; when it stops, the next check gives two again. Results do not depend on the
 thread count, so the switch changes speed only. Elsewhere, or when
 ``/proc/stat`` cannot be read, the default is one thread per core.
@@ -57,21 +57,27 @@ Reading /proc/stat takes some 30 microseconds; a quarter of a second is long eno
 slowdown adds up."""
 
 _state = {"n": None, "blas": None,   # n: tinyfcn's threads (None: not chosen yet); blas: the BLAS limit we set
-          "follow": False, "sample": None}   # follow: the count is the default that follows the machine
+          "sample": None}   # the last cpu_sample while n is the default that follows the machine, else None
 _pool = {"n": 0, "executor": None}
 _local = threading.local()      # per-thread scratch buffers
 _lock = threading.Lock()
 
 
+def _env_threads():
+    """The count ``TINYFCN_THREADS`` fixes, or None when it is not set."""
+    env = os.environ.get("TINYFCN_THREADS", "").strip()
+    if not env:
+        return None
+    n = int(env)
+    if n < 1:
+        raise ValueError(f"TINYFCN_THREADS must be a positive integer, got {env!r}")
+    return n
+
+
 def default_threads():
     """``TINYFCN_THREADS`` if set, else the cores this process may use (at most :data:`MAX_DEFAULT`)."""
-    env = os.environ.get("TINYFCN_THREADS", "").strip()
-    if env:
-        n = int(env)
-        if n < 1:
-            raise ValueError(f"TINYFCN_THREADS must be a positive integer, got {env!r}")
-        return n
-    return max(1, min(len(_cores()), MAX_DEFAULT))
+    env = _env_threads()
+    return env if env is not None else max(1, min(len(_cores()), MAX_DEFAULT))
 
 
 def _cores():
@@ -120,10 +126,11 @@ def _follow_the_machine():
         last = _state["sample"]
         if last is None or time.monotonic() - last[0] < RECHECK_SECONDS:
             return
-        now = cpu_sample(_cores())
+        cpus = _cores()
+        now = cpu_sample(cpus)
         if now is None:
             return
-        _state["n"] = min(MAX_DEFAULT, threads_for(len(_cores()), last, now))
+        _state["n"] = min(MAX_DEFAULT, threads_for(len(cpus), last, now))
         _state["sample"] = now
 
 
@@ -140,7 +147,7 @@ def get_threads():
     """The number of threads tinyfcn computes with (choosing the default on first use)."""
     if _state["n"] is None:
         set_threads(None)
-    if _state["follow"]:
+    if _state["sample"] is not None:
         _follow_the_machine()
     return _state["n"]
 
@@ -151,14 +158,14 @@ def set_threads(n):
     Also sets numpy's BLAS to one thread, so that only tinyfcn's threads run.
     Returns the previous count (None if it had not been chosen yet).
     """
-    follow = n is None and not os.environ.get("TINYFCN_THREADS", "").strip()
+    follow = n is None and _env_threads() is None
     if n is None:
         n = default_threads()
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"threads must be a positive integer, got {n!r}")
     previous = _state["n"]
     sample = cpu_sample(_cores()) if follow else None
-    _state.update(n=n, follow=sample is not None, sample=sample)
+    _state.update(n=n, sample=sample)
     if _state["blas"] is None:
         _state["blas"] = _blas_limits(1)       # kept: ``restore_blas`` undoes it
     return previous
@@ -175,7 +182,7 @@ def restore_blas():
 def using(n):
     """``with using(n): ...`` computes with ``n`` threads inside the block, then restores the previous settings."""
     had_blas = _state["blas"] is not None
-    saved = {key: _state[key] for key in ("n", "follow", "sample")}
+    saved = {key: _state[key] for key in ("n", "sample")}
     set_threads(n)
     try:
         yield n
