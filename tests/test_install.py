@@ -22,10 +22,18 @@ def test_a_non_editable_install_makes_the_digits_dataset_from_any_folder(tmp_pat
     shutil.copytree(ROOT / "tinyfcn", source / "tinyfcn", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source)
-    venv = tmp_path / "venv"             # without its own pip and setuptools: it uses this interpreter's
-    run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], cwd=tmp_path)
+    # A venv of its own, which sees the packages of the environment running the tests (numba,
+    # Pillow, ...) through a .pth file -- a --system-site-packages venv would see the base
+    # interpreter's instead, which in a virtualenv lack them.
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path)
     python = str(venv / "bin" / "python")
-    run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(source)], cwd=tmp_path)
+    purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path)
+    ours = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    (Path(purelib.stdout.strip()) / "outer.pth").write_text("\n".join(ours) + "\n")
+    # this environment's pip installs into that venv, building in an isolated environment
+    # (setuptools as pyproject.toml asks), so nothing of this environment's build tools is needed
+    run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps", str(source)], cwd=tmp_path)
     shutil.rmtree(source)                     # the installed copy must not need the source
 
     where = run([python, "-c", "import tinyfcn; print(tinyfcn.__file__)"], cwd=tmp_path).stdout.strip()
