@@ -18,16 +18,22 @@ part is reported as skipped instead of failing the suite.
 import collections
 import time
 
-import numpy as np
-
-from tinyfcn import _kernels, threads
-from tinyfcn import functional as F
-from tinyfcn import nn
-from tinyfcn.models import FCN8s
-from tinyfcn.optim import SGD
-
 import fcn_layers
-from _common import calls_per_sample, log, read_job, threads_from_env, time_calls, write_result
+import numpy as np
+from _common import (
+    calls_per_sample,
+    log,
+    read_job,
+    threads_from_env,
+    time_calls,
+    write_result,
+)
+
+from tinyfcn import functional as F
+from tinyfcn import nn, threads
+from tinyfcn.networks.models import FCN8s
+from tinyfcn.ops import _kernels
+from tinyfcn.training.optim import SGD
 
 
 def _randn(rng, shape, scale=1.0):

@@ -2,7 +2,7 @@
 
 Generates the shapes dataset (64x64 images, validation a fifth of training, as in the
 default 2,000 / 400) in a temporary folder and calls
-``tinyfcn.train.fit`` -- the function behind ``tinyfcn train`` -- for two epochs with
+``tinyfcn.training.train.fit`` -- the function behind ``tinyfcn train`` -- for two epochs with
 augmentation, validation, checkpoints and the progress bar on. The second epoch's
 wall time (between the two ``on_epoch_end`` calls: loading, augmenting and collating
 batches, the steps, validation, writing ``last.npz``/``best.npz``/``history.json``)
@@ -15,7 +15,6 @@ import tempfile
 import time
 
 import numpy as np
-
 from _common import log, read_job, threads_from_env, write_result
 
 N_TRAIN, BATCH = 160, 8
@@ -25,9 +24,9 @@ N_TRAIN, BATCH = 160, 8
 def main():
     job = read_job()
     from tinyfcn import datasets, nn, threads
-    from tinyfcn.models import FCN8s
-    from tinyfcn.optim import SGD
-    from tinyfcn.train import fit
+    from tinyfcn.networks.models import FCN8s
+    from tinyfcn.training.optim import SGD
+    from tinyfcn.training.train import fit
     n_train = 64 if job["quick"] else N_TRAIN
     with tempfile.TemporaryDirectory() as tmp:
         n_val = n_train // 5

@@ -10,7 +10,7 @@ import numpy as np
 
 from tinyfcn import nn
 from tinyfcn.labels import IGNORE
-from tinyfcn.models import MODELS
+from tinyfcn.networks.models import MODELS
 
 ARCHS = ("fcn32s", "fcn16s", "fcn8s")
 NUM_CLASSES = 4
@@ -64,8 +64,13 @@ def loss_shape(batch=8, size=64, num_classes=NUM_CLASSES):
 
 
 def output_size(op):
-    """(H_out, W_out) of an op entry, by PyTorch's formulas (the same as :mod:`tinyfcn.sizes`)."""
-    from tinyfcn.sizes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
+    """(H_out, W_out) of an op entry, by PyTorch's formulas (the same as :mod:`tinyfcn.ops.sizes`)."""
+    from tinyfcn.ops.sizes import (
+        conv2d_output_size,
+        conv_transpose2d_output_size,
+        pair,
+        pool2d_output_size,
+    )
     hw = op["x_shape"][2:]
     if op["kind"] == "conv":
         return conv2d_output_size(hw, op["w_shape"][2:], op["stride"], op["padding"])

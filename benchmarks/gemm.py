@@ -12,7 +12,6 @@ import os
 import platform
 
 import numpy as np
-
 from _common import compare, import_torch, log, read_job, threads_from_env, write_result
 
 SHAPES = ((1024, 1024, 1024), (128, 1152, 512))

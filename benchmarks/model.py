@@ -5,7 +5,7 @@ memory of this process) belongs to that configuration alone: a torch process nev
 imports numba or tinyfcn, a tinyfcn process never imports torch.
 
 - training step: forward, pixel-mean cross-entropy (ignore 255), backward, SGD with
-  momentum 0.9 and weight decay 5e-4 at lr 0.01 -- tinyfcn exactly as ``tinyfcn.train``
+  momentum 0.9 and weight decay 5e-4 at lr 0.01 -- tinyfcn exactly as ``tinyfcn.training.train``
   does it, torch with ``torch.optim.SGD`` over the trainable parameters only;
 - inference: evaluation-mode forward (torch under ``inference_mode``).
 
@@ -17,7 +17,6 @@ import resource
 import time
 
 import numpy as np
-
 from _common import import_torch, log, read_job, threads_from_env, write_result
 
 NUM_CLASSES = 4
@@ -41,8 +40,8 @@ def batch(n, size, rng):
 def tinyfcn_steps(arch, x, y):
     """(train_step, infer_step) closures for tinyfcn's ``arch``."""
     from tinyfcn import nn
-    from tinyfcn.models import MODELS
-    from tinyfcn.optim import SGD
+    from tinyfcn.networks.models import MODELS
+    from tinyfcn.training.optim import SGD
     model = MODELS[arch](NUM_CLASSES)
     loss_fn = nn.SoftmaxCrossEntropy(IGNORE)
     opt = SGD(model.params, **SGD_SETTINGS)
@@ -105,7 +104,7 @@ def main():
         train, infer = torch_steps(torch, arch, x, y)
         used = torch.get_num_threads()
     else:
-        import tinyfcn.models  # noqa: F401  (count the import in the baseline, as for torch)
+        import tinyfcn.networks.models  # noqa: F401  (count the import in the baseline, as for torch)
         from tinyfcn import threads
         import_mb = peak_rss_mb()
         train, infer = tinyfcn_steps(arch, x, y)

@@ -11,19 +11,18 @@ For each distinct conv, transposed conv and max-pool shape of FCN-32s/16s/8s (fo
   For the loss, tinyfcn computes loss and gradient in one call, so its ``fwd`` and
   ``fwdbwd`` do the same work (the latter through ``nn.SoftmaxCrossEntropy``, as training does).
 
-tinyfcn is called through :mod:`tinyfcn.functional`, input checks included: that is
+tinyfcn is called through :mod:`tinyfcn.ops.functional`, input checks included: that is
 what the layers call. The two libraries are timed interleaved (see ``_common.compare``).
 The result also holds the per-model sums (each op counted as often as the model uses
 it) and a check that ``torch_fcn.TorchFCN`` computes the same function as tinyfcn's models.
 """
+import fcn_layers
 import numpy as np
+from _common import compare, import_torch, log, read_job, threads_from_env, write_result
 
 from tinyfcn import functional as F
 from tinyfcn import nn
-from tinyfcn.models import MODELS
-
-import fcn_layers
-from _common import compare, import_torch, log, read_job, threads_from_env, write_result
+from tinyfcn.networks.models import MODELS
 
 BATCH, SIZE = 8, 64
 

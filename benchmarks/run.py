@@ -19,10 +19,10 @@ import importlib.util
 import json
 import os
 import pathlib
+import signal
 import statistics
 import subprocess
 import sys
-import signal
 import tempfile
 import time
 

@@ -29,9 +29,10 @@ CHILD = r"""
 import json, time
 t_start = time.time()
 import numpy as np
-from tinyfcn import _kernels, nn
-from tinyfcn.models import FCN8s
-from tinyfcn.optim import SGD
+from tinyfcn.ops import _kernels
+from tinyfcn import nn
+from tinyfcn.networks.models import FCN8s
+from tinyfcn.training.optim import SGD
 t_import = time.time()
 
 model = FCN8s(4)

@@ -1,6 +1,6 @@
 """A PyTorch twin of tinyfcn's default FCN-32s/16s/8s, for side-by-side speed and memory.
 
-Same layers as :class:`tinyfcn.models.FCN` with its default settings: five stages of
+Same layers as :class:`tinyfcn.networks.models.FCN` with its default settings: five stages of
 two 3x3 convolutions (padding 1) + ReLU, each followed by a 2x2 max-pool in ceil mode;
 fc6 (3x3, padding 1) and fc7 (1x1) with ReLU and dropout 0.5; 1x1 score layers
 initialised to zero; upsampling by frozen bilinear ``ConvTranspose2d`` without bias

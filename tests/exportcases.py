@@ -7,8 +7,8 @@ upsampling keeps its bilinear kernel, as in a trained model.
 import numpy as np
 
 from tinyfcn import nn
-from tinyfcn.graph import Graph
-from tinyfcn.models import build, convolutionalize, from_classifier
+from tinyfcn.networks.graph import Graph
+from tinyfcn.networks.models import build, convolutionalize, from_classifier
 
 VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100, fc6_kernel=7,
              fc6_padding=0, upsample_padding=False)

@@ -2,7 +2,7 @@
 import numpy as np
 
 from tinyfcn import functional as F
-from tinyfcn.gradcheck import sparse_gradient_check
+from tinyfcn.ops.gradcheck import sparse_gradient_check
 
 
 def randomize(model, seed):

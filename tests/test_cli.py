@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from tinyfcn import datasets
-from tinyfcn.checkpoint import load_checkpoint
 from tinyfcn.cli import build_parser, main
-from tinyfcn.train import fit
+from tinyfcn.training.checkpoint import load_checkpoint
+from tinyfcn.training.train import fit
 
 FAST = ["--epochs", "1", "--batch-size", "4", "--quiet"]
 
@@ -128,8 +128,8 @@ def test_console_script_and_module_entry_points():
 
 def test_name_choices_come_from_the_registries():
     from tinyfcn.datasets import DATASETS
-    from tinyfcn.models import DOWNSAMPLE, FUSION, MODELS, UPSAMPLE
-    from tinyfcn.optim import SCHEDULES
+    from tinyfcn.networks.models import DOWNSAMPLE, FUSION, MODELS, UPSAMPLE
+    from tinyfcn.training.optim import SCHEDULES
     commands = next(a for a in build_parser()._actions if a.dest == "command").choices
     choices = {(command, a.dest): set(a.choices) for command, p in commands.items() for a in p._actions if a.choices}
     options = {(command, name): set(values) for command in ("train", "summary")

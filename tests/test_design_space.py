@@ -5,9 +5,18 @@ from netcheck import randomize, whole_network_errors
 
 from tinyfcn import functional as F
 from tinyfcn import nn
-from tinyfcn.gradcheck import sparse_gradient_check
-from tinyfcn.models import (FCN8s, FCN16s, FCN32s, Classifier, build, convolutionalize, from_classifier, grow,
-                            last_map_size)
+from tinyfcn.networks.models import (
+    Classifier,
+    FCN8s,
+    FCN16s,
+    FCN32s,
+    build,
+    convolutionalize,
+    from_classifier,
+    grow,
+    last_map_size,
+)
+from tinyfcn.ops.gradcheck import sparse_gradient_check
 
 VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100,
              fc6_kernel=7, fc6_padding=0, upsample_padding=False, ceil_mode=True)
@@ -110,7 +119,7 @@ def test_grown_concat_fusion_starts_as_the_coarser_network():
                                      dict(fusion="concat"), dict(downsample="conv", fusion="concat")],
                          ids=["conv", "unpool", "concat", "conv+concat"])
 def test_options_round_trip_through_checkpoints(options, tmp_path):
-    from tinyfcn.checkpoint import load_model, save_checkpoint
+    from tinyfcn.training.checkpoint import load_model, save_checkpoint
     options = dict(options)
     cls = options.pop("arch", FCN8s)
     model = cls(3, **TINY, **options, seed=1)
@@ -186,7 +195,7 @@ def test_convolutionalized_classifier_gives_the_logits_on_a_crop_and_a_map_elsew
 
 
 def test_classifier_gradient_check_and_checkpoint_round_trip(tmp_path):
-    from tinyfcn.checkpoint import load_model, save_checkpoint
+    from tinyfcn.training.checkpoint import load_model, save_checkpoint
     clf = Classifier(3, **TINY, crop_size=40, dropout=0.3, dtype=np.float64).train()
     randomize(clf, 1)
     rng = np.random.default_rng(2)
@@ -255,8 +264,8 @@ def tiny_digits(tmp_path_factory):
 
 
 def test_cli_model_options_are_stored_and_shown(tiny_digits, tmp_path, capsys):
-    from tinyfcn.checkpoint import load_checkpoint
     from tinyfcn.cli import main
+    from tinyfcn.training.checkpoint import load_checkpoint
     fast = ["--epochs", "1", "--batch-size", "3", "--quiet"]
     assert main(["train", "--data", str(tiny_digits), "--model", "fcn8s", "--downsample", "conv", "--fusion", "concat",
                  "--out", str(tmp_path / "a"), *fast]) == 0
@@ -288,8 +297,8 @@ def test_cli_bad_combinations_give_one_line_and_status_2(argv, message, tiny_dig
 
 
 def test_cli_pretrain_then_train_from_the_classifier(tiny_digits, tmp_path, capsys):
-    from tinyfcn.checkpoint import load_checkpoint, load_model
     from tinyfcn.cli import main
+    from tinyfcn.training.checkpoint import load_checkpoint, load_model
     run = tmp_path / "pre"
     assert main(["pretrain", "--data", str(tiny_digits), "--out", str(run), "--crop-size", "32", "--epochs", "1",
                  "--quiet"]) == 0

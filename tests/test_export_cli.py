@@ -3,10 +3,10 @@ import sys
 
 import numpy as np
 import pytest
-
 from exportcases import inputs, random_model, worst
-from tinyfcn.checkpoint import save_checkpoint
+
 from tinyfcn.cli import main
+from tinyfcn.training.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,20 @@ up as an error of order 1 (or a different output shape).
 import onnx
 import onnxruntime as ort
 import pytest
+from exportcases import (
+    CASES,
+    MIXED_SIZES,
+    inputs,
+    mixed_graph,
+    random_model,
+    sizes,
+    worst,
+)
 
-from exportcases import CASES, MIXED_SIZES, inputs, mixed_graph, random_model, sizes, worst
 from tinyfcn import nn
 from tinyfcn.export import describe, save_onnx, to_onnx
-from tinyfcn.graph import Graph
-from tinyfcn.onnx_graph import OPSET
+from tinyfcn.export.onnx import OPSET
+from tinyfcn.networks.graph import Graph
 
 
 def session(proto):

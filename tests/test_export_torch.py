@@ -14,11 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from exportcases import (
+    CASES,
+    MIXED_SIZES,
+    inputs,
+    mixed_graph,
+    random_model,
+    sizes,
+    worst,
+)
 
-from exportcases import CASES, MIXED_SIZES, inputs, mixed_graph, random_model, sizes, worst
 from tinyfcn import nn
 from tinyfcn.export import save_torch, to_torch
-from tinyfcn.optim import SGD
+from tinyfcn.training.optim import SGD
 
 torch = pytest.importorskip("torch", reason='the PyTorch export needs torch: python -m pip install -e ".[torch]"')
 

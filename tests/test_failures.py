@@ -13,13 +13,13 @@ from PIL import Image
 
 import tinyfcn.datasets
 from tinyfcn import datasets, files, nn, viz
-from tinyfcn.checkpoint import load_checkpoint
 from tinyfcn.cli import build_parser, main
 from tinyfcn.datasets import Dataset, DatasetWarning
-from tinyfcn.gradcheck import numerical_gradient, rel_error
-from tinyfcn.graph import Sequential
 from tinyfcn.labels import voc_palette
-from tinyfcn.train import fit
+from tinyfcn.networks.graph import Sequential
+from tinyfcn.ops.gradcheck import numerical_gradient, rel_error
+from tinyfcn.training.checkpoint import load_checkpoint
+from tinyfcn.training.train import fit
 
 FAST = ["--epochs", "1", "--batch-size", "4", "--quiet"]
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -202,7 +202,7 @@ def test_interrupt_without_a_message_says_interrupted(monkeypatch, capsys):
 
 def test_sanity_fails_an_all_background_answer(shapes, monkeypatch, capsys):
     # what an all-background network scores on digits: 95 % pixel accuracy, mean IoU 0.475
-    monkeypatch.setattr("tinyfcn.train.sanity_check", lambda model, data, images, steps, lr: dict(
+    monkeypatch.setattr("tinyfcn.training.train.sanity_check", lambda model, data, images, steps, lr: dict(
         initial_loss=np.log(4), log_k=np.log(4), final_loss=0.1, pixel_accuracy=0.95, mean_iou=0.475,
         foreground_accuracy=0.0))
     assert main(["train", "--data", str(shapes), "--sanity"]) == 1
@@ -217,8 +217,8 @@ def test_sanity_passes_a_healthy_fcn8s_on_digits(tmp_path, capsys):
 
 
 def test_sanity_check_reports_mean_iou_and_foreground_accuracy(shapes):
-    from tinyfcn.models import FCN32s
-    from tinyfcn.train import sanity_check
+    from tinyfcn.networks.models import FCN32s
+    from tinyfcn.training.train import sanity_check
     train = datasets.load_split(shapes, "train")
     result = sanity_check(FCN32s(4, widths=(4, 4, 4, 4, 4), fc_width=8), train, images=2, steps=1)
     assert result["mean_iou"] <= result["pixel_accuracy"] and 0 <= result["foreground_accuracy"] <= 1

@@ -2,7 +2,12 @@
 import numpy as np
 import pytest
 
-from tinyfcn.gradcheck import adjoint_error, numerical_gradient, rel_error, sparse_gradient_check
+from tinyfcn.ops.gradcheck import (
+    adjoint_error,
+    numerical_gradient,
+    rel_error,
+    sparse_gradient_check,
+)
 
 
 def test_rel_error_scale_and_zeros():

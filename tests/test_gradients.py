@@ -1,7 +1,7 @@
-"""Every backward pass against centred finite differences, in float64, over the grid in tinyfcn.checks."""
+"""Every backward pass against centred finite differences, in float64, over the grid in tinyfcn.ops.check_table."""
 import pytest
 
-from tinyfcn import checks
+from tinyfcn import check_table as checks
 
 CASES = [(op, case) for op, (configs, _) in checks.CHECKS.items() for case in configs()]
 

@@ -4,9 +4,9 @@ import pytest
 
 from tinyfcn import functional as F
 from tinyfcn import nn
-from tinyfcn.gradcheck import numerical_gradient, rel_error
-from tinyfcn.graph import Graph
-from tinyfcn.models import FCN8s, FCN16s, FCN32s
+from tinyfcn.networks.graph import Graph
+from tinyfcn.networks.models import FCN8s, FCN16s, FCN32s
+from tinyfcn.ops.gradcheck import numerical_gradient, rel_error
 
 TINY = dict(widths=(2, 3, 3, 4, 4), fc_width=4)
 
@@ -53,7 +53,7 @@ def test_declaration_errors_name_the_node():
         Graph([("a", nn.ReLU(), "input"), ("a", nn.ReLU(), "a")])
     with pytest.raises(ValueError, match="without '.'"):
         Graph([("a.b", nn.ReLU(), "input")])
-    with pytest.raises(TypeError, match="node 'a': ufunc is not a tinyfcn.nn.Layer"):
+    with pytest.raises(TypeError, match="node 'a': ufunc is not a tinyfcn.ops.nn.Layer"):
         Graph([("a", np.maximum, "input")])
     with pytest.raises(ValueError, match="a Crop reads two maps"):
         Graph([("a", nn.Crop(), "input")])

@@ -1,14 +1,14 @@
-"""The compiled ops (tinyfcn.functional) and each compiled kernel (tinyfcn._kernels) against their plain-NumPy twins (tinyfcn.reference)."""
+"""The compiled ops (tinyfcn.ops.functional) and each compiled kernel (tinyfcn.ops._kernels) against their plain-NumPy twins (tinyfcn.ops.reference)."""
 import itertools
 
 import numpy as np
 import pytest
 
-from tinyfcn import _kernels
 from tinyfcn import functional as F
 from tinyfcn import reference as R
-from tinyfcn.checks import _distinct
-from tinyfcn.sizes import conv2d_output_size, pair, pool2d_output_size
+from tinyfcn.ops import _kernels
+from tinyfcn.ops.check_table import _distinct
+from tinyfcn.ops.sizes import conv2d_output_size, pair, pool2d_output_size
 
 GEOMETRY = [((3, 3), 1, 1), ((1, 1), 1, 0), ((2, 4), (2, 1), (1, 2)), ((5, 3), 3, 2), ((4, 4), 2, 0)]
 
@@ -148,7 +148,7 @@ def test_either_backward_accepts_either_forwards_cache(op):
 
 
 # ---------------------------------------------------------------- each compiled kernel against its twin
-# The kernels are called directly, as tinyfcn.functional calls them: C-contiguous inputs, outputs allocated here.
+# The kernels are called directly, as tinyfcn.ops.functional calls them: C-contiguous inputs, outputs allocated here.
 
 
 def _valid_range_by_brute_force(n_out, n_in, offset, stride):

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from tinyfcn import metrics
-from tinyfcn.metrics import BoundaryAccuracy, ConfusionMatrix, boundary_band, confusion_matrix, scores
+from tinyfcn.training.metrics import (
+    BoundaryAccuracy,
+    ConfusionMatrix,
+    boundary_band,
+    confusion_matrix,
+    scores,
+)
 
 # 4 classes. Class 2 is predicted once but never in the target; class 3 is in neither.
 # The 255 pixel is ignored (its prediction 9 is out of range but not looked at),

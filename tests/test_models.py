@@ -4,8 +4,8 @@ import pytest
 from netcheck import randomize, whole_network_errors
 
 from tinyfcn import nn
-from tinyfcn.coord_map import compose, coord_map, crop_offset, layer_map
-from tinyfcn.models import FCN8s, FCN16s, FCN32s, build, grow
+from tinyfcn.networks.coord_map import compose, coord_map, crop_offset, layer_map
+from tinyfcn.networks.models import FCN8s, FCN16s, FCN32s, build, grow
 
 # The authors' VGG16 settings, at width 1 so the test is cheap: the offsets do not depend on widths.
 VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100,
@@ -180,7 +180,7 @@ def test_checkpoints_of_the_hand_wired_models_still_load(tmp_path):
     """tests/data holds an FCN-8s checkpoint written before networks became graphs (format 1)."""
     from pathlib import Path
 
-    from tinyfcn.checkpoint import load_model
+    from tinyfcn.training.checkpoint import load_model
     model = load_model(Path(__file__).parent / "data" / "fcn8s-tiny-v0.1.npz")
     fresh = FCN8s(3, **TINY, seed=3)
     rng = np.random.default_rng(0)

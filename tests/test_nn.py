@@ -4,7 +4,7 @@ import pytest
 
 from tinyfcn import functional as F
 from tinyfcn import nn
-from tinyfcn.gradcheck import numerical_gradient, rel_error
+from tinyfcn.ops.gradcheck import numerical_gradient, rel_error
 
 
 def rand(*shape, seed=0):

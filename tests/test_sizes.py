@@ -4,7 +4,7 @@ import pytest
 
 from tinyfcn import functional as F
 from tinyfcn import nn
-from tinyfcn.sizes import pair
+from tinyfcn.ops.sizes import pair
 
 
 @pytest.mark.parametrize("value, expected", [(2, (2, 2)), (np.int64(2), (2, 2)), ((np.int32(1), 3), (1, 3)),

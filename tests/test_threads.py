@@ -22,8 +22,8 @@ def _ops(seed):
 
 
 def _training_step(seed):
-    from tinyfcn.models import FCN8s
-    from tinyfcn.optim import SGD
+    from tinyfcn.networks.models import FCN8s
+    from tinyfcn.training.optim import SGD
     rng = np.random.default_rng(seed)
     model = FCN8s(3, widths=(4, 4, 8, 8, 8), fc_width=16)
     opt = SGD(model.params, lr=0.1, momentum=0.9, weight_decay=1e-3)

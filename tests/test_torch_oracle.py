@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tinyfcn import functional as F
-from tinyfcn.checks import _distinct
+from tinyfcn.ops.check_table import _distinct
 
 torch = pytest.importorskip("torch")
 tF = torch.nn.functional

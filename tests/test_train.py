@@ -7,11 +7,16 @@ import numpy as np
 import pytest
 
 from tinyfcn import datasets
-from tinyfcn.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from tinyfcn.metrics import ConfusionMatrix
-from tinyfcn.models import FCN8s, FCN16s, FCN32s
-from tinyfcn.optim import SGD, poly, step_decay
-from tinyfcn.train import TrainingError, evaluate, fit, sanity_check
+from tinyfcn.networks.models import FCN8s, FCN16s, FCN32s
+from tinyfcn.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from tinyfcn.training.metrics import ConfusionMatrix
+from tinyfcn.training.optim import SGD, poly, step_decay
+from tinyfcn.training.train import TrainingError, evaluate, fit, sanity_check
 
 SMALL = dict(widths=(4, 4, 8, 8, 8), fc_width=8)
 
@@ -67,9 +72,9 @@ def test_caffe_bias_rule_doubles_lr_and_skips_decay_for_biases_only():
 
 
 def test_the_loss_scale_lesson_states_the_right_factors():
-    """Every row of the table in tinyfcn.optim: effective step = lr * P / (1 - beta) (sum) or lr / (1 - beta) (mean)."""
-    import tinyfcn.optim
-    rows = [line.split() for line in tinyfcn.optim.__doc__.splitlines() if " sum " in line or " mean " in line]
+    """Every row of the table in tinyfcn.training.optim: effective step = lr * P / (1 - beta) (sum) or lr / (1 - beta) (mean)."""
+    import tinyfcn.training.optim
+    rows = [line.split() for line in tinyfcn.training.optim.__doc__.splitlines() if " sum " in line or " mean " in line]
     assert len(rows) == 5
     reference = 1e-10 * 187_500 / (1 - 0.99)
     for row in rows:

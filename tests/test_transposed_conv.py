@@ -5,7 +5,7 @@ import pytest
 from tinyfcn import functional as F
 from tinyfcn import nn
 from tinyfcn import reference as R
-from tinyfcn.init import bilinear_kernel
+from tinyfcn.ops.init import bilinear_kernel
 
 X = np.array([[0.0, 1.0], [2.0, 3.0]])[None, None]
 K = np.array([[0.0, 1.0], [2.0, 3.0]])[None, None]

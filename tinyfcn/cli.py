@@ -59,7 +59,7 @@ MODEL_OPTIONS = ("downsample", "upsample", "fusion", "fc6_kernel")
 def _model_options(args):
     """The design switches given on the command line (the ones left out keep the model's default).
 
-    ``--fc6-kernel k`` also sets fc6's padding to k // 2 (what :func:`~tinyfcn.models.from_classifier` uses).
+    ``--fc6-kernel k`` also sets fc6's padding to k // 2 (what :func:`~tinyfcn.networks.models.from_classifier` uses).
     """
     options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k, None) is not None}
     if "fc6_kernel" in options:
@@ -69,7 +69,7 @@ def _model_options(args):
 
 def _build(config, seed=0):
     """build(config), with a bad combination of options reported in one line."""
-    from .models import build
+    from .networks.models import build
     try:
         return build(config, seed=seed)
     except ValueError as e:
@@ -79,8 +79,8 @@ def _build(config, seed=0):
 def _initial_model(args, num_classes, in_channels):
     """A new model, one grown from a coarser checkpoint (--init) for staged training, or one started
     from a classifier checkpoint (--init CLASSIFIER.npz, written by ``tinyfcn pretrain``)."""
-    from .checkpoint import load_model
-    from .models import from_classifier, grow
+    from .networks.models import from_classifier, grow
+    from .training.checkpoint import load_model
     options = _model_options(args)
     if args.init is None:
         config = dict(arch=args.model, num_classes=num_classes, in_channels=in_channels, **options)
@@ -128,7 +128,7 @@ about 0.6 foreground accuracy and a loss near 0.06.)"""
 
 def cmd_train(args):
     from . import datasets, viz
-    from .train import fit, sanity_check
+    from .training.train import fit, sanity_check
     _check_settings(args)
     if args.data is None:
         args.data = Path("data") / "shapes"
@@ -181,9 +181,9 @@ def cmd_train(args):
 
 def cmd_eval(args):
     from . import datasets
-    from .checkpoint import load_model
     from .files import json_safe
-    from .train import evaluate
+    from .training.checkpoint import load_model
+    from .training.train import evaluate
     model = load_model(args.checkpoint)
     k = model.config["num_classes"]
     classes_file = Path(args.data) / "classes.txt"
@@ -216,7 +216,7 @@ def cmd_eval(args):
 
 def cmd_predict(args):
     from . import datasets, viz
-    from .checkpoint import load_checkpoint, load_model
+    from .training.checkpoint import load_checkpoint, load_model
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; --out is a folder for the masks (one <name>.png per image)")
@@ -259,10 +259,10 @@ def cmd_summary(args):
 
 def cmd_pretrain(args):
     from . import datasets, viz
-    from .checkpoint import save_checkpoint
-    from .crops import accuracy, make_crops, train_classifier
     from .files import atomic_write
-    from .models import Classifier, convolutionalize
+    from .networks.models import Classifier, convolutionalize
+    from .training.checkpoint import save_checkpoint
+    from .training.pretrain import accuracy, make_crops, train_classifier
     train_set = datasets.load_split(args.data, "train", skip_bad=args.skip_bad)
     val_set = datasets.load_split(args.data, "val", num_classes=train_set.num_classes, skip_bad=args.skip_bad,
                                   num_classes_from="the train split")
@@ -296,7 +296,7 @@ def cmd_pretrain(args):
 
 
 def cmd_gradcheck(args):
-    from .checks import TOLERANCE, format_table, table
+    from .ops.check_table import TOLERANCE, format_table, table
     rows = table()
     print(format_table(rows))
     print(f"\nfloat64, centred differences with h = 1e-5; tolerance {TOLERANCE:.0e}")
@@ -307,8 +307,8 @@ def cmd_gradcheck(args):
 
 
 def cmd_export(args):
-    from .checkpoint import load_model
     from .export import MissingBackend, save_onnx, save_torch
+    from .training.checkpoint import load_model
     savers = {"torch": save_torch, "onnx": save_onnx}
     if args.to not in savers:
         raise UsageError(f"--to {args.to!r}: choose {' or '.join(savers)}")
@@ -334,7 +334,7 @@ def _positive(text):
 
 
 def _add_model_options(p):
-    from .models import DOWNSAMPLE, FUSION, UPSAMPLE
+    from .networks.models import DOWNSAMPLE, FUSION, UPSAMPLE
     p.add_argument("--downsample", choices=DOWNSAMPLE, help="pool (2x2 max-pools, default) or conv (3x3 stride 2)")
     p.add_argument("--upsample", choices=UPSAMPLE,
                    help="transposed (bilinear transposed convolutions, default) or unpool (fcn32s only)")
@@ -362,8 +362,8 @@ def _apply_threads(args):
 
 def build_parser():
     from .datasets import DATASETS
-    from .models import DOWNSAMPLE, MODELS
-    from .optim import SCHEDULES
+    from .networks.models import DOWNSAMPLE, MODELS
+    from .training.optim import SCHEDULES
     parser = argparse.ArgumentParser(prog="tinyfcn", description="Fully Convolutional Networks from scratch in NumPy.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -459,9 +459,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def main(argv=None):
     """Run the command line; returns the exit status."""
-    from .checkpoint import CheckpointError
     from .datasets import DatasetError
-    from .train import TrainingError
+    from .training.checkpoint import CheckpointError
+    from .training.train import TrainingError
     args = build_parser().parse_args(argv)
     try:
         if hasattr(args, "threads"):

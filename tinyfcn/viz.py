@@ -29,10 +29,10 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from .files import atomic_write
-from .functional import conv_transpose2d_forward
 from .labels import IGNORE, voc_palette
-from .reference import conv_transpose2d_copies
-from .sizes import pair
+from .ops.functional import conv_transpose2d_forward
+from .ops.reference import conv_transpose2d_copies
+from .ops.sizes import pair
 
 PALETTE = voc_palette()   # (256, 3) uint8; row k is the colour of label k; IGNORE is never blended by overlay()
 PANEL = 2.4               # inches per image panel
@@ -360,7 +360,7 @@ def plot_confusion(matrix, classes, path=None, normalize=True):
     Parameters
     ----------
     matrix : ndarray, shape (K, K)
-        From :func:`tinyfcn.metrics.confusion_matrix`.
+        From :func:`tinyfcn.training.metrics.confusion_matrix`.
     classes : sequence of str, length K
     path : str or Path, optional
     normalize : bool
@@ -405,8 +405,8 @@ def transposed_conv_copies(x, weight, stride=1, padding=0):
     Input pixel (i, j) adds ``x[i, j] * weight`` to the output window whose corner is at
     ``(i * sh, j * sw)`` of the uncropped grid; the padding then trims ``p`` rows and
     columns from each side. The copies come from
-    :func:`tinyfcn.reference.conv_transpose2d_copies`, the output from
-    :func:`tinyfcn.functional.conv_transpose2d_forward` (which checks the arguments).
+    :func:`tinyfcn.ops.reference.conv_transpose2d_copies`, the output from
+    :func:`tinyfcn.ops.functional.conv_transpose2d_forward` (which checks the arguments).
 
     Parameters
     ----------

@@ -6,7 +6,7 @@ padding images of different sizes to a common size (labels with ``IGNORE``).
 import numpy as np
 
 from ..labels import IGNORE
-from ..sizes import pair
+from ..ops.sizes import pair
 
 
 def normalize(images):

@@ -9,7 +9,7 @@ from importlib import resources
 import numpy as np
 from PIL import Image
 
-from ..sizes import pair
+from ..ops.sizes import pair
 from .toy import check_counts, image_rngs
 from .voc import write_dataset
 

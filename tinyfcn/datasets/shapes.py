@@ -5,7 +5,7 @@ exactly the code a real dataset does. See data/README.md for its design.
 """
 import numpy as np
 
-from ..sizes import pair
+from ..ops.sizes import pair
 from .toy import check_counts, image_rngs
 from .voc import write_dataset
 

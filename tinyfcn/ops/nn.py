@@ -14,9 +14,9 @@ import contextlib
 
 import numpy as np
 
+from ..labels import IGNORE
 from . import functional as F
 from .init import bilinear_kernel, he_normal, zeros
-from .labels import IGNORE
 from .sizes import pair
 
 
@@ -63,7 +63,7 @@ def _initial_weight(init, shape, fan_in, rng, dtype):
 
 
 class Conv2d(Layer):
-    """2-D convolution, ``y = conv2d(x, weight) + bias``; see :func:`tinyfcn.functional.conv2d_forward`.
+    """2-D convolution, ``y = conv2d(x, weight) + bias``; see :func:`tinyfcn.ops.functional.conv2d_forward`.
 
     Parameters
     ----------
@@ -107,7 +107,7 @@ class Conv2d(Layer):
 
 
 class ConvTranspose2d(Layer):
-    """2-D transposed convolution (learnable upsampling); see :func:`tinyfcn.functional.conv_transpose2d_forward`.
+    """2-D transposed convolution (learnable upsampling); see :func:`tinyfcn.ops.functional.conv_transpose2d_forward`.
 
     Parameters
     ----------
@@ -156,7 +156,7 @@ class ConvTranspose2d(Layer):
 
 
 class MaxPool2d(Layer):
-    """2-D max-pooling; see :func:`tinyfcn.functional.max_pool2d_forward`.
+    """2-D max-pooling; see :func:`tinyfcn.ops.functional.max_pool2d_forward`.
 
     After ``forward``, ``indices`` holds where each maximum came from, for :class:`MaxUnpool2d`.
     """
@@ -185,13 +185,13 @@ class MaxPool2d(Layer):
 class MaxUnpool2d(Layer):
     """Max-unpooling: every value goes back where a max-pool found its maximum, zeros elsewhere.
 
-    See :func:`tinyfcn.functional.max_unpool2d_forward`. Two ways to give it the switches:
+    See :func:`tinyfcn.ops.functional.max_unpool2d_forward`. Two ways to give it the switches:
 
     - ``MaxUnpool2d()``: ``forward(x, indices, output_size)`` with the indices of a max-pool;
     - ``MaxUnpool2d(pool)``: ``forward(x)`` takes the switches of the :class:`MaxPool2d`
       ``pool`` from its last forward pass and unpools to the size of that pool's input (odd
       sizes and ceil-mode windows included). This is the DeconvNet/SegNet decoder's layer, a
-      node of a :class:`~tinyfcn.graph.Graph`; its coordinate map is the pool's, inverted.
+      node of a :class:`~tinyfcn.networks.graph.Graph`; its coordinate map is the pool's, inverted.
 
     ``backward(dout)`` reads dout at the same positions (a gather).
     """
@@ -261,7 +261,7 @@ class Dropout(Layer):
 
 
 class SoftmaxCrossEntropy(Layer):
-    """Per-pixel softmax cross-entropy; see :func:`tinyfcn.functional.softmax_cross_entropy`.
+    """Per-pixel softmax cross-entropy; see :func:`tinyfcn.ops.functional.softmax_cross_entropy`.
 
     ``forward(scores, target)`` returns the loss (a float); ``backward()`` returns dscores.
     """
@@ -309,8 +309,8 @@ class Crop(Layer):
     ``backward(dout)`` returns ``(dx, None)``: dout put back in a zero map of x's shape
     (``like`` only lends its size).
 
-    The offsets come from coordinate maps (:mod:`tinyfcn.coord_map`): a
-    :class:`~tinyfcn.graph.Graph` fills them in for a ``Crop()`` declared without them.
+    The offsets come from coordinate maps (:mod:`tinyfcn.networks.coord_map`): a
+    :class:`~tinyfcn.networks.graph.Graph` fills them in for a ``Crop()`` declared without them.
     """
 
     def __init__(self, offset=None, like_offset=0):
@@ -389,7 +389,7 @@ class Linear(Layer):
 
     ``params``: ``weight`` (out_features, in_features) and ``bias`` (out_features,).
     Reshaped to (out, C, k, k) the weight is a k x k convolution over a C x k x k map
-    (:func:`tinyfcn.models.convolutionalize`).
+    (:func:`tinyfcn.networks.models.convolutionalize`).
     """
 
     def __init__(self, in_features, out_features, bias=True, init="he", rng=None, dtype=np.float32):

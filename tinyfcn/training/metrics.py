@@ -18,7 +18,7 @@ coarse FCN-32s predictions lose most against FCN-8s.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .labels import IGNORE
+from ..labels import IGNORE
 
 
 def _check_labels(name, a):

@@ -11,10 +11,10 @@ The networks (Long, Shelhamer & Darrell, CVPR 2015, figure 3)::
 Every upsampling is a transposed convolution with kernel 2s and stride s, initialised
 to bilinear interpolation and frozen unless ``learn_upsampling=True``.
 
-Each network is a :class:`~tinyfcn.graph.Graph`: the shared backbone
+Each network is a :class:`~tinyfcn.networks.graph.Graph`: the shared backbone
 (:meth:`FCN.backbone`) followed by the variant's head (its ``head()``), declared as a
 list of nodes and nothing else. One executor runs every variant; the crop offsets come
-from the coordinate maps of :mod:`tinyfcn.coord_map` -- none is typed in. Each fusion
+from the coordinate maps of :mod:`tinyfcn.networks.coord_map` -- none is typed in. Each fusion
 crops the upsampled map and the skip to the window where both are defined, then adds them
 (or, with ``fusion="concat"``, stacks and scores them).
 :func:`grow` turns a trained FCN-32s into an FCN-16s and that into an FCN-8s (staged training).
@@ -60,9 +60,9 @@ starts an FCN from them.
 """
 import numpy as np
 
-from . import nn
+from ..ops import nn
+from ..ops.sizes import pair
 from .graph import Graph
-from .sizes import pair
 
 DOWNSAMPLE, UPSAMPLE, FUSION = ("pool", "conv"), ("transposed", "unpool"), ("sum", "concat")
 """The values of the three design switches; the first of each is FCN's."""

@@ -21,13 +21,13 @@ each of the gradients it returns to the map it read. Where a map is read by more
 one node (FCN-8s's pool3 and pool4 feed both the next stage and a skip) those
 gradients add -- the one rule of backpropagation over a graph, as in micrograd.
 
-A :class:`Graph` is itself a layer (:class:`~tinyfcn.nn.Layer`): ``forward``,
+A :class:`Graph` is itself a layer (:class:`~tinyfcn.ops.nn.Layer`): ``forward``,
 ``backward``, ``params``, ``grads``, ``train``/``eval``, so the optimizer, the
 checkpoints and a bigger graph treat it like any other layer.
 """
 import numpy as np
 
-from . import nn
+from ..ops import nn
 from .coord_map import IDENTITY, compose, crop_offset, layer_map, receptive_field
 
 
@@ -65,8 +65,8 @@ class Graph(nn.Layer):
     nodes : list of tuples ``(name, layer, source, ...)``
         In an order where every source comes before its readers. ``source`` names a map:
         ``"input"`` or an earlier node. Names are unique and contain no ``"."``.
-        A :class:`~tinyfcn.nn.Crop` declared without an offset reads ``(x, like)`` and gets
-        its offsets from the coordinate maps of the two (:func:`tinyfcn.coord_map.crop_offset`).
+        A :class:`~tinyfcn.ops.nn.Crop` declared without an offset reads ``(x, like)`` and gets
+        its offsets from the coordinate maps of the two (:func:`tinyfcn.networks.coord_map.crop_offset`).
 
     Attributes
     ----------
@@ -94,7 +94,7 @@ class Graph(nn.Layer):
         if not isinstance(name, str) or "." in name or name in self.coords:
             raise ValueError(f"{where}: names must be unique strings without '.' (and not 'input')")
         if not isinstance(layer, nn.Layer):
-            raise TypeError(f"{where}: {type(layer).__name__} is not a tinyfcn.nn.Layer")
+            raise TypeError(f"{where}: {type(layer).__name__} is not a tinyfcn.ops.nn.Layer")
         unknown = [s for s in sources if s not in self.coords]
         if not sources or unknown:
             raise ValueError(f"{where} reads {unknown or 'nothing'}; a node reads 'input' or earlier nodes")
@@ -197,7 +197,7 @@ class Sequential(Graph):
 
     A :class:`Graph` whose nodes are named ``"0"``, ``"1"``, ... each reading the one
     before (the first reads ``"input"``), so its parameters are ``"0.weight"``, ``"2.bias"``, ...
-    and it trains with :func:`tinyfcn.train.fit` like any model.
+    and it trains with :func:`tinyfcn.training.train.fit` like any model.
     """
 
     def __init__(self, *layers):

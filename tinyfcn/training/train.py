@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import datasets
-from . import functional as F
-from . import nn
-from . import threads as _threads
+from .. import datasets
+from .. import threads as _threads
+from ..files import atomic_write, json_safe
+from ..labels import IGNORE
+from ..ops import functional as F
+from ..ops import nn
 from .checkpoint import load_checkpoint, restore_model, save_checkpoint
-from .files import atomic_write, json_safe
-from .labels import IGNORE
 from .metrics import BoundaryAccuracy, ConfusionMatrix
 from .optim import SCHEDULES, SGD
 
@@ -120,7 +120,7 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
 
     Parameters
     ----------
-    model : FCN32s, FCN16s or FCN8s, or any layer with params/grads (e.g. a tinyfcn.graph.Sequential)
+    model : FCN32s, FCN16s or FCN8s, or any layer with params/grads (e.g. a tinyfcn.networks.graph.Sequential)
     train_set, val_set : tinyfcn.datasets.Dataset, or a pair of arrays ``(images, labels)``
         Arrays go through :meth:`~tinyfcn.datasets.Dataset.from_arrays` with its defaults:
         ``fit(model, (X, Y))``, ``fit(model, (X, Y), (X_val, Y_val))``.
@@ -176,7 +176,7 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
         raise ValueError("fit: the training set is empty")
     out = Path(out) if out is not None else None
     if out is not None and not hasattr(model, "config"):
-        raise TypeError(f"fit: out= saves checkpoints, which hold a tinyfcn.models model (one with .config); "
+        raise TypeError(f"fit: out= saves checkpoints, which hold a tinyfcn.networks.models model (one with .config); "
                         f"{type(model).__name__} has none: leave out=None and save its params yourself")
     optimizer = SGD(model.params, lr, momentum, weight_decay, nesterov)
     loss_fn = nn.SoftmaxCrossEntropy(ignore_index=IGNORE)

@@ -1,33 +1,15 @@
-"""Taking a model elsewhere: a tinyfcn graph as a PyTorch module or an ONNX model, with its weights.
+"""A tinyfcn graph as plain data: per node its name, layer type, sources and settings.
 
-Both exports read one plain description of the graph (:func:`describe`): per node its
-name, layer type, sources and the layer's settings as lists, numbers and strings. The
-PyTorch side rebuilds it with :mod:`tinyfcn.torch_graph` (a file that imports only torch
-and is copied next to a saved export, so PyTorch users need no tinyfcn), the ONNX side
-with :mod:`tinyfcn.onnx_graph`. A new layer type needs an entry in :data:`DESCRIBE`,
-``torch_graph.LAYERS`` and ``onnx_graph.NODES``.
+Both exports (:mod:`tinyfcn.export.torch`, :mod:`tinyfcn.export.onnx`) read this one
+description, made only of lists, numbers and strings. A new layer type needs an entry in
+:data:`DESCRIBE` here, in ``torch.LAYERS`` and in ``onnx.NODES``.
 
 A max-unpooling node (``nn.MaxUnpool2d(pool)``) is described by the name of the pool node
 whose switches it reads, and that pool's settings say ``return_indices=True``: both backends
 keep the pool's argmax indices and input size for the unpooling node.
-
-torch (the ``torch`` extra) and onnx (the ``onnx`` extra) are imported only when used.
 """
-import importlib
-from pathlib import Path
-
-import numpy as np
-
-from . import nn
-from .files import atomic_write
-from .sizes import pair
-
-EXTRAS = {"torch": "torch", "onnx": "onnx"}
-"""Module needed by an export -> the setup.cfg extra that installs it."""
-
-
-class MissingBackend(ImportError):
-    """torch or onnx, needed by the export asked for, is not installed."""
+from ..ops import nn
+from ..ops.sizes import pair
 
 
 def _conv(layer):
@@ -104,66 +86,3 @@ def describe(graph):
         if node["type"] == "MaxUnpool2d":
             by_name[node["args"]["pool"]]["args"]["return_indices"] = True
     return {"nodes": nodes}
-
-
-def _backend(module):
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingBackend(f"this export needs {module}; install it with "
-                             f"python -m pip install -e \".[{EXTRAS[module]}]\"") from None
-
-
-# ---------------------------------------------------------------- PyTorch
-
-
-def to_torch(model):
-    """An equivalent ``torch.nn.Module`` (a :class:`tinyfcn.torch_graph.GraphModule`) with the model's weights.
-
-    Parameter names are tinyfcn's (``"score_fr.weight"``, ...), the dtype and the training
-    mode are the model's, and frozen layers' parameters have ``requires_grad=False``.
-    """
-    torch = _backend("torch")
-    from . import torch_graph
-    dtype = getattr(torch, np.dtype(getattr(model, "dtype", np.float32)).name)
-    net = torch_graph.GraphModule(describe(model)).to(dtype)
-    net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.params.items()})
-    return net.train(model.training)
-
-
-def save_torch(model, path):
-    """Write ``path`` (graph, state_dict, config; read with ``torch.load(weights_only=True)``) and ``<stem>_model.py``.
-
-    ``<stem>_model.py`` is a copy of :mod:`tinyfcn.torch_graph`; its ``load(path)`` rebuilds
-    the module without tinyfcn. Both files are written atomically. Returns the two paths.
-    """
-    torch = _backend("torch")
-    from . import torch_graph
-    path = Path(path)
-    saved = dict(format=torch_graph.FORMAT, graph=describe(model), config=getattr(model, "config", None),
-                 state_dict={k: torch.from_numpy(v.copy()) for k, v in model.params.items()})
-    module = path.with_name(f"{path.stem}_model.py")
-    atomic_write(path, lambda f: torch.save(saved, f))
-    atomic_write(module, lambda f: f.write(Path(torch_graph.__file__).read_bytes()))
-    return path, module
-
-
-# ---------------------------------------------------------------- ONNX
-
-
-def to_onnx(model):
-    """The model's inference graph as an ``onnx.ModelProto`` (float32, opset :data:`tinyfcn.onnx_graph.OPSET`).
-
-    Batch, height and width are dynamic; the crops compute their windows from run-time shapes.
-    The model is checked with ``onnx.checker.check_model``.
-    """
-    _backend("onnx")
-    from . import onnx_graph
-    return onnx_graph.build(describe(model), model.params, name=getattr(model, "config", {}).get("arch", "tinyfcn"))
-
-
-def save_onnx(model, path):
-    """Write :func:`to_onnx`'s model to ``path`` atomically; returns ``(path,)``."""
-    proto = to_onnx(model).SerializeToString()
-    atomic_write(path, lambda f: f.write(proto))
-    return (Path(path),)

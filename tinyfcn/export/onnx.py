@@ -1,4 +1,4 @@
-"""A graph description (:func:`tinyfcn.export.describe`) as an ONNX inference model, built with ``onnx.helper``.
+"""A graph description (:func:`tinyfcn.export.describe.describe`) as an ONNX inference model, built with ``onnx.helper``.
 
 Opset 17: every operator used here (Conv, ConvTranspose, MaxPool with ``ceil_mode`` and
 ``Indices``, Shape with ``start``/``end``, Slice, Min, ScatterElements, Flatten, Gemm) has

@@ -1,21 +1,26 @@
 """The ops of tinyfcn in plain NumPy, written to be read beside the math.
 
 This is the teaching version. Every function here has the same signature and
-returns the same values as its twin in :mod:`tinyfcn.functional`, which runs
+returns the same values as its twin in :mod:`tinyfcn.ops.functional`, which runs
 compiled kernels instead; the tests prove that the two agree. These versions
 loop in Python and check nothing, so keep the arrays small.
 
 Layout: NCHW. Convolution weights are (C_out, C_in, kH, kW); transposed-convolution
 weights are (C_in, C_out, kH, kW), as in PyTorch. Every ``*_forward`` returns
 ``(out, cache)`` and every ``*_backward`` takes ``(dout, cache)``; the caches have
-the layouts documented in :mod:`tinyfcn.functional`, so a cache from either module
+the layouts documented in :mod:`tinyfcn.ops.functional`, so a cache from either module
 works with either backward. ``softmax_cross_entropy`` is the loss and returns
 ``(loss, dscores)``.
 """
 import numpy as np
 
-from .labels import IGNORE
-from .sizes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
+from ..labels import IGNORE
+from .sizes import (
+    conv2d_output_size,
+    conv_transpose2d_output_size,
+    pair,
+    pool2d_output_size,
+)
 
 
 def im2col(x, kernel, stride, padding):
@@ -267,7 +272,7 @@ def softmax_cross_entropy(scores, target, ignore_index=IGNORE, reduction="mean")
 
 
 def sgd_update(w, grad, velocity, lr, momentum, weight_decay, nesterov):
-    """One SGD-with-momentum step, in place: PyTorch's rule, as :class:`tinyfcn.optim.SGD` applies it.
+    """One SGD-with-momentum step, in place: PyTorch's rule, as :class:`tinyfcn.training.optim.SGD` applies it.
 
     ``g = grad + weight_decay * w``; ``velocity = momentum * velocity + g``;
     ``w -= lr * (g + momentum * velocity)`` (Nesterov) or ``w -= lr * velocity``.

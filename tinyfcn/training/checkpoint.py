@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
-from .models import build
+from ..files import atomic_write
+from ..networks.models import build
 
 FORMAT = "tinyfcn-checkpoint-1"
 

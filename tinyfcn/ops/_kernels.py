@@ -2,8 +2,8 @@
 
 These kernels are private. They take C-contiguous arrays and plain ints, write into
 output arrays the caller allocates, and check nothing: the wrappers in
-:mod:`tinyfcn.functional` validate shapes, dtypes and values first. Each kernel has
-a plain-NumPy twin in :mod:`tinyfcn.reference` (``im2col`` in ``reference.im2col``,
+:mod:`tinyfcn.ops.functional` validate shapes, dtypes and values first. Each kernel has
+a plain-NumPy twin in :mod:`tinyfcn.ops.reference` (``im2col`` in ``reference.im2col``,
 ``max_unpool2d`` in ``reference.max_unpool2d_forward``, ...), and the tests call every
 kernel directly and compare it with its twin; the index helper ``_valid_range`` is
 compared with a brute-force count.

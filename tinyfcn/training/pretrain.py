@@ -1,19 +1,19 @@
-"""Fixed-size crops of a segmentation dataset, and training a :class:`~tinyfcn.models.Classifier` on them.
+"""Fixed-size crops of a segmentation dataset, and training a :class:`~tinyfcn.networks.models.Classifier` on them.
 
 FCN starts from a classifier trained on fixed-size images (VGG16 on ImageNet). The toy
 version: from every image of a segmentation dataset, one square crop centred on each
 object class it contains (labelled with that class) and ``background`` crops placed at
 random where at most ``max_foreground`` of the pixels belong to an object (labelled 0).
-A classifier trained on these crops is :func:`~tinyfcn.models.convolutionalize`-d into a
-coarse segmenter, and starts an FCN (:func:`~tinyfcn.models.from_classifier`).
+A classifier trained on these crops is :func:`~tinyfcn.networks.models.convolutionalize`-d into a
+coarse segmenter, and starts an FCN (:func:`~tinyfcn.networks.models.from_classifier`).
 """
 import time
 
 import numpy as np
 
-from . import nn
-from .datasets import normalize
-from .labels import IGNORE
+from ..datasets import normalize
+from ..labels import IGNORE
+from ..ops import nn
 from .optim import SGD, poly
 
 

@@ -1,7 +1,7 @@
 """The gradient-check table: every op, every parameter, over a grid of configurations.
 
 Each ``check_*`` function builds one small float64 problem, runs the op's backward
-pass, and returns the :func:`~tinyfcn.gradcheck.rel_error` against centred
+pass, and returns the :func:`~tinyfcn.ops.gradcheck.rel_error` against centred
 differences for the input and every parameter. ``CHECKS`` lists each op with its
 grid; :func:`table` runs them all. The test suite asserts every entry, and
 ``tinyfcn gradcheck`` prints the table.
@@ -16,10 +16,10 @@ import itertools
 
 import numpy as np
 
+from ..labels import IGNORE
 from . import functional as F
 from . import nn
 from .gradcheck import adjoint_error, numerical_gradient, rel_error
-from .labels import IGNORE
 from .sizes import conv2d_output_size, conv_transpose2d_output_size, pool2d_output_size
 
 TOLERANCE = 1e-7

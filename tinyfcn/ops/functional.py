@@ -7,7 +7,7 @@ input raises a ``TypeError`` or ``ValueError`` naming the op, what it expected a
 what it got. ``softmax_cross_entropy`` is the loss, not a layer: it returns
 ``(loss, dscores)`` in one call.
 
-Each cache has the layout of its twin's cache in :mod:`tinyfcn.reference` (see the
+Each cache has the layout of its twin's cache in :mod:`tinyfcn.ops.reference` (see the
 forward's "Returns"), so either backward accepts either forward's cache. Where this
 module keeps an extra array for speed (conv2d's unfolded input), the reference
 cache holds None in its place and the backward here recomputes it.
@@ -37,13 +37,19 @@ pass, ``col2im(weight2.T @ x2)``, is literally the paper's picture: column (n, i
 of ``weight2.T @ x2`` is the kernel weighted by the input pixel x[n, :, i, j], and
 ``col2im`` adds each such copy into its output window.
 
-The plain-NumPy twins of these functions live in :mod:`tinyfcn.reference`.
+The plain-NumPy twins of these functions live in :mod:`tinyfcn.ops.reference`.
 """
 import numpy as np
 
-from . import _kernels, threads
-from .labels import IGNORE
-from .sizes import conv2d_output_size, conv_transpose2d_output_size, pair, pool2d_output_size
+from .. import threads
+from ..labels import IGNORE
+from . import _kernels
+from .sizes import (
+    conv2d_output_size,
+    conv_transpose2d_output_size,
+    pair,
+    pool2d_output_size,
+)
 
 # ---------------------------------------------------------------- input checks
 
@@ -56,7 +62,7 @@ class NonFiniteError(ValueError):
 def all_finite(a):
     """True when the float32 or float64 array holds no NaN and no inf.
 
-    Counted by :func:`tinyfcn._kernels.count_nonfinite` on the array's bits (its twin:
+    Counted by :func:`tinyfcn.ops._kernels.count_nonfinite` on the array's bits (its twin:
     ``np.isfinite(a).all()``); a non-contiguous array is copied first.
     """
     flat = np.ascontiguousarray(a).reshape(-1)
@@ -160,7 +166,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
         stride and padding as (h, w) pairs; ``cols[n] = im2col(x[n:n+1])``, (N, C_in*kH*kW, H_out*W_out):
         each image's columns (the twin's (C_in*kH*kW, N*H_out*W_out) matrix, cut into images);
         for maps of fewer than :data:`SMALL_MAP` pixels, the twin's matrix itself.
-        :func:`tinyfcn.reference.conv2d_forward` gives the same layout with ``cols=None``.
+        :func:`tinyfcn.ops.reference.conv2d_forward` gives the same layout with ``cols=None``.
     """
     op = "conv2d"
     x, weight, bias, kernel, stride, padding = _check_conv(op, x, weight, bias, stride, padding,
@@ -282,7 +288,7 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
     out : ndarray, shape (N, C_out, H_out, W_out), ``H_out = (H - 1) * s - 2p + kH``
     cache : ``(x, weight, has_bias, stride, padding, None)`` for :func:`conv_transpose2d_backward`
         stride and padding as (h, w) pairs, the layout of
-        :func:`tinyfcn.reference.conv_transpose2d_forward`'s cache. (The last slot once held
+        :func:`tinyfcn.ops.reference.conv_transpose2d_forward`'s cache. (The last slot once held
         x as rows; image by image, ``x[n]`` is already the (C_in, H*W) matrix the weight
         gradient needs.)
     """

@@ -12,13 +12,13 @@ For each layer the answer is affine, ``x_in = scale * x_out + shift``:
 Composing them along a network gives every map's position in the input. Two maps
 line up when their scales agree; the crop offset is the difference of their shifts
 divided by the scale. :func:`crop_offset` does exactly this, and every
-:class:`~tinyfcn.nn.Crop` of a :class:`~tinyfcn.graph.Graph` takes its offset from it:
+:class:`~tinyfcn.ops.nn.Crop` of a :class:`~tinyfcn.networks.graph.Graph` takes its offset from it:
 none is typed in. (Caffe keeps the same algebra in its ``coord_map.py``.)
 """
 import numpy as np
 
-from . import nn
-from .sizes import pair
+from ..ops import nn
+from ..ops.sizes import pair
 
 IDENTITY = (np.ones(2), np.zeros(2))
 """The map of the input image onto itself: scale 1, shift 0 on both axes."""

@@ -37,7 +37,8 @@ like weights. :class:`SGD` offers Caffe's rule as ``bias_lr_mult=2, bias_decay_m
 """
 import numpy as np
 
-from . import _kernels, threads
+from .. import threads
+from ..ops import _kernels
 
 
 class SGD:

@@ -1,0 +1,85 @@
+"""Taking a model elsewhere: a tinyfcn graph as a PyTorch module or an ONNX model, with its weights.
+
+Both exports read one plain description of the graph (:func:`~tinyfcn.export.describe.describe`).
+The PyTorch side rebuilds it with :mod:`tinyfcn.export.torch` (a file that imports only torch
+and is copied next to a saved export, so PyTorch users need no tinyfcn), the ONNX side with
+:mod:`tinyfcn.export.onnx`. torch (the ``torch`` extra) and onnx (the ``onnx`` extra) are
+imported only when used.
+"""
+import importlib
+from pathlib import Path
+
+import numpy as np
+
+from ..files import atomic_write
+from .describe import describe
+
+EXTRAS = {"torch": "torch", "onnx": "onnx"}
+"""Module needed by an export -> the setup.cfg extra that installs it."""
+
+
+class MissingBackend(ImportError):
+    """torch or onnx, needed by the export asked for, is not installed."""
+
+
+def _backend(module):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingBackend(f"this export needs {module}; install it with "
+                             f"python -m pip install -e \".[{EXTRAS[module]}]\"") from None
+
+
+# ---------------------------------------------------------------- PyTorch
+
+
+def to_torch(model):
+    """An equivalent ``torch.nn.Module`` (a :class:`tinyfcn.export.torch.GraphModule`) with the model's weights.
+
+    Parameter names are tinyfcn's (``"score_fr.weight"``, ...), the dtype and the training
+    mode are the model's, and frozen layers' parameters have ``requires_grad=False``.
+    """
+    torch = _backend("torch")
+    from . import torch as torch_graph
+    dtype = getattr(torch, np.dtype(getattr(model, "dtype", np.float32)).name)
+    net = torch_graph.GraphModule(describe(model)).to(dtype)
+    net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.params.items()})
+    return net.train(model.training)
+
+
+def save_torch(model, path):
+    """Write ``path`` (graph, state_dict, config; read with ``torch.load(weights_only=True)``) and ``<stem>_model.py``.
+
+    ``<stem>_model.py`` is a copy of :mod:`tinyfcn.export.torch`; its ``load(path)`` rebuilds
+    the module without tinyfcn. Both files are written atomically. Returns the two paths.
+    """
+    torch = _backend("torch")
+    from . import torch as torch_graph
+    path = Path(path)
+    saved = dict(format=torch_graph.FORMAT, graph=describe(model), config=getattr(model, "config", None),
+                 state_dict={k: torch.from_numpy(v.copy()) for k, v in model.params.items()})
+    module = path.with_name(f"{path.stem}_model.py")
+    atomic_write(path, lambda f: torch.save(saved, f))
+    atomic_write(module, lambda f: f.write(Path(torch_graph.__file__).read_bytes()))
+    return path, module
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def to_onnx(model):
+    """The model's inference graph as an ``onnx.ModelProto`` (float32, opset :data:`tinyfcn.export.onnx.OPSET`).
+
+    Batch, height and width are dynamic; the crops compute their windows from run-time shapes.
+    The model is checked with ``onnx.checker.check_model``.
+    """
+    _backend("onnx")
+    from . import onnx as onnx_graph
+    return onnx_graph.build(describe(model), model.params, name=getattr(model, "config", {}).get("arch", "tinyfcn"))
+
+
+def save_onnx(model, path):
+    """Write :func:`to_onnx`'s model to ``path`` atomically; returns ``(path,)``."""
+    proto = to_onnx(model).SerializeToString()
+    atomic_write(path, lambda f: f.write(proto))
+    return (Path(path),)
