@@ -8,7 +8,7 @@ import numpy as np
 
 from tinyfcn import nn
 from tinyfcn.networks.graph import Graph
-from tinyfcn.networks.models import build, convolutionalize, from_classifier
+from tinyfcn.networks.surgery import build, convolutionalize, from_classifier
 
 VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100, fc6_kernel=7,
              fc6_padding=0, upsample_padding=False)

@@ -10,12 +10,9 @@ from tinyfcn.networks.models import (
     FCN8s,
     FCN16s,
     FCN32s,
-    build,
-    convolutionalize,
-    from_classifier,
-    grow,
     last_map_size,
 )
+from tinyfcn.networks.surgery import build, convolutionalize, from_classifier, grow
 from tinyfcn.ops.gradcheck import sparse_gradient_check
 
 VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100,

@@ -63,7 +63,16 @@ def test_short_paths_name_the_modules(name):
 
 
 def test_the_public_import_line_works():
-    from tinyfcn import checkpoint, datasets, export, functional, metrics, models, nn, optim  # noqa: F401
+    from tinyfcn import (  # noqa: F401
+        checkpoint,
+        datasets,
+        export,
+        functional,
+        metrics,
+        models,
+        nn,
+        optim,
+    )
     assert models.FCN8s and optim.SGD and export.to_torch and functional.conv2d_forward
 
 

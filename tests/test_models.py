@@ -5,7 +5,8 @@ from netcheck import randomize, whole_network_errors
 
 from tinyfcn import nn
 from tinyfcn.networks.coord_map import compose, coord_map, crop_offset, layer_map
-from tinyfcn.networks.models import FCN8s, FCN16s, FCN32s, build, grow
+from tinyfcn.networks.models import FCN8s, FCN16s, FCN32s
+from tinyfcn.networks.surgery import build, grow
 
 # The authors' VGG16 settings, at width 1 so the test is cheap: the offsets do not depend on widths.
 VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100,

@@ -25,6 +25,7 @@ SHORT_PATHS = {
     "sizes": "ops.sizes", "reference": "ops.reference", "functional": "ops.functional", "nn": "ops.nn",
     "init": "ops.init", "gradcheck": "ops.gradcheck", "check_table": "ops.check_table",
     "graph": "networks.graph", "coord_map": "networks.coord_map", "models": "networks.models",
+    "surgery": "networks.surgery",
     "optim": "training.optim", "train": "training.train", "metrics": "training.metrics",
     "checkpoint": "training.checkpoint", "pretrain": "training.pretrain",
 }

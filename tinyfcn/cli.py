@@ -59,7 +59,7 @@ MODEL_OPTIONS = ("downsample", "upsample", "fusion", "fc6_kernel")
 def _model_options(args):
     """The design switches given on the command line (the ones left out keep the model's default).
 
-    ``--fc6-kernel k`` also sets fc6's padding to k // 2 (what :func:`~tinyfcn.networks.models.from_classifier` uses).
+    ``--fc6-kernel k`` also sets fc6's padding to k // 2 (what :func:`~tinyfcn.networks.surgery.from_classifier` uses).
     """
     options = {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k, None) is not None}
     if "fc6_kernel" in options:
@@ -69,7 +69,7 @@ def _model_options(args):
 
 def _build(config, seed=0):
     """build(config), with a bad combination of options reported in one line."""
-    from .networks.models import build
+    from .networks.surgery import build
     try:
         return build(config, seed=seed)
     except ValueError as e:
@@ -79,7 +79,7 @@ def _build(config, seed=0):
 def _initial_model(args, num_classes, in_channels):
     """A new model, one grown from a coarser checkpoint (--init) for staged training, or one started
     from a classifier checkpoint (--init CLASSIFIER.npz, written by ``tinyfcn pretrain``)."""
-    from .networks.models import from_classifier, grow
+    from .networks.surgery import from_classifier, grow
     from .training.checkpoint import load_model
     options = _model_options(args)
     if args.init is None:
@@ -260,7 +260,8 @@ def cmd_summary(args):
 def cmd_pretrain(args):
     from . import datasets, viz
     from .files import atomic_write
-    from .networks.models import Classifier, convolutionalize
+    from .networks.models import Classifier
+    from .networks.surgery import convolutionalize
     from .training.checkpoint import save_checkpoint
     from .training.pretrain import accuracy, make_crops, train_classifier
     train_set = datasets.load_split(args.data, "train", skip_bad=args.skip_bad)

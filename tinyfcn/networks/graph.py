@@ -147,6 +147,14 @@ class Graph(nn.Layer):
             layer.train(mode)
         return self
 
+    def predict(self, x):
+        """The arg-max class of :meth:`forward` along the class axis, run in evaluation mode.
+
+        Scores (N, K, H, W) give a label map (N, H, W); a classifier's logits (N, K) one label per image.
+        """
+        with nn.evaluating(self):
+            return self.forward(x).argmax(axis=1)
+
     # -- reading the declaration
 
     def state_dict(self):
@@ -191,6 +199,26 @@ class Graph(nn.Layer):
                          sum(v.size for v in layer.params.values())))
         return rows
 
+    def summary(self, input_shape, title=None):
+        """Print (and return) :meth:`table` after one forward pass on zeros of ``input_shape`` (N, C, H, W).
+
+        The pass runs in evaluation mode; the last line counts the parameters (frozen ones included)
+        and those that train.
+        """
+        with nn.evaluating(self):
+            self.forward(np.zeros(input_shape, getattr(self, "dtype", np.float32)))
+        lines = [title or f"{type(self).__name__} on an input of shape {tuple(input_shape)}",
+                 f"{'layer':16s} {'type':17s} {'output shape':>20s} {'stride':>7s} {'field':>6s} {'params':>9s}"]
+        for name, kind, shape, stride, field, n in self.table():
+            lines.append(f"{name:16s} {kind:17s} {str(shape):>20s} {stride:7.4g} {field:6.0f} {n:9,d}")
+        total = sum(v.size for v in self.params.values())
+        trainable = sum(v.size for layer in self.layers.values() for v in layer.params.values()
+                        if getattr(layer, "trainable", True))
+        lines.append(f"total parameters: {total:,d} ({trainable:,d} trainable)")
+        text = "\n".join(lines)
+        print(text)
+        return text
+
 
 class Sequential(Graph):
     """Layers in a chain: ``Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 1))``.
@@ -205,7 +233,3 @@ class Sequential(Graph):
             layers = tuple(layers[0])
         super().__init__([(str(i), layer, "input" if i == 0 else str(i - 1)) for i, layer in enumerate(layers)])
 
-    def predict(self, x):
-        """Label map (N, H, W) int64: the arg-max class of :meth:`forward`, run in evaluation mode."""
-        with nn.evaluating(self):
-            return self.forward(x).argmax(axis=1)

@@ -17,7 +17,8 @@ list of nodes and nothing else. One executor runs every variant; the crop offset
 from the coordinate maps of :mod:`tinyfcn.networks.coord_map` -- none is typed in. Each fusion
 crops the upsampled map and the skip to the window where both are defined, then adds them
 (or, with ``fusion="concat"``, stacks and scores them).
-:func:`grow` turns a trained FCN-32s into an FCN-16s and that into an FCN-8s (staged training).
+:func:`tinyfcn.networks.surgery.grow` turns a trained FCN-32s into an FCN-16s and that
+into an FCN-8s (staged training); this module holds the declarations only.
 
 With the authors' VGG16 settings (conv1_1 padding 100, ceil-mode pooling, fc6 7x7
 unpadded, upsampling padding 0) this reproduces the reference offsets 19 (FCN-32s),
@@ -51,12 +52,12 @@ The design space of the FCN text, as three switches (each stored in ``config``):
     cropped) along channels and scores them with a 1x1 convolution (``fuse_pool<k>``) that
     starts as the identity on the scores and zero on the features, so a grown network
     starts out computing exactly its coarser parent. FCN-32s has no skip; it keeps the
-    setting for :func:`grow`.
+    setting for ``grow``.
 
-:class:`Classifier` (fixed-size crops -> Flatten -> fc6 -> fc7 -> score, all dense) and
-:func:`convolutionalize` are the paper's section 3.1: the same weights, reshaped into
-convolutions, run on any input and give a coarse score map; :func:`from_classifier`
-starts an FCN from them.
+:class:`Classifier` (fixed-size crops -> Flatten -> fc6 -> fc7 -> score, all dense) and its
+convolutionalized twin :class:`ScoreMap` are the paper's section 3.1: the same weights,
+reshaped into convolutions (:func:`tinyfcn.networks.surgery.convolutionalize`), run on any
+input and give a coarse score map; ``surgery.from_classifier`` starts an FCN from them.
 """
 import numpy as np
 
@@ -103,6 +104,20 @@ class Backbone(Graph):
             source = f"pool{stage}"
         return nodes
 
+    def top(self, source, fc6, fc7):
+        """fc6 -> relu6 -> drop6 -> fc7 -> relu7 -> drop7 after the map ``source``: a classifier's top.
+
+        ``fc6`` and ``fc7`` are dense layers (:class:`Classifier`) or the same weights as
+        convolutions (:class:`FCN`, :class:`ScoreMap`); dropout is ``config["dropout"]``.
+        """
+        nodes = []
+        for n, layer in ((6, fc6), (7, fc7)):
+            nodes += [(f"fc{n}", layer, source),
+                      (f"relu{n}", nn.ReLU(), f"fc{n}"),
+                      (f"drop{n}", nn.Dropout(self.config["dropout"], rng=self.rng), f"relu{n}")]
+            source = f"drop{n}"
+        return nodes
+
     def conv(self, c_in, c_out, k, padding, init="he", stride=1):
         """A convolution of the model's dtype, He-initialised from the model's generator."""
         return nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, init=init, rng=self.rng, dtype=self.dtype)
@@ -132,8 +147,6 @@ class FCN(Backbone):
         Padding of conv1_1 (the authors use 100; the other 3x3 convolutions pad by 1).
     fc6_kernel, fc6_padding : int
         fc6 is a convolution: 3x3 padded by 1 here, 7x7 unpadded in VGG16.
-    upsample_padding : bool
-        Pad each transposed convolution by s/2, making it exactly "x s" (the authors: no padding).
     ceil_mode : bool
         Round pooled sizes up, so no input row is dropped and a 1x1 input stays 1x1.
     dropout : float
@@ -147,8 +160,9 @@ class FCN(Backbone):
     fusion : {"sum", "concat"}
         How skips join the upsampled scores (see the module docstring).
     upsample_padding : bool or None
-        None (the default) is True with pools and False with strided convolutions (the only
-        geometry in which the odd upsampling kernel covers the input).
+        Pad each transposed convolution by s/2, making it exactly "x s" (the authors: no
+        padding). None (the default) is True with pools and False with strided convolutions
+        (the only geometry in which the odd upsampling kernel covers the input).
     seed : int
         Seeds the He initialisation of the backbone and the dropout masks.
     dtype : float32 (training) or float64 (gradient checks)
@@ -204,15 +218,12 @@ class FCN(Backbone):
         (The unpooling decoder reads fc7 directly, so without score_fr.)
         """
         c = self.config
-        nodes, source, channels = self.stages(), "pool5", c["widths"][-1]
-        for n, c_in, k, p in ((6, channels, c["fc6_kernel"], c["fc6_padding"]), (7, c["fc_width"], 1, 0)):
-            nodes += [(f"fc{n}", self.conv(c_in, c["fc_width"], k, p), source),
-                      (f"relu{n}", nn.ReLU(), f"fc{n}"),
-                      (f"drop{n}", nn.Dropout(c["dropout"], rng=self.rng), f"relu{n}")]
-            source = f"drop{n}"
+        nodes = self.stages() + self.top("pool5", self.conv(c["widths"][-1], c["fc_width"], c["fc6_kernel"],
+                                                           c["fc6_padding"]),
+                                         self.conv(c["fc_width"], c["fc_width"], 1, 0))
         if c["upsample"] == "unpool":
             return nodes
-        return nodes + [("score_fr", self.conv(c["fc_width"], c["num_classes"], 1, 0, init="zeros"), source)]
+        return nodes + [("score_fr", self.conv(c["fc_width"], c["num_classes"], 1, 0, init="zeros"), "drop7")]
 
     def head(self):
         """The variant's nodes after score_fr, ending in ``score``; each subclass declares its own."""
@@ -297,31 +308,12 @@ class FCN(Backbone):
                              f"{x.shape[2:]} input; this configuration cannot cover the input")
         return scores
 
-    def predict(self, x):
-        """Label map (N, H, W) int64: the arg-max class of :meth:`forward`, run in evaluation mode."""
-        with nn.evaluating(self):
-            return self.forward(x).argmax(axis=1)
-
     def summary(self, input_size=(64, 64)):
-        """Print (and return) a table of every layer: output shape, total stride, receptive field, parameters.
-
-        Runs one forward pass on zeros of ``input_size`` in evaluation mode (see :meth:`Graph.table`).
-        """
-        with nn.evaluating(self):
-            self.forward(np.zeros((1, self.config["in_channels"], *pair(tuple(input_size))), self.dtype))
+        """Print (and return) the layer table (:meth:`Graph.summary`) for one ``input_size`` image."""
         c = self.config
-        lines = [f"{type(self).__name__} on a {input_size[0]}x{input_size[1]} input "
-                 f"(downsample={c['downsample']}, upsample={c['upsample']}, fusion={c['fusion']})",
-                 f"{'layer':16s} {'type':17s} {'output shape':>20s} {'stride':>7s} {'field':>6s} {'params':>9s}"]
-        for name, kind, shape, stride, field, n in self.table():
-            lines.append(f"{name:16s} {kind:17s} {str(shape):>20s} {stride:7.4g} {field:6.0f} {n:9,d}")
-        total = sum(v.size for v in self.params.values())
-        trainable = sum(v.size for layer in self.layers.values() for v in layer.params.values()
-                        if getattr(layer, "trainable", True))
-        lines.append(f"total parameters: {total:,d} ({trainable:,d} trainable)")
-        text = "\n".join(lines)
-        print(text)
-        return text
+        return super().summary((1, c["in_channels"], *pair(tuple(input_size))),
+                               f"{type(self).__name__} on a {input_size[0]}x{input_size[1]} input "
+                               f"(downsample={c['downsample']}, upsample={c['upsample']}, fusion={c['fusion']})")
 
 
 class FCN32s(FCN):
@@ -419,13 +411,10 @@ class Classifier(Backbone):
     def dense(self):
         """flatten, fc6, relu6, drop6, fc7, relu7, drop7, score: the fully connected top."""
         c, k = self.config, last_map_size(self.config["crop_size"])
-        nodes, source = [("flatten", nn.Flatten(), "pool5")], "flatten"
-        for n, c_in in ((6, c["widths"][-1] * k * k), (7, c["fc_width"])):
-            nodes += [(f"fc{n}", nn.Linear(c_in, c["fc_width"], rng=self.rng, dtype=self.dtype), source),
-                      (f"relu{n}", nn.ReLU(), f"fc{n}"),
-                      (f"drop{n}", nn.Dropout(c["dropout"], rng=self.rng), f"relu{n}")]
-            source = f"drop{n}"
-        return nodes + [("score", nn.Linear(c["fc_width"], c["num_classes"], init="zeros", dtype=self.dtype), source)]
+        nodes = [("flatten", nn.Flatten(), "pool5")]
+        nodes += self.top("flatten", nn.Linear(c["widths"][-1] * k * k, c["fc_width"], rng=self.rng, dtype=self.dtype),
+                          nn.Linear(c["fc_width"], c["fc_width"], rng=self.rng, dtype=self.dtype))
+        return nodes + [("score", nn.Linear(c["fc_width"], c["num_classes"], init="zeros", dtype=self.dtype), "drop7")]
 
     def forward(self, x):
         S, C = self.config["crop_size"], self.config["in_channels"]
@@ -436,11 +425,6 @@ class Classifier(Backbone):
         if x.dtype != self.dtype:
             raise TypeError(f"Classifier: expected {self.dtype} input, got {x.dtype}")
         return super().forward(x)
-
-    def predict(self, x):
-        """The arg-max class of each crop (N,), in evaluation mode."""
-        with nn.evaluating(self):
-            return self.forward(x).argmax(axis=1)
 
 
 class ScoreMap(Backbone):
@@ -454,93 +438,6 @@ class ScoreMap(Backbone):
     def __init__(self, config, dtype=np.float32):
         self.config, self.dtype, self.rng = dict(config), np.dtype(dtype), np.random.default_rng(0)
         c, k = self.config, last_map_size(self.config["crop_size"])
-        nodes, source = self.stages(), "pool5"
-        for n, c_in, kernel in ((6, c["widths"][-1], k), (7, c["fc_width"], 1)):
-            nodes += [(f"fc{n}", self.conv(c_in, c["fc_width"], kernel, 0), source),
-                      (f"relu{n}", nn.ReLU(), f"fc{n}"),
-                      (f"drop{n}", nn.Dropout(c["dropout"], rng=self.rng), f"relu{n}")]
-            source = f"drop{n}"
-        super().__init__(nodes + [("score", self.conv(c["fc_width"], c["num_classes"], 1, 0), source)])
-
-
-def convolutionalize(classifier):
-    """The classifier's weights as a fully convolutional network (:class:`ScoreMap`), in evaluation mode.
-
-    Each dense weight (out, in) becomes a convolution weight: fc6's (out, C5 * k * k) is
-    reshaped to (out, C5, k, k) -- Flatten reads C, H, W in the order a convolution weight
-    is laid out -- and fc7's and score's to (out, in, 1, 1). The convolutions are copies.
-    """
-    net = ScoreMap(classifier.config, dtype=classifier.dtype)
-    for key, value in classifier.params.items():
-        net.params[key][...] = value.reshape(net.params[key].shape)
-    return net.eval()
-
-
-def from_classifier(classifier, arch="fcn8s", **options):
-    """An FCN whose backbone, fc6, fc7 and score_fr start from a trained :class:`Classifier`.
-
-    The FCN gets the classifier's widths, depths, fc_width and downsampling, and
-    ``fc6_kernel = k`` (pool5's size on a crop) with ``fc6_padding = k // 2`` so fc6 still
-    sees every pool5 pixel; fc6, fc7 and score_fr are :func:`convolutionalize`'s weights
-    (the classes are the same, so the classifier's scores are FCN-32s's coarse scores).
-    ``options`` are further FCN options (``upsample``, ``fusion``, ``dropout``, ...).
-    """
-    c = classifier.config
-    if arch not in MODELS:
-        raise ValueError(f"unknown model {arch!r}: choose one of {', '.join(MODELS)}")
-    for key in ("downsample", "widths", "depths", "fc_width", "fc6_kernel", "fc6_padding"):
-        if key in options and options[key] != c.get(key, options[key]):
-            raise ValueError(f"from_classifier: {key} comes from the classifier ({c[key]!r}), got {options[key]!r}")
-        options.pop(key, None)
-    k = last_map_size(c["crop_size"])
-    model = MODELS[arch](c["num_classes"], in_channels=c["in_channels"], widths=c["widths"], fc_width=c["fc_width"],
-                         depths=c["depths"], downsample=c["downsample"], fc6_kernel=k, fc6_padding=k // 2,
-                         **options, dtype=classifier.dtype)
-    for key, value in convolutionalize(classifier).params.items():
-        target = "score_fr" + key[len("score"):] if key.startswith("score.") else key
-        if target in model.params:                          # the unpooling decoder has no score_fr
-            model.params[target][...] = value
-    return model
-
-
-def build(config, dtype=np.float32, seed=0):
-    """A model from its ``config`` dict (as stored in checkpoints): ``config["arch"]`` picks the class."""
-    config = dict(config)
-    arch = config.pop("arch", None)
-    if arch == Classifier.arch:
-        config.pop("ceil_mode", None)
-        return Classifier(**config, dtype=dtype, seed=seed)
-    if arch not in MODELS:
-        raise ValueError(f"unknown model {arch!r}: choose one of {', '.join(MODELS)}")
-    return MODELS[arch](**config, dtype=dtype, seed=seed)
-
-
-def grow(model, arch):
-    """Staged training: a finer FCN with every parameter it shares (by name) with ``model``, copied.
-
-    FCN-32s grows into FCN-16s, FCN-16s into FCN-8s (FCN-32s straight into FCN-8s too);
-    the new skips' score layers start at zero (with ``fusion="concat"``: the new fusion
-    convolution starts as the identity on the upsampled scores and zero on the skip's
-    features), so at first they add nothing and the grown network's scores are the coarser
-    network's (up to how the upsampling is split).
-    The new model keeps ``model``'s configuration, dtype and training mode. Growing into
-    the same variant returns a copy.
-
-    Raises
-    ------
-    ValueError
-        For an unknown variant, or one coarser than ``model``.
-    """
-    if arch not in MODELS:
-        raise ValueError(f"grow: unknown model {arch!r}: choose one of {', '.join(MODELS)}")
-    order = list(MODELS)
-    if order.index(arch) < order.index(model.config["arch"]):
-        raise ValueError(f"grow: an {model.config['arch']} cannot become the coarser {arch}")
-    config = {k: v for k, v in model.config.items() if k not in ("arch", "at_once")}
-    if arch == model.config["arch"] == "fcn8s":
-        config["at_once"] = model.config["at_once"]
-    new = MODELS[arch](**config, dtype=model.dtype)
-    for k, v in model.params.items():
-        if k in new.params and new.params[k].shape == v.shape:
-            new.params[k][...] = v
-    return new.train(model.training)
+        nodes = self.stages() + self.top("pool5", self.conv(c["widths"][-1], c["fc_width"], k, 0),
+                                         self.conv(c["fc_width"], c["fc_width"], 1, 0))
+        super().__init__(nodes + [("score", self.conv(c["fc_width"], c["num_classes"], 1, 0), "drop7")])

@@ -389,7 +389,7 @@ class Linear(Layer):
 
     ``params``: ``weight`` (out_features, in_features) and ``bias`` (out_features,).
     Reshaped to (out, C, k, k) the weight is a k x k convolution over a C x k x k map
-    (:func:`tinyfcn.networks.models.convolutionalize`).
+    (:func:`tinyfcn.networks.surgery.convolutionalize`).
     """
 
     def __init__(self, in_features, out_features, bias=True, init="he", rng=None, dtype=np.float32):

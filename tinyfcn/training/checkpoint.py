@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_write
-from ..networks.models import build
+from ..networks.surgery import build
 
 FORMAT = "tinyfcn-checkpoint-1"
 

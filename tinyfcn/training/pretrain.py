@@ -4,8 +4,8 @@ FCN starts from a classifier trained on fixed-size images (VGG16 on ImageNet). T
 version: from every image of a segmentation dataset, one square crop centred on each
 object class it contains (labelled with that class) and ``background`` crops placed at
 random where at most ``max_foreground`` of the pixels belong to an object (labelled 0).
-A classifier trained on these crops is :func:`~tinyfcn.networks.models.convolutionalize`-d into a
-coarse segmenter, and starts an FCN (:func:`~tinyfcn.networks.models.from_classifier`).
+A classifier trained on these crops is :func:`~tinyfcn.networks.surgery.convolutionalize`-d into a
+coarse segmenter, and starts an FCN (:func:`~tinyfcn.networks.surgery.from_classifier`).
 """
 import time
 
