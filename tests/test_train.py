@@ -19,6 +19,8 @@ from tinyfcn.training.optim import SGD, poly, step_decay
 from tinyfcn.training.train import TrainingError, evaluate, fit, sanity_check
 
 SMALL = dict(widths=(4, 4, 8, 8, 8), fc_width=8)
+PAPER_OPTIMIZER = {}
+"""fit's options that select the FCN paper's SGD (today its only optimizer)."""
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +242,30 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     tiny = datasets.Dataset([np.zeros((8, 8, 3), np.uint8)], [np.zeros((8, 8), np.uint8)], ["a"], list("abcd"))
     with pytest.raises(CheckpointError, match="holds an fcn8s model, not an fcn32s"):
         fit(FCN32s(4, **SMALL), tiny, tiny, epochs=1, out=tmp_path, resume=True, progress=False)
+
+
+# ---------------------------------------------------------------- the same training, release to release
+
+
+def _blas_architecture():
+    from threadpoolctl import threadpool_info
+    return next(i.get("architecture") for i in threadpool_info() if i["user_api"] == "blas")
+
+
+def test_the_paper_recipe_trains_to_the_same_weights_as_version_0_1(tmp_path):
+    """tests/data/sgd-run-v0.1.npz holds the weights of this run made by tinyfcn 0.1 (before the
+    one-step refactor): SGD 0.03 poly, momentum 0.9, weight decay 5e-4, flips and crops, 2 epochs.
+    Refactoring must not move a bit of them. A BLAS running other kernels (AVX2 against AVX-512)
+    sums the matrix products in another order, so there the weights agree to float32 rounding only."""
+    reference = np.load(os.path.join(os.path.dirname(__file__), "data", "sgd-run-v0.1.npz"))
+    root = datasets.make_shapes(tmp_path, n_train=12, n_val=4, seed=0, size=32, level="easy")
+    train, val = datasets.load_split(root, "train"), datasets.load_split(root, "val")
+    model = FCN8s(4, widths=(4, 4, 8, 8, 8), fc_width=8, seed=0)
+    fit(model, train, val, epochs=2, batch_size=4, lr=0.03, momentum=0.9, weight_decay=5e-4, schedule="poly",
+        augment=True, crop=28, seed=0, progress=False, verbose=False, **PAPER_OPTIMIZER)
+    same_kernels = str(reference["blas_architecture"]) == _blas_architecture()
+    for k, v in model.params.items():
+        if same_kernels:
+            np.testing.assert_array_equal(v, reference[f"model/{k}"], err_msg=k)
+        else:
+            np.testing.assert_allclose(v, reference[f"model/{k}"], rtol=1e-4, atol=1e-6, err_msg=k)

@@ -264,6 +264,8 @@ class SoftmaxCrossEntropy(Layer):
     """Per-pixel softmax cross-entropy; see :func:`tinyfcn.ops.functional.softmax_cross_entropy`.
 
     ``forward(scores, target)`` returns the loss (a float); ``backward()`` returns dscores.
+    Scores (N, K, H, W) with labels (N, H, W), or a classifier's logits (N, K) with labels (N,)
+    (each taken as a 1 x 1 map).
     """
 
     def __init__(self, ignore_index=IGNORE, reduction="mean"):
@@ -271,11 +273,15 @@ class SoftmaxCrossEntropy(Layer):
         self.ignore_index, self.reduction = ignore_index, reduction
 
     def forward(self, scores, target):
+        self.logits = np.ndim(scores) == 2
+        if self.logits:
+            scores, target = scores[:, :, None, None], np.asarray(target)[:, None, None]
         loss, self.dscores = F.softmax_cross_entropy(scores, target, self.ignore_index, self.reduction)
         return loss
 
     def backward(self, dloss=1.0):
-        return self.dscores * self.dscores.dtype.type(dloss)
+        dscores = self.dscores * self.dscores.dtype.type(dloss)
+        return dscores[:, :, 0, 0] if self.logits else dscores
 
     def __repr__(self):
         return f"SoftmaxCrossEntropy(ignore_index={self.ignore_index}, reduction={self.reduction!r})"

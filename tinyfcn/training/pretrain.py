@@ -13,8 +13,10 @@ import numpy as np
 
 from ..datasets import normalize
 from ..labels import IGNORE
+from ..ops import functional as F
 from ..ops import nn
 from .optim import SGD, poly
+from .train import TrainingError, train_epoch
 
 
 def make_crops(dataset, size, background=1, max_foreground=0.02, seed=0):
@@ -70,8 +72,8 @@ def train_classifier(model, train, val=None, epochs=8, batch_size=32, lr=0.01, m
                      seed=0, log=print):
     """SGD with the poly schedule on crops ``train = (images, labels)``; returns the history (a dict of lists).
 
-    The loss is the segmentation loss on a 1x1 "image": softmax cross-entropy of the
-    logits (N, K, 1, 1) against the labels (N, 1, 1).
+    The loss is the segmentation loss on logits (N, K) and labels (N,): one "pixel" per crop.
+    Each epoch is a :func:`~tinyfcn.training.train.train_epoch`, the loop :func:`~tinyfcn.training.train.fit` runs.
     """
     images, labels = train
     optimizer = SGD(model.params, lr, momentum, weight_decay)
@@ -81,20 +83,17 @@ def train_classifier(model, train, val=None, epochs=8, batch_size=32, lr=0.01, m
     history = {k: [] for k in ("epoch", "train_loss", "train_accuracy", "val_accuracy", "images_per_second")}
     model.train()
     for epoch in range(epochs):
-        order, total, right, start = rng.permutation(len(labels)), 0.0, 0, time.perf_counter()
-        for i in range(steps_per_epoch):
-            batch = order[i * batch_size:(i + 1) * batch_size]
-            optimizer.lr = poly(lr, epoch * steps_per_epoch + i, epochs * steps_per_epoch)
-            logits = model.forward(normalize(images[batch]))
-            loss = loss_fn.forward(logits[:, :, None, None], labels[batch][:, None, None])
-            model.backward(loss_fn.backward()[:, :, 0, 0])
-            optimizer.step(model.grads)
-            total += loss * len(batch)
-            right += int((logits.argmax(axis=1) == labels[batch]).sum())
+        order, start = rng.permutation(len(labels)), time.perf_counter()
+        batches = ((normalize(images[b]), labels[b]) for b in (order[i:i + batch_size] for i in range(0, len(order), batch_size)))
+        try:
+            tally = train_epoch(model, loss_fn, optimizer, batches,
+                                lambda step: poly(lr, step, epochs * steps_per_epoch), epoch * steps_per_epoch)
+        except F.NonFiniteError as e:
+            raise TrainingError(f"the classifier diverged in epoch {epoch + 1} ({e}); lower its learning rate") from None
         seconds = time.perf_counter() - start
         history["epoch"].append(epoch + 1)
-        history["train_loss"].append(total / len(labels))
-        history["train_accuracy"].append(right / len(labels))
+        history["train_loss"].append(tally.loss)
+        history["train_accuracy"].append(tally.accuracy)
         history["val_accuracy"].append(None if val is None else accuracy(model, *val))
         history["images_per_second"].append(len(labels) / seconds)
         if log:

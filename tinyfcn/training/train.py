@@ -1,14 +1,16 @@
 """Training and evaluation loops.
 
-One training step is the whole story of the library in five lines::
+One training step is the whole story of the library in four lines (:func:`train_step`)::
 
     scores = model.forward(x)                     # (N, K, H, W)
     loss = loss_fn.forward(scores, y)             # pixel-mean cross-entropy, 255 ignored
     model.backward(loss_fn.backward())            # fills model.grads
     optimizer.step(model.grads)                   # updates model.params in place
 
-:func:`fit` wraps it with seeded shuffling, validation, checkpoints that resume a
-run exactly, a guard against NaN, and Ctrl-C handling.
+:func:`train_epoch` runs it over a batch iterator with a learning-rate schedule; every
+training loop of tinyfcn is that pair: :func:`fit` (seeded shuffling, validation,
+checkpoints that resume a run exactly, a guard against NaN, Ctrl-C handling),
+:func:`sanity_check` and the crop classifier's training in :mod:`tinyfcn.training.pretrain`.
 """
 import contextlib
 import functools
@@ -113,6 +115,93 @@ HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_pixel_accuracy", "val_loss",
                 "images_per_second")
 
 
+def train_step(model, loss_fn, optimizer, x, y):
+    """One step of gradient descent: forward, loss, backward, update. Returns ``(loss, scores)``.
+
+    Raises :class:`~tinyfcn.ops.functional.NonFiniteError` when the activations, the loss or the
+    updated weights stop being finite (the caller says where and what was kept).
+    """
+    with np.errstate(over="ignore", invalid="ignore"):     # overflow is caught as NonFiniteError
+        scores = model.forward(x)
+        loss = loss_fn.forward(scores, y)
+        if not np.isfinite(loss):
+            raise F.NonFiniteError(f"the loss is {loss}")
+        model.backward(loss_fn.backward())
+        optimizer.step(model.grads)
+    if not all(F.all_finite(w) for w in model.params.values()):
+        raise F.NonFiniteError("the weights contain NaN or inf")
+    return loss, scores
+
+
+class Tally:
+    """The running figures of an epoch: images seen, mean loss per image, accuracy over labelled pixels.
+
+    Works for score maps (N, K, H, W) with labels (N, H, W) and for logits (N, K) with labels (N,).
+    """
+
+    def __init__(self):
+        self.images, self.loss_sum, self.correct, self.counted = 0, 0.0, 0, 0
+
+    def add(self, loss, scores, y):
+        valid = y != IGNORE
+        self.images += len(y)
+        self.loss_sum += loss * len(y)
+        self.correct += int(np.count_nonzero((scores.argmax(axis=1) == y) & valid))
+        self.counted += int(np.count_nonzero(valid))
+
+    @property
+    def loss(self):
+        return self.loss_sum / max(self.images, 1)
+
+    @property
+    def accuracy(self):
+        return self.correct / max(self.counted, 1)
+
+
+def train_epoch(model, loss_fn, optimizer, batches, lr_at, step=0, after_step=None):
+    """A :func:`train_step` on every ``(x, y)`` of ``batches``, the learning rate set to ``lr_at(step)`` first.
+
+    ``step`` counts steps over the whole run (for the schedule); ``after_step(step, x, tally)``,
+    if given, runs after each step with the new count (to show progress, or to stop).
+    Returns the epoch's :class:`Tally`.
+    """
+    tally = Tally()
+    for x, y in batches:
+        optimizer.lr = lr_at(step)
+        loss, scores = train_step(model, loss_fn, optimizer, x, y)
+        step += 1
+        tally.add(loss, scores, y)
+        if after_step is not None:
+            after_step(step, x, tally)
+    return tally
+
+
+class Run:
+    """Where a run stands: epoch, step, the epoch's image order and position, best score, history, data RNG.
+
+    It is what a checkpoint stores besides the weights, so a resumed run continues exactly.
+    """
+
+    def __init__(self, seed):
+        self.epoch, self.step, self.order, self.position, self.best = 0, 0, None, 0, -1.0
+        self.history = {k: [] for k in HISTORY_KEYS}
+        self.rng = np.random.default_rng(seed)
+
+    def save(self, path, model, optimizer, classes):
+        save_checkpoint(path, model, optimizer, order=self.order, epoch=self.epoch, step=self.step,
+                        position=self.position, best=self.best, history=self.history,
+                        data_rng=self.rng.bit_generator.state, classes=classes)
+
+    def restore(self, path, model, optimizer):
+        checkpoint = load_checkpoint(path)
+        restore_model(model, checkpoint)
+        optimizer.load_state_dict(checkpoint["optim"])
+        meta = checkpoint["meta"]
+        self.rng.bit_generator.state = meta["data_rng"]
+        self.epoch, self.step, self.position, self.best = meta["epoch"], meta["step"], meta["position"], meta["best"]
+        self.history, self.order = meta["history"], checkpoint["order"]
+
+
 def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, momentum=0.9, weight_decay=5e-4,
         nesterov=False, schedule="poly", augment=False, crop=None, seed=0, out=None, resume=False,
         progress=True, on_epoch_end=None, verbose=True, threads=None):
@@ -164,6 +253,54 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
     KeyboardInterrupt
         After Ctrl-C: the current step finishes and ``out/last.npz`` is saved first.
     """
+    train_set, val_set, out = _check_fit(model, train_set, val_set, epochs, batch_size, schedule, out, threads)
+    optimizer = SGD(model.params, lr, momentum, weight_decay, nesterov)
+    loss_fn = nn.SoftmaxCrossEntropy(ignore_index=IGNORE)
+    run = Run(seed)
+    if resume:
+        run.restore(out / "last.npz", model, optimizer)
+    total_steps = epochs * math.ceil(len(train_set) / batch_size)
+    augment_fn = (functools.partial(datasets.augment, rng=run.rng, flip=augment, crop=crop)
+                  if augment or crop is not None else None)
+    model.train()
+    with _deferred_interrupt() as interrupted:
+        while run.epoch < epochs:
+            if run.order is None:
+                run.order, run.position = run.rng.permutation(len(train_set)), 0
+            start = time.perf_counter()
+            bar = tqdm(total=len(run.order), initial=run.position, desc=f"epoch {run.epoch + 1}/{epochs}",
+                       unit="img", disable=not progress, leave=True)
+
+            def after_step(step, x, tally):
+                run.step, run.position = step, run.position + len(x)
+                bar.update(len(x))
+                bar.set_postfix(loss=f"{tally.loss:.4f}", acc=f"{tally.accuracy:.3f}")
+                if interrupted["set"]:
+                    bar.close()
+                    raise _interrupt(run, out, model, optimizer, train_set)
+
+            batches = datasets.batches(train_set, batch_size, augment_fn=augment_fn, order=run.order,
+                                       start=run.position)
+            try:
+                tally = train_epoch(model, loss_fn, optimizer, batches,
+                                    lambda step: SCHEDULES[schedule](lr, step, total_steps), run.step, after_step)
+            except F.NonFiniteError as e:
+                raise _diverged(f"at step {run.step} (epoch {run.epoch + 1})", e, out) from None
+            bar.close()
+            seconds = time.perf_counter() - start
+            run.epoch, run.order, run.position = run.epoch + 1, None, 0
+            record = dict(epoch=run.epoch, lr=optimizer.lr, train_loss=tally.loss,
+                          train_pixel_accuracy=tally.accuracy, seconds=seconds,
+                          images_per_second=tally.images / seconds)
+            record.update(_validate(model, val_set, batch_size, run, out))
+            _end_epoch(run, record, out, model, optimizer, train_set, verbose)
+            if on_epoch_end is not None:
+                on_epoch_end(run.history)
+    return run.history
+
+
+def _check_fit(model, train_set, val_set, epochs, batch_size, schedule, out, threads):
+    """fit's arguments, checked: the datasets as Datasets and the run folder as a Path."""
     if threads is not None:
         _threads.set_threads(threads)
     if schedule not in SCHEDULES:
@@ -176,96 +313,46 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, lr=0.03, moment
         raise ValueError("fit: the training set is empty")
     out = Path(out) if out is not None else None
     if out is not None and not hasattr(model, "config"):
-        raise TypeError(f"fit: out= saves checkpoints, which hold a tinyfcn.networks.models model (one with .config); "
+        raise TypeError(f"fit: out= saves checkpoints, which hold a tinyfcn.models model (one with .config); "
                         f"{type(model).__name__} has none: leave out=None and save its params yourself")
-    optimizer = SGD(model.params, lr, momentum, weight_decay, nesterov)
-    loss_fn = nn.SoftmaxCrossEntropy(ignore_index=IGNORE)
-    rng = np.random.default_rng(seed)
-    history = {k: [] for k in HISTORY_KEYS}
-    epoch, step, order, position, best = 0, 0, None, 0, -1.0
-    steps_per_epoch = math.ceil(len(train_set) / batch_size)
-    if resume:
-        if out is None:
-            raise ValueError("fit: resume=True needs the run folder `out`")
-        checkpoint = load_checkpoint(out / "last.npz")
-        restore_model(model, checkpoint)
-        optimizer.load_state_dict(checkpoint["optim"])
-        meta = checkpoint["meta"]
-        rng.bit_generator.state = meta["data_rng"]
-        epoch, step, position, best, history = meta["epoch"], meta["step"], meta["position"], meta["best"], meta["history"]
-        order = checkpoint["order"]
+    return train_set, val_set, out
 
-    def save(name):
-        save_checkpoint(out / name, model, optimizer, order=order, epoch=epoch, step=step,
-                        position=position, best=best, history=history, data_rng=rng.bit_generator.state,
-                        classes=getattr(train_set, "classes", None))
 
-    augment_fn = (functools.partial(datasets.augment, rng=rng, flip=augment, crop=crop)
-                  if augment or crop is not None else None)
-    model.train()
-    with _deferred_interrupt() as interrupted:
-        while epoch < epochs:
-            if order is None:
-                order, position = rng.permutation(len(train_set)), 0
-            start, seen, loss_sum, correct, counted = time.perf_counter(), 0, 0.0, 0, 0
-            bar = tqdm(total=len(order), initial=position, desc=f"epoch {epoch + 1}/{epochs}", unit="img",
-                       disable=not progress, leave=True)
-            for x, y in datasets.batches(train_set, batch_size, augment_fn=augment_fn, order=order, start=position):
-                optimizer.lr = SCHEDULES[schedule](lr, step, epochs * steps_per_epoch)
-                try:
-                    with np.errstate(over="ignore", invalid="ignore"):   # overflow is caught as NonFiniteError
-                        scores = model.forward(x)
-                        loss = loss_fn.forward(scores, y)
-                        if not np.isfinite(loss):
-                            raise F.NonFiniteError(f"the loss is {loss}")
-                        model.backward(loss_fn.backward())
-                        optimizer.step(model.grads)
-                    if not all(F.all_finite(w) for w in model.params.values()):
-                        raise F.NonFiniteError("the weights contain NaN or inf")
-                except F.NonFiniteError as e:
-                    raise _diverged(f"at step {step} (epoch {epoch + 1})", e, out) from None
-                position += len(x)
-                step += 1
-                seen += len(x)
-                valid = y != IGNORE
-                loss_sum += loss * len(x)
-                correct += int(np.count_nonzero((scores.argmax(axis=1) == y) & valid))
-                counted += int(np.count_nonzero(valid))
-                bar.update(len(x))
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / max(counted, 1):.3f}")
-                if interrupted["set"]:
-                    bar.close()
-                    if out is not None:
-                        save("last.npz")
-                    raise KeyboardInterrupt(f"interrupted at step {step}" +
-                                            (f"; saved {out / 'last.npz'}, continue with resume" if out else ""))
-            bar.close()
-            seconds = time.perf_counter() - start
-            epoch, order, position = epoch + 1, None, 0
-            record = dict(epoch=epoch, lr=optimizer.lr, train_loss=loss_sum / max(seen, 1),
-                          train_pixel_accuracy=correct / max(counted, 1), seconds=seconds,
-                          images_per_second=seen / seconds)
-            if val_set is not None and len(val_set):
-                try:
-                    scores = evaluate(model, val_set, batch_size)
-                except F.NonFiniteError as e:
-                    raise _diverged(f"in the validation after epoch {epoch} (step {step})", e, out) from None
-                record.update({f"val_{k}": scores[k] for k in ("loss", "pixel_accuracy", "mean_accuracy",
-                                                                 "mean_iou", "fw_iou", "boundary_accuracy")})
-            for k in HISTORY_KEYS:
-                history[k].append(json_safe(record.get(k)))
-            if verbose:
-                print(_epoch_line(record))
-            if out is not None:
-                save("last.npz")
-                current = record.get("val_mean_iou", -record["train_loss"])
-                if current is not None and current > best:
-                    best = current
-                    save("best.npz")
-                atomic_write(out / "history.json", lambda f: f.write(json.dumps(history, indent=1).encode()))
-            if on_epoch_end is not None:
-                on_epoch_end(history)
-    return history
+def _interrupt(run, out, model, optimizer, train_set):
+    """The KeyboardInterrupt that ends a run after Ctrl-C, once ``last.npz`` is saved (when there is a run folder)."""
+    if out is None:
+        return KeyboardInterrupt(f"interrupted at step {run.step}")
+    run.save(out / "last.npz", model, optimizer, getattr(train_set, "classes", None))
+    return KeyboardInterrupt(f"interrupted at step {run.step}; saved {out / 'last.npz'}, continue with resume")
+
+
+def _validate(model, val_set, batch_size, run, out):
+    """The ``val_*`` figures of an epoch (none without a validation set)."""
+    if val_set is None or not len(val_set):
+        return {}
+    try:
+        scores = evaluate(model, val_set, batch_size)
+    except F.NonFiniteError as e:
+        raise _diverged(f"in the validation after epoch {run.epoch} (step {run.step})", e, out) from None
+    return {f"val_{k}": scores[k] for k in ("loss", "pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou",
+                                              "boundary_accuracy")}
+
+
+def _end_epoch(run, record, out, model, optimizer, train_set, verbose):
+    """Add the epoch to the history, print its line, save last.npz (and best.npz when it is the best) and history.json."""
+    for k in HISTORY_KEYS:
+        run.history[k].append(json_safe(record.get(k)))
+    if verbose:
+        print(_epoch_line(record))
+    if out is None:
+        return
+    classes = getattr(train_set, "classes", None)
+    run.save(out / "last.npz", model, optimizer, classes)
+    current = record.get("val_mean_iou", -record["train_loss"])
+    if current is not None and current > run.best:
+        run.best = current
+        run.save(out / "best.npz", model, optimizer, classes)
+    atomic_write(out / "history.json", lambda f: f.write(json.dumps(run.history, indent=1).encode()))
 
 
 def _diverged(where, error, out):
@@ -307,13 +394,11 @@ def sanity_check(model, dataset, images=4, steps=200, lr=0.02):
     x, y = datasets.collate([dataset[i] for i in range(min(images, len(dataset)))])
     optimizer = SGD(model.params, lr, momentum=0.9, weight_decay=0)
     loss_fn = nn.SoftmaxCrossEntropy(ignore_index=IGNORE)
-    initial = None
     with nn.evaluating(model):
-        for _ in range(steps):
-            loss = loss_fn.forward(model.forward(x), y)
-            initial = loss if initial is None else initial
-            model.backward(loss_fn.backward())
-            optimizer.step(model.grads)
+        try:
+            losses = [train_step(model, loss_fn, optimizer, x, y)[0] for _ in range(steps)]
+        except F.NonFiniteError as e:
+            raise TrainingError(f"the sanity check diverged ({e}); lower its learning rate") from None
         scores = model.forward(x)
     final = loss_fn.forward(scores, y)
     valid = y != IGNORE
@@ -323,7 +408,7 @@ def sanity_check(model, dataset, images=4, steps=200, lr=0.02):
     present = confusion.matrix.sum(axis=1) > 0
     iou = np.asarray(confusion.scores()["per_class_iou"])
     foreground = valid & (y != 0)
-    return dict(initial_loss=initial, log_k=math.log(scores.shape[1]), final_loss=final,
+    return dict(initial_loss=losses[0], log_k=math.log(scores.shape[1]), final_loss=final,
                 pixel_accuracy=float(np.mean(pred[valid] == y[valid])), mean_iou=float(np.mean(iou[present])),
                 foreground_accuracy=float(np.mean(pred[foreground] == y[foreground])) if foreground.any()
                 else float("nan"))
