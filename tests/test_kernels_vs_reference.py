@@ -90,13 +90,15 @@ def test_relu(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("reduction,ignore", itertools.product(["mean", "sum"], [255, -1, 3]))
-def test_softmax_cross_entropy(dtype, reduction, ignore):
+@pytest.mark.parametrize("reduction,ignore", list(itertools.product(["mean", "sum"], [255, -1, 3])))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_cross_entropy(dtype, reduction, ignore, weighted):
     scores = data((2, 5, 6, 7), dtype, 0) * 4
     target = np.random.default_rng(1).integers(0, 5, (2, 6, 7))
     target[:, :2, :3] = ignore
-    loss, d = F.softmax_cross_entropy(scores, target, ignore, reduction)
-    ref_loss, ref_d = R.softmax_cross_entropy(scores.astype(np.float64), target, ignore, reduction)
+    weights = np.array([0.5, 0.0, 2.0, 1.5, 3.0]) if weighted else None
+    loss, d = F.softmax_cross_entropy(scores, target, ignore, reduction, weights)
+    ref_loss, ref_d = R.softmax_cross_entropy(scores.astype(np.float64), target, ignore, reduction, weights)
     assert loss == pytest.approx(ref_loss, rel=1e-9 if dtype == np.float64 else 1e-5)
     assert_close(d, ref_d, dtype)
 
@@ -273,18 +275,24 @@ def test_relu_kernels(dtype, size):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(2, 5, 3, 7), (1, 1, 1, 1), (3, 21, 2, 5)])
 @pytest.mark.parametrize("mean", [True, False])
-def test_softmax_cross_entropy_kernel(dtype, shape, mean):
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_cross_entropy_kernel(dtype, shape, mean, weighted):
     N, K, H, W = shape
     scores = data(shape, dtype, 0) * 5
     target = np.random.default_rng(1).integers(0, K, (N, H, W))
     target.reshape(-1)[::3] = 255
+    weights = np.random.default_rng(2).uniform(0.5, 2.0, K) if weighted else None
+    if weighted and K > 1:
+        weights[target.reshape(-1)[1]] = 0.0                      # a counted pixel's class weighs nothing
+    ones = np.ones(K)                                                 # the kernel's weights for the unweighted loss
     dscores = np.empty(shape, dtype)
-    count = np.count_nonzero(target != 255)
-    scale = 1.0 / count if mean and count else 1.0
-    loss = scale * _kernels.softmax_cross_entropy(scores.reshape(N, K, -1), target.reshape(N, -1), 255, scale,
+    total_weight = (ones if weights is None else weights)[target[target != 255]].sum()
+    scale = 1.0 / total_weight if mean and total_weight else 1.0
+    loss = scale * _kernels.softmax_cross_entropy(scores.reshape(N, K, -1), target.reshape(N, -1), 255,
+                                                  ones if weights is None else weights, scale,
                                                   dscores.reshape(N, K, -1))
     ref_loss, ref_d = KERNEL_TWINS["softmax_cross_entropy"](scores.astype(np.float64), target, 255,
-                                                            "mean" if mean else "sum")
+                                                            "mean" if mean else "sum", weights)
     assert loss == pytest.approx(ref_loss, rel=1e-9 if dtype == np.float64 else 1e-5, abs=1e-12)
     assert_close(dscores, ref_d, dtype)
 

@@ -210,17 +210,20 @@ def relu_backward(dout, out, dx):
 
 
 @jit
-def softmax_cross_entropy(scores, target, ignore_index, scale, dscores):
-    """Per-pixel softmax cross-entropy and its gradient, in one pass over the scores.
+def softmax_cross_entropy(scores, target, ignore_index, weights, scale, dscores):
+    """Per-pixel class-weighted softmax cross-entropy and its gradient, in one pass over the scores.
 
-    For every pixel p whose target t is not ``ignore_index``:
+    For every pixel p whose target t is not ``ignore_index``, with ``w = weights[t]``:
     ``loss_p = logsumexp_k(scores[n, :, p]) - scores[n, t, p]`` and
-    ``dscores[n, :, p] = scale * (softmax(scores[n, :, p]) - onehot(t))``; ignored pixels get 0.
+    ``dscores[n, :, p] = scale * w * (softmax(scores[n, :, p]) - onehot(t))``; ignored pixels get 0.
     The max is subtracted before ``exp`` so logits of any size are safe.
 
-    scores, dscores: (N, K, P) with P = H*W, dscores overwritten; target: (N, P) int64.
-    Returns the summed ``loss_p`` (not scaled). For a mean over the counted pixels of a
-    batch, the caller passes ``scale = 1 / count`` and multiplies the sum by it.
+    scores, dscores: (N, K, P) with P = H*W, dscores overwritten; target: (N, P) int64;
+    weights: (K,) float64, all ones for the unweighted loss (multiplying by 1.0 is exact, so
+    that gives the unweighted loss's bits).
+    Returns the summed ``w * loss_p`` (not scaled). For the weighted mean over the counted
+    pixels of a batch, the caller passes ``scale = 1 / sum_p weights[t_p]`` and multiplies the
+    sum by it.
     """
     N, K, P = scores.shape
     peak = np.empty(P, scores.dtype)
@@ -243,15 +246,16 @@ def softmax_cross_entropy(scores, target, ignore_index, scale, dscores):
             if t == ignore_index:
                 factor[p] = 0
             else:
-                total += peak[p] + math.log(sumexp[p]) - scores[n, t, p]
-                factor[p] = scale / sumexp[p]
+                w = weights[t]
+                total += w * (peak[p] + math.log(sumexp[p]) - scores[n, t, p])
+                factor[p] = scale * w / sumexp[p]
         for k in range(K):
             for p in range(P):
                 dscores[n, k, p] *= factor[p]
         for p in range(P):
             t = target[n, p]
             if t != ignore_index:
-                dscores[n, t, p] -= scale
+                dscores[n, t, p] -= scale * weights[t]
     return total
 
 

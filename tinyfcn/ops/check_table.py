@@ -145,19 +145,27 @@ def check_relu(x_shape, seed=0):
 
 
 def softmax_cross_entropy_configs():
-    return [dict(scores_shape=s, reduction=r, ignored=i) for s, r, i in itertools.product(
-        [(2, 4, 3, 5), (1, 2, 1, 1), (3, 11, 4, 3)], ("mean", "sum"), (0.0, 0.3, 1.0))]
+    return [dict(scores_shape=s, reduction=r, ignored=i, weighted=w) for s, r, i, w in itertools.product(
+        [(2, 4, 3, 5), (1, 2, 1, 1), (3, 11, 4, 3)], ("mean", "sum"), (0.0, 0.3, 1.0), (False, True))]
 
 
-def check_softmax_cross_entropy(scores_shape, reduction, ignored, seed=0):
-    """Loss gradient with a fraction ``ignored`` of the pixels set to the ignore label (1.0: all of them)."""
+def check_softmax_cross_entropy(scores_shape, reduction, ignored, weighted, seed=0):
+    """Loss gradient with a fraction ``ignored`` of the pixels set to the ignore label (1.0: all of them).
+
+    ``weighted`` adds class weights in [0.5, 2), with the last class's weight 0: its pixels count in
+    neither the loss nor, for the mean, its divisor.
+    """
     rng = np.random.default_rng(seed)
     N, K, H, W = scores_shape
     scores = rng.standard_normal(scores_shape) * 3
     target = rng.integers(0, K, (N, H, W))
     target[rng.random((N, H, W)) < ignored] = IGNORE
-    _, dscores = F.softmax_cross_entropy(scores, target, IGNORE, reduction)
-    num = numerical_gradient(lambda v: F.softmax_cross_entropy(v, target, IGNORE, reduction)[0], scores)
+    weights = None
+    if weighted:
+        weights = rng.uniform(0.5, 2.0, K)
+        weights[-1] = 0.0
+    _, dscores = F.softmax_cross_entropy(scores, target, IGNORE, reduction, weights)
+    num = numerical_gradient(lambda v: F.softmax_cross_entropy(v, target, IGNORE, reduction, weights)[0], scores)
     return {"scores": rel_error(dscores, num)}
 
 

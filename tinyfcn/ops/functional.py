@@ -501,13 +501,22 @@ def softmax(scores, axis=1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def softmax_cross_entropy(scores, target, ignore_index=IGNORE, reduction="mean"):
-    """Per-pixel softmax cross-entropy with an ignore label, and its gradient.
+def softmax_cross_entropy(scores, target, ignore_index=IGNORE, reduction="mean", class_weights=None):
+    """Per-pixel softmax cross-entropy with an ignore label and optional class weights, and its gradient.
 
-    ``loss = sum_p [logsumexp_k scores[n, k, p] - scores[n, t_p, p]]`` over the pixels whose
-    label is not ``ignore_index``; ``reduction="mean"`` divides by their number (loss 0 and a
-    zero gradient when there are none), ``"sum"`` does not.
-    ``dscores = softmax(scores) - onehot(target)`` at counted pixels (divided likewise), 0 elsewhere.
+    With ``w = class_weights`` (all ones when None) and ``t_p`` the label of pixel p,
+    ``loss = sum_p w[t_p] * [logsumexp_k scores[n, k, p] - scores[n, t_p, p]]`` over the pixels
+    whose label is not ``ignore_index``; ``reduction="mean"`` divides by ``sum_p w[t_p]`` over
+    those pixels (the weighted mean; without weights, their number), ``"sum"`` does not.
+    ``dscores = w[t_p] * (softmax(scores) - onehot(target))`` at counted pixels (divided
+    likewise), 0 elsewhere. These are the semantics of PyTorch's
+    ``cross_entropy(scores, target, weight=w, ignore_index=..., reduction=...)``, except where
+    the mean's divisor is 0 (every pixel ignored, or every counted pixel's weight 0): the loss
+    is then 0 with a zero gradient, where PyTorch gives NaN.
+
+    The denominator is computed first, from the labels alone; then each image runs on one of
+    tinyfcn's threads, and the images' sums are added in image order (the same bits for any
+    thread count).
 
     Parameters
     ----------
@@ -515,6 +524,9 @@ def softmax_cross_entropy(scores, target, ignore_index=IGNORE, reduction="mean")
     target : ndarray, shape (N, H, W), integer labels in [0, K) or ``ignore_index``
     ignore_index : int
     reduction : {"mean", "sum"}
+    class_weights : ndarray, shape (K,), float, or None
+        One finite weight >= 0 per class (e.g. from
+        :func:`tinyfcn.datasets.statistics.median_frequency_weights`); None weighs every class 1.
 
     Returns
     -------
@@ -531,21 +543,34 @@ def softmax_cross_entropy(scores, target, ignore_index=IGNORE, reduction="mean")
     N, K, H, W = scores.shape
     if target.shape != (N, H, W):
         raise ValueError(f"{op}: target must have shape (N, H, W) = {(N, H, W)} to match scores, got {target.shape}")
+    weights = np.ones(K) if class_weights is None else _check_class_weights(op, class_weights, K)
     target = np.ascontiguousarray(target, dtype=np.int64)
     if target.size and (target.min() < 0 or target.max() >= K):
         bad = target[(target != ignore_index) & ((target < 0) | (target >= K))]
         if bad.size:
             raise ValueError(f"{op}: labels must lie in [0, {K}) or equal ignore_index={ignore_index}; "
                              f"found {np.unique(bad)[:10].tolist()}")
-    count = np.count_nonzero(target != ignore_index)
-    scale = 1.0 / count if reduction == "mean" and count else 1.0
+    counted = np.bincount(target[target != ignore_index], minlength=K)   # pixels per class
+    total_weight = float(counted @ weights)                            # the count itself without weights
+    scale = 1.0 / total_weight if reduction == "mean" and total_weight else 1.0
     dscores = np.empty_like(scores)
     scores3, target2, dscores3 = scores.reshape(N, K, -1), target.reshape(N, -1), dscores.reshape(N, K, -1)
-    totals = np.empty(N)                                               # each image's summed loss
+    totals = np.empty(N)                                               # each image's summed weighted loss
 
     def image(n):
-        totals[n] = _kernels.softmax_cross_entropy(scores3[n:n + 1], target2[n:n + 1], ignore_index, scale,
-                                                   dscores3[n:n + 1])
+        totals[n] = _kernels.softmax_cross_entropy(scores3[n:n + 1], target2[n:n + 1], ignore_index, weights,
+                                                   scale, dscores3[n:n + 1])
 
     threads.parallel_for(N, image)
     return float(totals.sum() * scale), dscores
+
+
+def _check_class_weights(op, class_weights, K):
+    """``class_weights`` as float64 (K,) after checking: a 1-D float array of K finite values >= 0."""
+    weights = _check_array(op, "class_weights", class_weights, ("K",))
+    if weights.shape != (K,):
+        raise ValueError(f"{op}: class_weights must hold one weight per class, K = {K}, got {weights.size}")
+    if (weights < 0).any():
+        raise ValueError(f"{op}: class_weights must be >= 0, got {weights[weights < 0][:10].tolist()} "
+                         f"at classes {np.flatnonzero(weights < 0)[:10].tolist()}")
+    return weights.astype(np.float64)

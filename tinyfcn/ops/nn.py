@@ -263,20 +263,30 @@ class Dropout(Layer):
 class SoftmaxCrossEntropy(Layer):
     """Per-pixel softmax cross-entropy; see :func:`tinyfcn.ops.functional.softmax_cross_entropy`.
 
+    Parameters
+    ----------
+    ignore_index : int
+        The label of pixels that count in neither the loss nor its gradient.
+    reduction : {"mean", "sum"}
+    class_weights : ndarray (K,) of floats >= 0, or None
+        Each pixel's loss is multiplied by its label's weight (PyTorch's ``weight``); the mean
+        is then the weighted mean. Checked against the scores' K at every ``forward``.
+
     ``forward(scores, target)`` returns the loss (a float); ``backward()`` returns dscores.
     Scores (N, K, H, W) with labels (N, H, W), or a classifier's logits (N, K) with labels (N,)
     (each taken as a 1 x 1 map).
     """
 
-    def __init__(self, ignore_index=IGNORE, reduction="mean"):
+    def __init__(self, ignore_index=IGNORE, reduction="mean", class_weights=None):
         super().__init__()
-        self.ignore_index, self.reduction = ignore_index, reduction
+        self.ignore_index, self.reduction, self.class_weights = ignore_index, reduction, class_weights
 
     def forward(self, scores, target):
         self.logits = np.ndim(scores) == 2
         if self.logits:
             scores, target = scores[:, :, None, None], np.asarray(target)[:, None, None]
-        loss, self.dscores = F.softmax_cross_entropy(scores, target, self.ignore_index, self.reduction)
+        loss, self.dscores = F.softmax_cross_entropy(scores, target, self.ignore_index, self.reduction,
+                                                     self.class_weights)
         return loss
 
     def backward(self, dloss=1.0):
@@ -284,7 +294,8 @@ class SoftmaxCrossEntropy(Layer):
         return dscores[:, :, 0, 0] if self.logits else dscores
 
     def __repr__(self):
-        return f"SoftmaxCrossEntropy(ignore_index={self.ignore_index}, reduction={self.reduction!r})"
+        weights = "" if self.class_weights is None else f", class_weights={np.asarray(self.class_weights).tolist()}"
+        return f"SoftmaxCrossEntropy(ignore_index={self.ignore_index}, reduction={self.reduction!r}{weights})"
 
 
 class Scale(Layer):

@@ -249,25 +249,28 @@ def softmax(scores, axis=1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def softmax_cross_entropy(scores, target, ignore_index=IGNORE, reduction="mean"):
-    """Per-pixel cross-entropy of softmax(scores) against integer labels, and its gradient.
+def softmax_cross_entropy(scores, target, ignore_index=IGNORE, reduction="mean", class_weights=None):
+    """Per-pixel cross-entropy of softmax(scores) against integer labels, weighted by class, and its gradient.
 
-    ``loss = sum_p [logsumexp_k s[n, k, p] - s[n, t_p, p]]`` over pixels whose label is not
-    ``ignore_index``, divided by their number when ``reduction="mean"``.
-    ``dscores = softmax(s) - onehot(t)`` at counted pixels (divided likewise), 0 at ignored ones.
-    Shapes: scores (N, K, H, W), target (N, H, W); returns ``(loss, dscores)``.
+    With ``w = class_weights`` (all ones when None): ``loss = sum_p w[t_p] * [logsumexp_k s[n, k, p] - s[n, t_p, p]]``
+    over pixels whose label is not ``ignore_index``, divided by ``sum_p w[t_p]`` over them when
+    ``reduction="mean"`` (the weighted mean; loss 0 and a zero gradient when that sum is 0).
+    ``dscores = w[t_p] * (softmax(s) - onehot(t))`` at counted pixels (divided likewise), 0 at ignored ones.
+    Shapes: scores (N, K, H, W), target (N, H, W), class_weights (K,) or None; returns ``(loss, dscores)``.
     """
     K = scores.shape[1]
     valid = target != ignore_index                                   # (N, H, W)
     labels = np.where(valid, target, 0)
+    weights = np.ones(K) if class_weights is None else np.asarray(class_weights, dtype=np.float64)
+    pixel_weights = weights[labels] * valid                          # (N, H, W): w[t_p], 0 where ignored
     onehot = np.moveaxis(np.eye(K, dtype=scores.dtype)[labels], -1, 1)  # (N, K, H, W)
     shifted = scores - scores.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = -(log_probs * onehot).sum(axis=1)[valid].sum()
-    dscores = (np.exp(log_probs) - onehot) * valid[:, None]
-    count = valid.sum()
-    if reduction == "mean" and count > 0:
-        loss, dscores = loss / count, dscores / count
+    loss = (pixel_weights * -(log_probs * onehot).sum(axis=1)).sum()
+    dscores = (np.exp(log_probs) - onehot) * pixel_weights[:, None]
+    total_weight = pixel_weights.sum()
+    if reduction == "mean" and total_weight > 0:
+        loss, dscores = loss / total_weight, dscores / total_weight
     return float(loss), dscores.astype(scores.dtype)
 
 
