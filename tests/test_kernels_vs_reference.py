@@ -170,6 +170,7 @@ KERNEL_TWINS = {
     "relu_backward": R.relu_backward,
     "softmax_cross_entropy": R.softmax_cross_entropy,
     "sgd_update": R.sgd_update,
+    "adam_update": R.adam_update,
 }
 """kernel name -> its plain-NumPy twin; each entry has a test below."""
 
@@ -306,6 +307,19 @@ def test_sgd_update(dtype, momentum, weight_decay, nesterov):
         _kernels.sgd_update(w, grad, velocity, 0.1, momentum, weight_decay, nesterov)
         KERNEL_TWINS["sgd_update"](w_ref, grad, velocity_ref, 0.1, momentum, weight_decay, nesterov)
     assert_close((w, velocity), (w_ref, velocity_ref), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weight_decay,decoupled", [(0.0, False), (0.1, False), (0.1, True)])
+def test_adam_update(dtype, weight_decay, decoupled):
+    w, grad = data(37, dtype, 0), data(37, dtype, 1)
+    exp_avg, exp_avg_sq = data(37, dtype, 2), data(37, dtype, 3) ** 2
+    w_ref, exp_avg_ref, exp_avg_sq_ref = w.copy(), exp_avg.copy(), exp_avg_sq.copy()
+    for step in (1, 2, 7):                                  # eps = 0.1: large enough that where it is added shows
+        _kernels.adam_update(w, grad, exp_avg, exp_avg_sq, 0.01, 0.8, 0.95, 0.1, weight_decay, decoupled, step)
+        KERNEL_TWINS["adam_update"](w_ref, grad, exp_avg_ref, exp_avg_sq_ref, 0.01, 0.8, 0.95, 0.1, weight_decay,
+                                    decoupled, step)
+    assert_close((w, exp_avg, exp_avg_sq), (w_ref, exp_avg_ref, exp_avg_sq_ref), dtype)
 
 
 @pytest.mark.parametrize("kernel,stride,padding", CONV_GEOMETRY)

@@ -271,3 +271,29 @@ def sgd_update(w, grad, velocity, lr, momentum, weight_decay, nesterov):
         g = grad[i] + weight_decay * w[i]
         velocity[i] = momentum * velocity[i] + g
         w[i] -= lr * (g + momentum * velocity[i] if nesterov else velocity[i])
+
+
+@jit
+def adam_update(w, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    """One Adam step (AdamW's with ``decoupled``), in place, in one pass and without temporary arrays.
+
+    ``g = grad + weight_decay * w`` (Adam: L2 added to the gradient) or ``w *= 1 - lr * weight_decay``
+    first and ``g = grad`` (AdamW: decoupled decay); ``exp_avg = beta1 * exp_avg + (1 - beta1) * g``;
+    ``exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g**2``;
+    ``w -= lr / (1 - beta1**t) * exp_avg / (sqrt(exp_avg_sq) / sqrt(1 - beta2**t) + eps)``.
+    ``step`` is this parameter's count t including this step (1 on its first update). The
+    two bias corrections depend on t only, so they are computed once, before the loop.
+    All arrays 1-D views of equal size; ``w``, ``exp_avg`` and ``exp_avg_sq`` are updated.
+    """
+    step_size = lr / (1 - beta1 ** step)
+    bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+    decay = 1 - lr * weight_decay
+    for i in range(w.size):
+        g = grad[i]
+        if decoupled:
+            w[i] *= decay
+        else:
+            g += weight_decay * w[i]
+        exp_avg[i] = beta1 * exp_avg[i] + (1 - beta1) * g
+        exp_avg_sq[i] = beta2 * exp_avg_sq[i] + (1 - beta2) * g * g
+        w[i] -= step_size * exp_avg[i] / (math.sqrt(exp_avg_sq[i]) / bias_correction2_sqrt + eps)

@@ -284,3 +284,23 @@ def sgd_update(w, grad, velocity, lr, momentum, weight_decay, nesterov):
     g = grad + weight_decay * w
     velocity[...] = momentum * velocity + g
     w -= lr * (g + momentum * velocity if nesterov else velocity)
+
+
+def adam_update(w, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, decoupled, step):
+    """One Adam step (AdamW's with ``decoupled``), in place: PyTorch's rule, as ``training.optim.Adam`` applies it.
+
+    Adam adds the L2 term to the gradient, ``g = grad + weight_decay * w``; AdamW first shrinks the
+    weights, ``w *= 1 - lr * weight_decay``, and uses ``g = grad``. Then the moments
+    ``exp_avg = beta1 * exp_avg + (1 - beta1) * g`` and ``exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * g**2``,
+    and with the parameter's step count t (1 on its first update), corrected for their start at 0:
+    ``w -= lr / (1 - beta1**t) * exp_avg / (sqrt(exp_avg_sq) / sqrt(1 - beta2**t) + eps)``.
+    ``w``, ``exp_avg`` and ``exp_avg_sq`` are updated; all arrays have the same shape.
+    """
+    if decoupled:
+        w *= 1 - lr * weight_decay
+        g = grad
+    else:
+        g = grad + weight_decay * w
+    exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
+    exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    w -= lr / (1 - beta1 ** step) * exp_avg / (np.sqrt(exp_avg_sq) / np.sqrt(1 - beta2 ** step) + eps)

@@ -3,10 +3,13 @@
 Layout of the file::
 
     model/<param>   every model parameter, e.g. model/score_fr.weight
-    optim/<param>   the SGD momentum buffers (when an optimizer is saved)
+    optim/<key>     the optimizer's state_dict (when an optimizer is saved): SGD's momentum
+                    buffers as optim/<param>; Adam's and AdamW's moments and step counts as
+                    optim/exp_avg/<param>, optim/exp_avg_sq/<param>, optim/step/<param>
     order           the current epoch's shuffled image order (when saved mid-run)
-    meta            one JSON string: format tag, model config, epoch, step, position in
-                    the epoch, training settings, RNG states, history
+    meta            one JSON string: format tag, model config, optimizer name ("sgd", "adam"
+                    or "adamw"; absent in checkpoints written before Adam, which are SGD's),
+                    epoch, step, position in the epoch, training settings, RNG states, history
 
 Everything is an array of numbers or a string, so ``np.load(..., allow_pickle=False)``
 reads it; the file is written with :func:`tinyfcn.files.atomic_write`, so a crash or
@@ -29,13 +32,14 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path, model, optimizer=None, order=None, **meta):
-    """Write ``model`` (and optionally the optimizer's momentum and the epoch's image order) to ``path``.
+    """Write ``model`` (and optionally the optimizer's state and the epoch's image order) to ``path``.
 
     Parameters
     ----------
     path : str or Path
     model : FCN32s, FCN16s or FCN8s
-    optimizer : SGD, optional
+    optimizer : SGD, Adam or AdamW, optional
+        Its :meth:`state_dict` is stored, and its name (a key of ``OPTIMIZERS``) in the meta.
     order : int ndarray, optional
         The current epoch's shuffled order, so a resumed run continues mid-epoch exactly.
     **meta
@@ -43,11 +47,12 @@ def save_checkpoint(path, model, optimizer=None, order=None, **meta):
         The model's config and dropout RNG state are added automatically.
     """
     arrays = {f"model/{k}": v for k, v in model.params.items()}
+    meta = dict(format=FORMAT, config=model.config, model_rng=model.rng.bit_generator.state, **meta)
     if optimizer is not None:
-        arrays.update({f"optim/{k}": v for k, v in optimizer.velocity.items()})
+        arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+        meta["optimizer"] = _name(optimizer)
     if order is not None:
         arrays["order"] = np.asarray(order, dtype=np.int64)
-    meta = dict(format=FORMAT, config=model.config, model_rng=model.rng.bit_generator.state, **meta)
     arrays["meta"] = np.array(json.dumps(meta))
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -57,7 +62,8 @@ def load_checkpoint(path):
 
     Returns
     -------
-    dict with ``meta`` (the JSON dict), ``model`` and ``optim`` (name -> array) and ``order`` (or None).
+    dict with ``meta`` (the JSON dict), ``model`` (name -> array), ``optim`` (the optimizer's
+    state_dict, key -> array; empty when none was saved) and ``order`` (or None).
 
     Raises
     ------
@@ -110,6 +116,26 @@ def restore_model(model, checkpoint):
     except ValueError as e:
         raise CheckpointError(str(e)) from None
     model.rng.bit_generator.state = checkpoint["meta"]["model_rng"]
+
+
+def _name(optimizer):
+    """The optimizer's name in ``OPTIMIZERS`` and in a checkpoint's meta: its class name in lower case."""
+    return type(optimizer).__name__.lower()
+
+
+def restore_optimizer(optimizer, checkpoint):
+    """Load a checkpoint's optimizer state into ``optimizer``; another optimizer's state raises CheckpointError.
+
+    Checkpoints written before Adam existed name no optimizer: they hold SGD's momentum.
+    """
+    saved = checkpoint["meta"].get("optimizer", "sgd")
+    if saved != _name(optimizer):
+        raise CheckpointError(f"the checkpoint was trained with the {saved} optimizer, not {_name(optimizer)}: "
+                              f"continue it with {saved}")
+    try:
+        optimizer.load_state_dict(checkpoint["optim"])
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def load_model(path, dtype=np.float32):

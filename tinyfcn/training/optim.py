@@ -1,4 +1,4 @@
-"""Stochastic gradient descent with momentum, and learning-rate schedules.
+"""Optimizers -- SGD with momentum, Adam and AdamW -- and learning-rate schedules.
 
 Loss scale and learning rate
 ----------------------------
@@ -34,6 +34,19 @@ README's accuracy with it).
 Biases: the reference gives every bias twice the learning rate and no weight decay
 (``lr_mult: 2, decay_mult: 0``); PyTorch's SGD, and tinyfcn's by default, treat biases
 like weights. :class:`SGD` offers Caffe's rule as ``bias_lr_mult=2, bias_decay_mult=0``.
+
+Adam and AdamW
+--------------
+Adam gives every weight its own step size: it keeps running averages of the gradient,
+m, and of its square, v, and moves each weight by ``lr * m / sqrt(v)`` (both corrected
+for starting at 0, plus a tiny eps). The ratio stays the same when the gradient is
+multiplied by any factor, so every weight moves by about lr per step (exactly lr while
+its gradient stays the same), whatever the gradient's scale: pixel count, loss
+normalisation and momentum, the factors above, hardly change Adam's steps, and its lr
+is the step itself (1e-3 is the usual start). Adam's weight decay is added to the
+gradient, so it is divided by sqrt(v) too: weights with large gradients are barely
+decayed. AdamW decouples the two: it shrinks every weight directly,
+``w *= 1 - lr * weight_decay``, before the moment update, at the same rate for all.
 """
 import numpy as np
 
@@ -41,7 +54,91 @@ from .. import threads
 from ..ops import _kernels
 
 
-class SGD:
+def _origin(state):
+    """Which optimizer a state dict is from, by its keys: Adam's start ``exp_avg/``..., SGD's are parameter names."""
+    return "Adam or AdamW" if any(k.startswith("exp_avg/") for k in state) else "SGD"
+
+
+class Optimizer:
+    """The part every optimizer shares: parameter and gradient checks, the threaded loop, the state.
+
+    A subclass states only its update (``_update``, on one parameter) and its state (``_state``,
+    a flat dict of the live arrays). ``lr`` is a plain attribute: a schedule sets it between steps.
+
+    Parameters
+    ----------
+    params : dict of name -> ndarray
+        The model's :attr:`params`; the arrays are modified in place.
+    lr : float
+    """
+
+    def __init__(self, params, lr):
+        for name, w in params.items():
+            if not (isinstance(w, np.ndarray) and w.flags.c_contiguous and w.flags.writeable):
+                raise ValueError(f"{type(self).__name__}: parameter {name!r} must be a writeable C-contiguous array, "
+                                 "so that it can be updated in place")
+        self.params, self.lr = params, lr
+
+    def step(self, grads):
+        """Update every parameter that has an entry in ``grads`` (frozen layers have none).
+
+        Every gradient is checked before any parameter changes; the parameters are then
+        updated side by side on tinyfcn's threads (each update touches only its own arrays).
+        """
+        who = f"{type(self).__name__}.step"
+        names = list(grads)
+        for name in names:
+            if name not in self.params:
+                raise ValueError(f"{who}: a gradient for {name!r}, which is not one of the optimizer's parameters")
+            w, grad = self.params[name], grads[name]
+            if not isinstance(grad, np.ndarray):
+                raise TypeError(f"{who}: gradient of {name!r} must be a numpy array, got {type(grad).__name__}")
+            if grad.shape != w.shape or grad.dtype != w.dtype:
+                raise ValueError(f"{who}: gradient of {name!r} is {grad.dtype} {grad.shape}, "
+                                 f"the parameter is {w.dtype} {w.shape}")
+        threads.parallel_for(len(names), lambda i: self._update(
+            names[i], self.params[names[i]].reshape(-1), np.ascontiguousarray(grads[names[i]]).reshape(-1)))
+
+    def _update(self, name, w, grad):
+        """Apply one step to parameter ``name``; ``w`` and ``grad`` are 1-D views of it and its gradient."""
+        raise NotImplementedError
+
+    def _state(self):
+        """key -> the state array itself (the one :meth:`step` updates), for every parameter."""
+        raise NotImplementedError
+
+    def state_dict(self):
+        """A copy of the state: a flat dict of key -> array (the layout is in the class's docstring)."""
+        return {k: v.copy() for k, v in self._state().items()}
+
+    def load_state_dict(self, state):
+        """Restore a state saved by :meth:`state_dict`; keys, shapes and kinds must match (else nothing changes).
+
+        Raises
+        ------
+        ValueError
+            Naming the first missing, unexpected or wrongly shaped key, or the optimizer the state is from.
+        """
+        who = f"{type(self).__name__}.load_state_dict"
+        own = self._state()
+        if state and _origin(state) != _origin(own):
+            raise ValueError(f"{who}: this is the state of {_origin(state)}, not of {type(self).__name__}; "
+                             "continue with the optimizer that saved it")
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected:
+            first = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"
+            raise ValueError(f"{who}: {first} ({len(missing)} missing, {len(unexpected)} unexpected); "
+                             "is this the state of another model?")
+        for k, v in own.items():
+            got = np.asarray(state[k])
+            if got.shape != v.shape or got.dtype.kind != v.dtype.kind:
+                raise ValueError(f"{who}: {k!r} is {got.dtype} {got.shape}, expected {v.dtype} {v.shape}")
+        for k, v in own.items():
+            v[...] = state[k]
+
+
+class SGD(Optimizer):
     """SGD with momentum and weight decay, updating the parameter arrays in place (PyTorch's rule).
 
     ``g = grad + weight_decay * w``; ``v = momentum * v + g``;
@@ -59,6 +156,11 @@ class SGD:
     bias_lr_mult, bias_decay_mult : float
         Multipliers of lr and weight_decay for parameters named ``*.bias`` (Caffe's
         ``lr_mult``/``decay_mult``). The FCN reference uses 2 and 0; the default 1 and 1 is PyTorch's rule.
+
+    Attributes
+    ----------
+    velocity : dict of name -> ndarray
+        The momentum buffers, keyed like the parameters; they are the whole state (:meth:`state_dict`).
     """
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=5e-4, nesterov=False, bias_lr_mult=1.0,
@@ -69,48 +171,96 @@ class SGD:
                              f"bias_lr_mult={bias_lr_mult}, bias_decay_mult={bias_decay_mult}")
         if nesterov and momentum == 0:
             raise ValueError("SGD: Nesterov momentum needs momentum > 0")
-        for name, w in params.items():
-            if not (isinstance(w, np.ndarray) and w.flags.c_contiguous and w.flags.writeable):
-                raise ValueError(f"SGD: parameter {name!r} must be a writeable C-contiguous array, "
-                                 "so that it can be updated in place")
-        self.params = params
-        self.lr, self.momentum, self.weight_decay, self.nesterov = lr, momentum, weight_decay, nesterov
+        super().__init__(params, lr)
+        self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
         self.bias_lr_mult, self.bias_decay_mult = bias_lr_mult, bias_decay_mult
         self.velocity = {k: np.zeros_like(v) for k, v in params.items()}
 
-    def step(self, grads):
-        """Update every parameter that has an entry in ``grads`` (frozen layers have none).
+    def _update(self, name, w, grad):
+        bias = name.endswith(".bias")
+        _kernels.sgd_update(w, grad, self.velocity[name].reshape(-1), self.lr * (self.bias_lr_mult if bias else 1),
+                            self.momentum, self.weight_decay * (self.bias_decay_mult if bias else 1), self.nesterov)
 
-        Every gradient is checked before any parameter changes; the parameters are then
-        updated side by side on tinyfcn's threads (each update touches only its own arrays).
-        """
-        names = list(grads)
-        for name in names:
-            w, grad = self.params[name], grads[name]
-            if grad.shape != w.shape or grad.dtype != w.dtype:
-                raise ValueError(f"SGD.step: gradient of {name!r} is {grad.dtype} {grad.shape}, "
-                                 f"the parameter is {w.dtype} {w.shape}")
+    def _state(self):
+        return self.velocity
 
-        def update(i):
-            name = names[i]
-            bias = name.endswith(".bias")
-            _kernels.sgd_update(self.params[name].reshape(-1), np.ascontiguousarray(grads[name]).reshape(-1),
-                                self.velocity[name].reshape(-1), self.lr * (self.bias_lr_mult if bias else 1),
-                                self.momentum, self.weight_decay * (self.bias_decay_mult if bias else 1),
-                                self.nesterov)
 
-        threads.parallel_for(len(names), update)
+class Adam(Optimizer):
+    """Adam, updating the parameter arrays in place (PyTorch's rule; weight decay as an L2 term in the gradient).
 
-    def state_dict(self):
-        """The momentum buffers, keyed like the parameters (a copy)."""
-        return {k: v.copy() for k, v in self.velocity.items()}
+    Per parameter, with its own step count t (counted when it has a gradient, so 1 on its first update):
+    ``g = grad + weight_decay * w``; ``m = beta1 * m + (1 - beta1) * g``; ``v = beta2 * v + (1 - beta2) * g**2``;
+    ``w -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)``.
+    A parameter with no gradient in a step is not touched and keeps its count, as in PyTorch.
 
-    def load_state_dict(self, state):
-        """Restore momentum buffers saved by :meth:`state_dict`; names and shapes must match."""
-        for k, v in self.velocity.items():
-            if k not in state or np.shape(state[k]) != v.shape:
-                raise ValueError(f"SGD.load_state_dict: no momentum of shape {v.shape} for {k!r}")
-            v[...] = state[k]
+    Parameters
+    ----------
+    params : dict of name -> ndarray
+        The model's :attr:`params`; the arrays are modified in place.
+    lr : float
+        The step: with a steady gradient, every weight moves by lr per step.
+    betas : (float, float) in [0, 1)
+        Decay rates of the running averages of the gradient and of its square.
+    eps : float
+        Added to the denominator, after the square root.
+    weight_decay : float
+        L2 penalty, added to the gradient of every parameter with a gradient.
+
+    Attributes
+    ----------
+    exp_avg, exp_avg_sq : dict of name -> ndarray
+        The running averages m and v, keyed like the parameters.
+    steps : dict of name -> 0-d int64 ndarray
+        Each parameter's step count t.
+
+    :meth:`state_dict` holds all three, keyed ``exp_avg/<param>``, ``exp_avg_sq/<param>`` and ``step/<param>``.
+    """
+
+    decoupled = False
+    """False: weight decay is added to the gradient (Adam); True: it shrinks the weights directly (AdamW)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        name = type(self).__name__
+        if np.shape(betas) != (2,):
+            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
+        beta1, beta2 = betas
+        if not (lr > 0 and 0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0 and weight_decay >= 0):
+            raise ValueError(f"{name}: need lr > 0, 0 <= beta1 < 1, 0 <= beta2 < 1, eps > 0 and weight_decay >= 0; "
+                             f"got lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
+        super().__init__(params, lr)
+        self.betas, self.eps, self.weight_decay = (beta1, beta2), eps, weight_decay
+        self.exp_avg = {k: np.zeros_like(v) for k, v in params.items()}
+        self.exp_avg_sq = {k: np.zeros_like(v) for k, v in params.items()}
+        self.steps = {k: np.zeros((), np.int64) for k in params}
+
+    def _update(self, name, w, grad):
+        self.steps[name] += 1                   # in place: the 0-d array stays the one in the state
+        _kernels.adam_update(w, grad, self.exp_avg[name].reshape(-1), self.exp_avg_sq[name].reshape(-1), self.lr,
+                             *self.betas, self.eps, self.weight_decay, self.decoupled, int(self.steps[name]))
+
+    def _state(self):
+        return {**{f"exp_avg/{k}": v for k, v in self.exp_avg.items()},
+                **{f"exp_avg_sq/{k}": v for k, v in self.exp_avg_sq.items()},
+                **{f"step/{k}": v for k, v in self.steps.items()}}
+
+
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay (PyTorch's rule).
+
+    As :class:`Adam`, but with ``g = grad``, and every parameter with a gradient first shrinks,
+    ``w *= 1 - lr * weight_decay``; the decay then does not pass through the moments, so every
+    weight decays at the same rate whatever its gradient. Same parameters and state as
+    :class:`Adam`; ``weight_decay`` defaults to PyTorch's 1e-2.
+    """
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+"""name -> optimizer class; a checkpoint records its optimizer by this name."""
 
 
 def constant(base_lr, step, total_steps):
