@@ -133,6 +133,7 @@ def _op_pairs():
         "max_pool2d": (pooled_x, 3, 2, 1, True),
         "max_unpool2d": (data(indices.shape, np.float64, 5), indices, (7, 6)),
         "relu": (x,),
+        "batch_norm2d": (x, data(3, np.float64, 7), data(3, np.float64, 8), np.zeros(3), np.ones(3)),
     }
 
 
@@ -158,6 +159,14 @@ def _valid_range_by_brute_force(n_out, n_in, offset, stride):
     return [o for o in range(n_out) if 0 <= o * stride + offset < n_in]
 
 
+def _sum_by_numpy(a):
+    return np.sum(a, dtype=np.float64)
+
+
+def _dot_by_numpy(a, a0, b, b0):
+    return np.sum((a.astype(np.float64) - a0) * (b.astype(np.float64) - b0))
+
+
 KERNEL_TWINS = {
     "_valid_range": _valid_range_by_brute_force,
     "im2col": R.im2col,
@@ -171,6 +180,12 @@ KERNEL_TWINS = {
     "softmax_cross_entropy": R.softmax_cross_entropy,
     "sgd_update": R.sgd_update,
     "adam_update": R.adam_update,
+    "_sum": _sum_by_numpy,
+    "_dot": _dot_by_numpy,
+    "batch_norm2d_stats": R.batch_norm2d_stats,
+    "batch_norm2d_normalize": R.batch_norm2d_normalize,
+    "batch_norm2d_grad_sums": R.batch_norm2d_grad_sums,
+    "batch_norm2d_grad_input": R.batch_norm2d_grad_input,
 }
 """kernel name -> its plain-NumPy twin; each entry has a test below."""
 
@@ -320,6 +335,55 @@ def test_adam_update(dtype, weight_decay, decoupled):
         KERNEL_TWINS["adam_update"](w_ref, grad, exp_avg_ref, exp_avg_sq_ref, 0.01, 0.8, 0.95, 0.1, weight_decay,
                                     decoupled, step)
     assert_close((w, exp_avg, exp_avg_sq), (w_ref, exp_avg_ref, exp_avg_sq_ref), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [0, 1, 5, 63, 64, 65, 1001])
+def test_lane_sums(dtype, size):
+    a, b = data(size, dtype, 0) + 3, data(size, dtype, 1)             # fewer values than lanes, and tails
+    lanes = np.full(_kernels.LANES, np.nan)                            # scratch: whatever was left in it
+    assert _kernels._sum(a, lanes) == pytest.approx(KERNEL_TWINS["_sum"](a), rel=1e-12, abs=1e-12)
+    assert _kernels._dot(a, 3.0, b, -0.5, lanes) == pytest.approx(KERNEL_TWINS["_dot"](a, 3.0, b, -0.5),
+                                                                   rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 9), (1, 4, 1), (3, 2, 37), (2, 3, 200), (2, 1, 4096)])
+def test_batch_norm2d_kernels(dtype, shape):
+    N, C, P = shape
+    x, dout = data(shape, dtype, 0) * 2 + 5, data(shape, dtype, 1)
+    mean = data(C, np.float64, 2)
+    scale, shift, centre, slope = (data(C, dtype, seed) for seed in (3, 4, 5, 6))
+    sums, squares = np.empty((N, C)), np.empty((N, C))
+    _kernels.batch_norm2d_stats(x, sums, squares)
+    assert_close((sums, squares), KERNEL_TWINS["batch_norm2d_stats"](x), np.float64)
+    out = np.empty(shape, dtype)
+    _kernels.batch_norm2d_normalize(x, mean.astype(dtype), scale, shift, out)
+    assert_close(out, KERNEL_TWINS["batch_norm2d_normalize"](x, mean.astype(dtype), scale, shift), dtype)
+    products = np.empty((N, C))
+    _kernels.batch_norm2d_grad_sums(dout, x, mean, sums, products)
+    assert_close((sums, products), KERNEL_TWINS["batch_norm2d_grad_sums"](dout, x, mean), np.float64)
+    dx = np.empty(shape, dtype)
+    _kernels.batch_norm2d_grad_input(dout, x, mean.astype(dtype), scale, centre, slope, dx)
+    assert_close(dx, KERNEL_TWINS["batch_norm2d_grad_input"](dout, x, mean.astype(dtype), scale, centre, slope), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(2, 3, 9, 8), (1, 2, 7, 5), (4, 5, 1, 1)])
+def test_batch_norm2d(dtype, training, shape):
+    C = shape[1]
+    x, dout = data(shape, dtype, 0) * 3 + 2, data(shape, dtype, 1)
+    gamma, beta, running_mean = data(C, dtype, 2), data(C, dtype, 3), data(C, dtype, 4)
+    running_var = np.abs(data(C, dtype, 5)) + 0.5
+    ref_running = running_mean.astype(np.float64), running_var.astype(np.float64)
+    out, cache = F.batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training, 0.3)
+    ref, ref_cache = R.batch_norm2d_forward(*(a.astype(np.float64) for a in (x, gamma, beta)), *ref_running, training, 0.3)
+    assert_close(out, ref, dtype)
+    assert_close((running_mean, running_var), ref_running, dtype)     # updated in place alike (or left alone)
+    assert_close(F.batch_norm2d_backward(dout, cache), R.batch_norm2d_backward(dout.astype(np.float64), ref_cache), dtype)
+    if dtype == np.float64:                                           # either backward takes either cache, in both modes
+        assert_close(F.batch_norm2d_backward(dout, ref_cache), R.batch_norm2d_backward(dout, cache), dtype)
 
 
 @pytest.mark.parametrize("kernel,stride,padding", CONV_GEOMETRY)

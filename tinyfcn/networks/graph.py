@@ -22,7 +22,7 @@ one node (FCN-8s's pool3 and pool4 feed both the next stage and a skip) those
 gradients add -- the one rule of backpropagation over a graph, as in micrograd.
 
 A :class:`Graph` is itself a layer (:class:`~tinyfcn.ops.nn.Layer`): ``forward``,
-``backward``, ``params``, ``grads``, ``train``/``eval``, so the optimizer, the
+``backward``, ``params``, ``grads``, ``buffers``, ``train``/``eval``, so the optimizer, the
 checkpoints and a bigger graph treat it like any other layer.
 """
 import numpy as np
@@ -32,7 +32,8 @@ from .coord_map import IDENTITY, compose, crop_offset, layer_map, receptive_fiel
 
 
 class ParameterDict(dict):
-    """Every parameter of a graph, keyed ``"<node>.<name>"`` (e.g. ``"score_fr.weight"``).
+    """Every parameter of a graph, keyed ``"<node>.<name>"`` (e.g. ``"score_fr.weight"``);
+    with ``kind="buffers"``, every buffer (e.g. ``"bn1.running_mean"``).
 
     The values are the very arrays the layers compute with, so updating one in place
     (as the optimizer does) trains the layer. Assigning a key replaces that layer's
@@ -40,20 +41,21 @@ class ParameterDict(dict):
     old one's shape and dtype.
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers, kind="params"):
         super().__init__((f"{node}.{name}", value) for node, layer in layers.items()
-                         for name, value in layer.params.items())
-        self._layers = layers
+                         for name, value in getattr(layer, kind).items())
+        self._layers, self._kind = layers, kind
 
     def __setitem__(self, key, value):
         if key not in self:
-            raise KeyError(f"no parameter {key!r}; the parameters are {', '.join(self)}")
+            noun = "parameter" if self._kind == "params" else "buffer"
+            raise KeyError(f"no {noun} {key!r}; the {noun}s are {', '.join(self)}")
         old = self[key]
         if not isinstance(value, np.ndarray) or value.shape != old.shape or value.dtype != old.dtype:
             got = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
-            raise ValueError(f"params[{key!r}] must be a {old.dtype} array of shape {old.shape}, got {got}")
+            raise ValueError(f"{self._kind}[{key!r}] must be a {old.dtype} array of shape {old.shape}, got {got}")
         node, name = key.split(".", 1)
-        self._layers[node].params[name] = value          # a Graph inside a Graph: its ParameterDict recurses
+        getattr(self._layers[node], self._kind)[name] = value   # a Graph inside a Graph: its ParameterDict recurses
         super().__setitem__(key, value)
 
 
@@ -76,6 +78,9 @@ class Graph(nn.Layer):
     shapes : dict, map name -> shape of that map in the last forward pass
     params, grads : dicts keyed ``"<node>.<name>"`` (see :class:`ParameterDict`); ``grads``
         is filled by :meth:`backward` and holds nothing for frozen layers.
+    buffers : dict keyed ``"<node>.<name>"`` like ``params`` (a :class:`ParameterDict` of kind
+        ``"buffers"``): the layers' state that gradients do not train, such as a BatchNorm2d's
+        running statistics, the arrays the layers update in place. Empty without such layers.
     """
 
     def __init__(self, nodes):
@@ -87,6 +92,7 @@ class Graph(nn.Layer):
             raise ValueError("Graph: needs at least one node")
         self.output = name
         self.params = ParameterDict(self.layers)
+        self.buffers = ParameterDict(self.layers, "buffers")
         self._readers = {m: sum(s.count(m) for s in self.sources.values()) for m in self.coords}
 
     def _add(self, name, layer, sources):
@@ -158,11 +164,11 @@ class Graph(nn.Layer):
     # -- reading the declaration
 
     def state_dict(self):
-        """A copy of every parameter (frozen ones included), keyed like :attr:`params`."""
-        return {k: v.copy() for k, v in self.params.items()}
+        """A copy of every parameter (frozen ones included) and every buffer, keyed like :attr:`params` and :attr:`buffers`."""
+        return {k: v.copy() for k, v in {**self.params, **self.buffers}.items()}
 
     def load_state_dict(self, state):
-        """Copy arrays into the parameters in place. Names and shapes must match exactly.
+        """Copy arrays into the parameters and buffers in place. Names and shapes must match exactly.
 
         Raises
         ------
@@ -170,16 +176,17 @@ class Graph(nn.Layer):
             Naming the first missing, unexpected or wrongly shaped key.
         """
         who = f"{type(self).__name__}.load_state_dict"
-        missing = [k for k in self.params if k not in state]
-        unexpected = [k for k in state if k not in self.params]
+        arrays = {**self.params, **self.buffers}
+        missing = [k for k in arrays if k not in state]
+        unexpected = [k for k in state if k not in arrays]
         if missing or unexpected:
             raise ValueError(f"{who}: " + (f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}")
                              + f" ({len(missing)} missing, {len(unexpected)} unexpected); "
                              "is this a checkpoint of another architecture?")
-        for k, v in self.params.items():
+        for k, v in arrays.items():
             if np.shape(state[k]) != v.shape:
                 raise ValueError(f"{who}: {k!r} has shape {np.shape(state[k])}, the model expects {v.shape}")
-        for k, v in self.params.items():
+        for k, v in arrays.items():
             v[...] = state[k]
 
     def table(self):

@@ -10,7 +10,8 @@ The grid covers kernel sizes 1-5, strides 1-3 and paddings 0-2, always with
 non-square kernels, strides and paddings, an odd-sized non-square input and a
 batch of 2. Inputs avoid the points where an op has no derivative: ReLU inputs
 stay away from 0 and max-pool inputs are distinct and well separated, so a step of
-1e-5 never changes which value wins a window.
+1e-5 never changes which value wins a window. Batch norm is checked in training and in
+evaluation mode, on one image of many pixels and on 1x1 maps of a few images.
 """
 import itertools
 
@@ -169,6 +170,34 @@ def check_softmax_cross_entropy(scores_shape, reduction, ignored, weighted, seed
     return {"scores": rel_error(dscores, num)}
 
 
+def batch_norm2d_configs():
+    """Odd non-square sizes, one image with many pixels, one pixel with a few images; both modes."""
+    shapes = [(2, 3, 7, 6), (1, 4, 3, 5), (3, 2, 1, 1), (5, 1, 2, 3)]
+    return [dict(x_shape=s, training=t) for s, t in itertools.product(shapes, (True, False))]
+
+
+def check_batch_norm2d(x_shape, training, seed=0):
+    """Batch norm's input, weight (gamma) and bias (beta) gradients, in training mode (the batch's
+    statistics, so every input of a channel moves every output) and in evaluation mode (fixed running statistics)."""
+    rng = np.random.default_rng(seed)
+    C = x_shape[1]
+    x = rng.standard_normal(x_shape) * 1.5 + 0.5
+    gamma, beta = rng.uniform(0.5, 2.0, C), rng.standard_normal(C)
+    running = rng.standard_normal(C), rng.uniform(0.5, 2.0, C)
+
+    def f(x, gamma, beta):                  # fresh running statistics each call: training updates them in place
+        return F.batch_norm2d_forward(x, gamma, beta, running[0].copy(), running[1].copy(), training)[0]
+
+    out, cache = F.batch_norm2d_forward(x, gamma, beta, running[0].copy(), running[1].copy(), training)
+    dout = rng.standard_normal(out.shape)
+    dx, dgamma, dbeta = F.batch_norm2d_backward(dout, cache)
+    return {
+        "x": rel_error(dx, numerical_gradient(lambda v: f(v, gamma, beta), x, dout)),
+        "weight": rel_error(dgamma, numerical_gradient(lambda v: f(x, v, beta), gamma, dout)),
+        "bias": rel_error(dbeta, numerical_gradient(lambda v: f(x, gamma, v), beta, dout)),
+    }
+
+
 def layer_configs():
     return [dict(layer="Dropout", arg=0), dict(layer="Crop", arg=0),
             dict(layer="Add", arg=0), dict(layer="Add", arg=1),
@@ -237,6 +266,7 @@ CHECKS = {
     "max_unpool2d": (max_unpool2d_configs, check_max_unpool2d),
     "relu": (relu_configs, check_relu),
     "softmax_cross_entropy": (softmax_cross_entropy_configs, check_softmax_cross_entropy),
+    "batch_norm2d": (batch_norm2d_configs, check_batch_norm2d),
     "Dropout / Crop / Add / Concat": (layer_configs, check_layer),
     "Linear / Flatten / MaxUnpool2d(pool)": (new_layer_configs, check_new_layer),
 }

@@ -574,3 +574,170 @@ def _check_class_weights(op, class_weights, K):
         raise ValueError(f"{op}: class_weights must be >= 0, got {weights[weights < 0][:10].tolist()} "
                          f"at classes {np.flatnonzero(weights < 0)[:10].tolist()}")
     return weights.astype(np.float64)
+
+
+# ---------------------------------------------------------------- batch normalisation
+
+BN_BLOCK = 1 << 16
+"""Threads share a batch norm by items of about this many values: several whole images where an
+image is smaller (small maps run in one piece, as the threads would cost more than they save),
+else blocks of whole channel planes of one image. Each plane is summed in one piece, in a fixed
+order, so no result depends on the items or the thread count."""
+
+
+def _check_per_channel(op, name, a, channels, dtype):
+    """A (C,) array of the input's dtype: one value per channel of x."""
+    checked = _check_array(op, name, a, ("C",), dtype)
+    if checked.shape != (channels,):
+        raise ValueError(f"{op}: {name} must have shape ({channels},), one value per channel of x, got {checked.shape}")
+    return checked
+
+
+def _for_each_block(N, C, P, body):
+    """Run ``body(images, channels)`` (two slices) for items of about :data:`BN_BLOCK` values, on tinyfcn's threads.
+
+    The items cover the (N, C) planes of P values once each, so every body writes only its own planes.
+    """
+    if C * P <= BN_BLOCK:
+        threads.parallel_for_blocks(N, max(1, BN_BLOCK // max(C * P, 1)), lambda images: body(images, slice(0, C)))
+        return
+    per = max(1, BN_BLOCK // max(P, 1))
+    blocks = -(-C // per)
+    threads.parallel_for(N * blocks, lambda i: body(slice(i // blocks, i // blocks + 1),
+                                                    slice(i % blocks * per, min(C, (i % blocks + 1) * per))))
+
+
+def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
+    """Batch normalisation, PyTorch's ``BatchNorm2d``: ``out = gamma * (x - mean) / sqrt(var + eps) + beta`` per channel.
+
+    Training: ``mean`` and the biased variance ``var`` of each channel over the batch, axes
+    (N, H, W): m = N*H*W values. The running statistics are updated in place,
+    ``running_mean = (1 - momentum) * running_mean + momentum * mean`` and
+    ``running_var = (1 - momentum) * running_var + momentum * var * m / (m - 1)`` (the unbiased variance).
+    Evaluation: ``mean`` and ``var`` are the running statistics, which stay as they are.
+
+    How it runs: for each image and channel a kernel sums the plane's values, then their
+    squared deviations from the plane's own mean, in float64 even for float32 input (a
+    variance is a small difference of large sums; float32 keeps 7 digits). The planes combine
+    in a fixed order: ``mean = sum(sums) / m`` and ``var * m = sum(squares) + P * sum((sums / P - mean)^2)``
+    (the squares within the planes plus those of the plane means around the mean, P = H*W).
+    A second kernel then writes ``out`` in one pass. Both run on tinyfcn's threads, by whole images
+    or blocks of channel planes (:data:`BN_BLOCK`).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    gamma, beta : ndarray, shape (C,)
+        The learned scale and shift (the layer's ``weight`` and ``bias``).
+    running_mean, running_var : ndarray, shape (C,)
+        Updated in place in training; read in evaluation.
+    training : bool
+    momentum : float in [0, 1]
+    eps : float > 0
+
+    Returns
+    -------
+    out : ndarray, shape (N, C, H, W)
+    cache : ``(x, gamma, mean, inv_std, training)`` for :func:`batch_norm2d_backward`
+        ``mean`` and ``inv_std = 1 / sqrt(var + eps)``, (C,) float64: the statistics x was
+        normalised with (the batch's in training, the running ones in evaluation).
+        :func:`tinyfcn.ops.reference.batch_norm2d_forward` gives the same layout.
+
+    Raises
+    ------
+    ValueError
+        In training when there is only one value per channel (m = 1: its variance is 0 and its
+        unbiased variance undefined), as PyTorch does.
+    """
+    op = "batch_norm2d"
+    x = _check_array(op, "x", x, ("N", "C", "H", "W"))
+    N, C, H, W = x.shape
+    P, m = H * W, N * H * W
+    gamma = _check_per_channel(op, "gamma", gamma, C, x.dtype)
+    beta = _check_per_channel(op, "beta", beta, C, x.dtype)
+    for name, a in (("running_mean", running_mean), ("running_var", running_var)):
+        _check_per_channel(op, name, a, C, x.dtype)                   # checked; the caller's arrays are updated
+    if not 0 <= momentum <= 1 or not eps > 0:
+        raise ValueError(f"{op}: need 0 <= momentum <= 1 and eps > 0, got momentum={momentum}, eps={eps}")
+    if (running_var < 0).any():
+        raise ValueError(f"{op}: running_var must not be negative, got a minimum of {running_var.min()}")
+    x3 = x.reshape(N, C, P)
+    if training:
+        if m <= 1:
+            raise ValueError(f"{op}: BatchNorm2d in training needs more than one value per channel; got input of "
+                             f"shape {x.shape}; use a batch larger than 1 or eval mode")
+        if not (running_mean.flags.writeable and running_var.flags.writeable):
+            raise ValueError(f"{op}: running_mean and running_var are updated in place in training; pass writeable arrays")
+        sums, squares = np.empty((N, C)), np.empty((N, C))
+        _for_each_block(N, C, P, lambda n, c: _kernels.batch_norm2d_stats(x3[n, c], sums[n, c], squares[n, c]))
+        mean = sums.sum(axis=0) / m
+        var = (squares.sum(axis=0) + P * ((sums / P - mean) ** 2).sum(axis=0)) / m
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+        running_var[...] = (1 - momentum) * running_var + momentum * var * (m / (m - 1))
+    else:
+        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+    inv_std = 1 / np.sqrt(var + eps)
+    mean_x, scale = mean.astype(x.dtype), (gamma * inv_std).astype(x.dtype)
+    out = np.empty_like(x)
+    out3 = out.reshape(N, C, P)
+    _for_each_block(N, C, P, lambda n, c: _kernels.batch_norm2d_normalize(x3[n, c], mean_x[c], scale[c], beta[c],
+                                                                          out3[n, c]))
+    return out, (x, gamma, mean, inv_std, training)
+
+
+def batch_norm2d_backward(dout, cache):
+    """Gradients of :func:`batch_norm2d_forward`. Sums run over (N, H, W) per channel; ``sigma = sqrt(var + eps)``.
+
+    ``dbeta = sum(dout)`` and ``dgamma = sum(dout * x_hat)``, ``x_hat = (x - mean) / sigma``. In training::
+
+        dx = gamma / (m * sigma) * (m * dout - sum(dout) - x_hat * sum(dout * x_hat))
+
+    Derivation, per channel, backwards through the graph x -> (mean, var) -> x_hat -> out:
+    ``dx_hat = gamma * dout``;
+    ``dvar = -1/2 * sigma^-3 * sum(dx_hat * (x - mean))``;
+    ``dmean = -sum(dx_hat) / sigma`` (its term through var, ``dvar * -2/m * sum(x - mean)``, is 0);
+    ``dx = dx_hat / sigma + dvar * 2 (x - mean) / m + dmean / m``.
+    Writing ``x - mean = sigma * x_hat`` turns the three terms into
+    ``(m * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat)) / (m * sigma)``, the form above.
+    The two sums remove from ``dout`` its mean and its component along ``x_hat``: moving every x of
+    a channel together, or scaling them about their mean, leaves the normalised output unchanged
+    (up to eps), so the gradient has no part along either direction.
+
+    In evaluation mean and sigma are constants, so ``dx = dout * gamma / sigma``.
+
+    How it runs: one kernel sums ``dout`` and ``dout * (x - mean)`` per image and channel (in float64),
+    combined in image order; a second writes
+    ``dx = scale * (dout - centre - (x - mean) * slope)`` in one pass, with ``scale = gamma / sigma``,
+    ``centre = sum(dout) / m`` and ``slope = sum(dout * x_hat) / (m * sigma)`` in training, and
+    centre = slope = 0 in evaluation.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, C, H, W)
+    cache : from :func:`batch_norm2d_forward` (or its reference twin)
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+    dgamma, dbeta : ndarray, shape (C,)
+    """
+    x, gamma, mean, inv_std, training = cache
+    N, C, H, W = x.shape
+    P, m = H * W, N * H * W
+    dout = _check_grad("batch_norm2d_backward", dout, x.shape, x.dtype)
+    x3, dout3 = np.ascontiguousarray(x).reshape(N, C, P), dout.reshape(N, C, P)
+    sums, products = np.empty((N, C)), np.empty((N, C))
+    _for_each_block(N, C, P, lambda n, c: _kernels.batch_norm2d_grad_sums(dout3[n, c], x3[n, c], mean[c], sums[n, c],
+                                                                          products[n, c]))
+    dbeta = sums.sum(axis=0)
+    dgamma = inv_std * products.sum(axis=0)                            # sum(dout * x_hat)
+    if training:
+        centre, slope = dbeta / m, inv_std * dgamma / m
+    else:
+        centre = slope = np.zeros(C)
+    mean_x, scale, centre, slope = (a.astype(x.dtype) for a in (mean, gamma * inv_std, centre, slope))
+    dx = np.empty(x.shape, x.dtype)
+    dx3 = dx.reshape(N, C, P)
+    _for_each_block(N, C, P, lambda n, c: _kernels.batch_norm2d_grad_input(dout3[n, c], x3[n, c], mean_x[c], scale[c],
+                                                                           centre[c], slope[c], dx3[n, c]))
+    return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)

@@ -5,7 +5,10 @@ Every layer has ``forward(...)`` and ``backward(dout)``; ``forward`` keeps what
 ``params`` (name -> the array the layer computes with, so updating it in place
 trains the layer) and ``grads`` (same names and shapes, filled by ``backward``).
 A frozen layer keeps its ``params`` but leaves ``grads`` empty, so an optimizer
-that walks ``grads`` never moves it.
+that walks ``grads`` never moves it. State that is not learned by gradient descent (a
+:class:`BatchNorm2d`'s running statistics) lives in ``buffers``: arrays the layer updates
+in place during training-mode forward passes, saved with the parameters in a state dict,
+but never in ``params`` or ``grads``, so no optimizer (and no weight decay) touches them.
 
 A ``backward`` never modifies the gradient it is given. Where one map feeds two
 layers, the caller adds the two gradients that come back.
@@ -21,11 +24,12 @@ from .sizes import pair
 
 
 class Layer:
-    """Base class: empty ``params``/``grads`` and a training flag (only :class:`Dropout` reads it)."""
+    """Base class: empty ``params``/``grads``/``buffers`` and a training flag (:class:`Dropout` and :class:`BatchNorm2d` read it)."""
 
     def __init__(self):
         self.params = {}
         self.grads = {}
+        self.buffers = {}
         self.training = True
 
     def train(self, mode=True):
@@ -225,6 +229,48 @@ class ReLU(Layer):
 
     def backward(self, dout):
         return F.relu_backward(dout, self.cache)
+
+
+class BatchNorm2d(Layer):
+    """Batch normalisation of each channel; see :func:`tinyfcn.ops.functional.batch_norm2d_forward`.
+
+    Training mode normalises with the batch's statistics over (N, H, W) and moves the running
+    statistics towards them; evaluation mode normalises with the running statistics.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels.
+    momentum : float in [0, 1]
+        Weight of the new batch in the running statistics.
+    eps : float > 0
+        Added to the variance before the square root.
+    dtype : float32 (default) or float64
+
+    ``params``: ``weight`` (C,) ones and ``bias`` (C,) zeros (gamma and beta).
+    ``buffers``: ``running_mean`` (C,) zeros and ``running_var`` (C,) ones.
+    """
+
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, dtype=np.float32):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.params["weight"] = np.ones(num_features, dtype)
+        self.params["bias"] = zeros(num_features, dtype)
+        self.buffers["running_mean"] = zeros(num_features, dtype)
+        self.buffers["running_var"] = np.ones(num_features, dtype)
+
+    def forward(self, x):
+        out, self.cache = F.batch_norm2d_forward(x, self.params["weight"], self.params["bias"],
+                                                 self.buffers["running_mean"], self.buffers["running_var"],
+                                                 self.training, self.momentum, self.eps)
+        return out
+
+    def backward(self, dout):
+        dx, self.grads["weight"], self.grads["bias"] = F.batch_norm2d_backward(dout, self.cache)
+        return dx
+
+    def __repr__(self):
+        return f"BatchNorm2d({self.params['weight'].size}, momentum={self.momentum}, eps={self.eps})"
 
 
 class Dropout(Layer):

@@ -304,3 +304,73 @@ def adam_update(w, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_deca
     exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
     exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
     w -= lr / (1 - beta1 ** step) * exp_avg / (np.sqrt(exp_avg_sq) / np.sqrt(1 - beta2 ** step) + eps)
+
+
+# ---------------------------------------------------------------- batch normalisation
+
+
+def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
+    """Normalise every channel, then scale and shift it: ``out = gamma * (x - mean) / sqrt(var + eps) + beta``.
+
+    Training: mean and the biased variance over the batch, axes (N, H, W) -- m = N*H*W values
+    per channel; the running statistics move towards them in place (the variance unbiased,
+    times m / (m - 1)). Evaluation: mean and var are the running statistics.
+    Shapes: x (N, C, H, W), gamma, beta, running_mean, running_var (C,).
+    The cache is ``(x, gamma, mean, inv_std, training)``, mean and ``inv_std = 1 / sqrt(var + eps)`` float64.
+    """
+    if training:
+        m = x.size // x.shape[1]
+        mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
+        var = ((x - mean[:, None, None]) ** 2).mean(axis=(0, 2, 3))          # biased: divided by m
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+        running_var[...] = (1 - momentum) * running_var + momentum * var * m / (m - 1)
+    else:
+        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+    inv_std = 1 / np.sqrt(var + eps)
+    x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
+    out = gamma[:, None, None] * x_hat + beta[:, None, None]
+    return out.astype(x.dtype), (x, gamma, mean, inv_std, training)
+
+
+def batch_norm2d_backward(dout, cache):
+    """Gradients of :func:`batch_norm2d_forward`, sums over (N, H, W) per channel, ``sigma = sqrt(var + eps)``.
+
+    ``dbeta = sum(dout)``, ``dgamma = sum(dout * x_hat)``; training:
+    ``dx = gamma / (m * sigma) * (m * dout - sum(dout) - x_hat * sum(dout * x_hat))`` (mean and var
+    depend on every x of the channel); evaluation: ``dx = dout * gamma / sigma``. Returns ``(dx, dgamma, dbeta)``.
+    """
+    x, gamma, mean, inv_std, training = cache
+    x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
+    dbeta = dout.sum(axis=(0, 2, 3))
+    dgamma = (dout * x_hat).sum(axis=(0, 2, 3))
+    if training:
+        m = x.size // x.shape[1]
+        dx = (gamma * inv_std / m)[:, None, None] * (m * dout - dbeta[:, None, None] - x_hat * dgamma[:, None, None])
+    else:
+        dx = dout * (gamma * inv_std)[:, None, None]
+    return dx.astype(x.dtype), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
+# The compiled batch norm in steps (tinyfcn.ops.functional combines them); x, dout: (N, C, P), P = H*W.
+
+
+def batch_norm2d_stats(x):
+    """Per image and channel: the plane's sum and the sum of its squared deviations from its own mean, (N, C) float64 each."""
+    sums = x.sum(axis=2, dtype=np.float64)
+    squares = ((x - sums[:, :, None] / x.shape[2]) ** 2).sum(axis=2)
+    return sums, squares
+
+
+def batch_norm2d_normalize(x, mean, scale, shift):
+    """``out = (x - mean[c]) * scale[c] + shift[c]`` for every channel c."""
+    return (x - mean[:, None]) * scale[:, None] + shift[:, None]
+
+
+def batch_norm2d_grad_sums(dout, x, mean):
+    """Per image and channel: ``sum(dout)`` and ``sum(dout * (x - mean[c]))``, (N, C) float64 each."""
+    return dout.sum(axis=2, dtype=np.float64), (dout * (x - mean[:, None])).sum(axis=2, dtype=np.float64)
+
+
+def batch_norm2d_grad_input(dout, x, mean, scale, centre, slope):
+    """``dx = scale[c] * (dout - centre[c] - (x - mean[c]) * slope[c])`` for every channel c."""
+    return scale[:, None] * (dout - centre[:, None] - (x - mean[:, None]) * slope[:, None])
