@@ -340,7 +340,7 @@ def test_an_invisible_character_in_a_name_is_pointed_out(shapes, tmp_path):
 def test_training_settings_are_checked_before_the_data(flag, value, message, capsys):
     assert main(["train", "--data", "no/such/folder", flag, value]) == 2
     assert one_line(capsys.readouterr().err) == f"tinyfcn train: error: {message}" + \
-        {"--lr": ", e.g. 0.03", "--momentum": ", e.g. 0.9", "--weight-decay": ", e.g. 5e-4"}[flag]
+        {"--lr": ", e.g. 0.001", "--momentum": ", e.g. 0.9", "--weight-decay": ", e.g. 1e-4"}[flag]
 
 
 def test_quiet_hides_progress_bars_but_keeps_the_epoch_lines(shapes, tmp_path, capsys):

@@ -107,15 +107,28 @@ def _initial_model(args, num_classes, in_channels):
 
 
 def _check_settings(args):
-    """The numeric training settings, checked before any data is loaded."""
+    """The numeric training settings given on the command line, checked before any data is loaded."""
     import math
-    checks = [("--lr", args.lr, args.lr > 0, "a positive number, e.g. 0.03"),
-              ("--momentum", args.momentum, 0 <= args.momentum < 1, "in [0, 1), e.g. 0.9"),
-              ("--weight-decay", args.weight_decay, args.weight_decay >= 0, "0 or more, e.g. 5e-4")]
+    checks = [("--lr", args.lr, lambda v: v > 0, "a positive number, e.g. 0.001"),
+              ("--momentum", args.momentum, lambda v: 0 <= v < 1, "in [0, 1), e.g. 0.9"),
+              ("--weight-decay", args.weight_decay, lambda v: v >= 0, "0 or more, e.g. 1e-4"),
+              ("--warmup-epochs", args.warmup_epochs, lambda v: v >= 0, "0 or more, e.g. 1")]
     for flag, value, ok, want in checks:
-        if not (math.isfinite(value) and ok):
+        if value is not None and not (math.isfinite(value) and ok(value)):
             raise UsageError(f"{flag} {value}: must be {want}")
     _size(args.crop, "--crop")
+
+
+def _class_weights(args, num_classes):
+    """``--class-weights``: none, median-frequency, or a file of K weights (read and checked here)."""
+    from .training.recipes import CLASS_WEIGHTS
+    if args.class_weights is None or args.class_weights in CLASS_WEIGHTS:
+        return args.class_weights
+    from .datasets.statistics import read_class_weights
+    if not Path(args.class_weights).is_file():
+        raise UsageError(f"--class-weights {args.class_weights}: no such file; give none, median-frequency, "
+                         f"or a file with one weight per class ({num_classes} lines)")
+    return read_class_weights(args.class_weights, num_classes)
 
 
 SANITY_FOREGROUND = 0.5
@@ -141,6 +154,7 @@ def cmd_train(args):
     val_set = datasets.load_split(args.data, "val", num_classes=train_set.num_classes, skip_bad=args.skip_bad,
                                   num_classes_from="the train split")
     model = _initial_model(args, train_set.num_classes, train_set.in_channels)
+    class_weights = _class_weights(args, train_set.num_classes)
     if args.sanity:
         result = sanity_check(model, train_set, images=4, steps=300, lr=0.05)
         ok = (abs(result["initial_loss"] - result["log_k"]) < 1e-3 and result["final_loss"] < 0.1 * result["log_k"]
@@ -161,18 +175,18 @@ def cmd_train(args):
 
     def plots(history):
         viz.plot_curves(history, out / "curves.png")
-        model.eval()
-        preds = [model.predict(datasets.normalize(image)[None])[0] for image, _ in shown]
-        model.train()
+        preds = [model.predict(datasets.normalize(image, model.normalization)[None])[0] for image, _ in shown]
         viz.plot_predictions([i for i, _ in shown], [t for _, t in shown], preds, train_set.classes,
                              out / "predictions.png")
+        viz.plot_diagnostics(history, train_set.classes, out / "diagnostics.png")
 
-    fit(model, train_set, val_set, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment,
-        crop=_size(args.crop, "--crop"), seed=args.seed, out=out, resume=args.resume, progress=not args.quiet,
-        on_epoch_end=plots)
-    print(f"done: {out / 'best.npz'} (best validation mean IoU), {out / 'last.npz'}, history.json, curves.png, "
-          "predictions.png")
+    fit(model, train_set, val_set, epochs=args.epochs, batch_size=args.batch_size, recipe=args.recipe,
+        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, momentum=args.momentum,
+        schedule=args.schedule, warmup_epochs=args.warmup_epochs, class_weights=class_weights,
+        normalization=args.normalization, augment=args.augment, crop=_size(args.crop, "--crop"), seed=args.seed,
+        out=out, resume=args.resume, progress=not args.quiet, on_epoch_end=plots)
+    print(f"done: {out / 'best.npz'} (best validation mean IoU), {out / 'last.npz'}, history.json, config.json, "
+          "curves.png, predictions.png, diagnostics.png")
     return 0
 
 
@@ -240,7 +254,7 @@ def cmd_predict(args):
         images.append(image)
     out.mkdir(parents=True, exist_ok=True)
     for path, image in zip(paths, images):
-        label = model.predict(datasets.normalize(image)[None])[0].astype(np.uint8)
+        label = model.predict(datasets.normalize(image, model.normalization)[None])[0].astype(np.uint8)
         datasets.save_mask(out / f"{path.stem}.png", label)
         written = [out / f"{path.stem}.png"]
         if args.overlay:
@@ -364,7 +378,8 @@ def _apply_threads(args):
 def build_parser():
     from .datasets import DATASETS
     from .networks.models import DOWNSAMPLE, MODELS
-    from .training.optim import SCHEDULES
+    from .training.optim import OPTIMIZERS, SCHEDULES
+    from .training.recipes import NORMALIZATIONS, RECIPES
     parser = argparse.ArgumentParser(prog="tinyfcn", description="Fully Convolutional Networks from scratch in NumPy.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -383,11 +398,22 @@ def build_parser():
     p.add_argument("--init", type=Path, help="start from this checkpoint (a coarser variant for staged training)")
     p.add_argument("--epochs", type=_positive, default=16, help="epochs (default 16)")
     p.add_argument("--batch-size", type=_positive, default=8, help="images per step (default 8)")
-    p.add_argument("--lr", type=float, default=0.03, help="base learning rate (default 0.03)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay (default 5e-4)")
-    p.add_argument("--schedule", choices=list(SCHEDULES), default="poly",
-                   help="learning-rate schedule (default poly)")
+    p.add_argument("--recipe", choices=list(RECIPES), default="default",
+                   help="the settings every option below left out takes: default (chosen by measurement, "
+                        "docs/recipe.md) or paper (the FCN paper's SGD with momentum)")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), help="sgd, adam or adamw (default: the recipe's)")
+    p.add_argument("--lr", type=float, help="base learning rate (default: the recipe's)")
+    p.add_argument("--momentum", type=float, help="SGD momentum (default: the recipe's, 0.9)")
+    p.add_argument("--weight-decay", type=float, help="weight decay (default: the recipe's)")
+    p.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule (default: the recipe's)")
+    p.add_argument("--warmup-epochs", type=float, metavar="E",
+                   help="raise the learning rate linearly over the first E epochs (default: the recipe's)")
+    p.add_argument("--class-weights", metavar="W",
+                   help="weigh the loss by class: none, median-frequency (SegNet's), or a file of K weights, "
+                        "one per line (default: the recipe's)")
+    p.add_argument("--normalization", choices=NORMALIZATIONS,
+                   help="input normalization: fixed (x/255 - 0.5) / 0.25, or the training split's channel "
+                        "mean and std (default: the recipe's)")
     p.add_argument("--augment", action="store_true", help="random horizontal flips")
     p.add_argument("--crop", type=_positive, nargs="+", metavar="S", help="train on random S or H W crops")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling and dropout")

@@ -547,3 +547,81 @@ def plot_heatmap(image, scores, coords, classes, path=None):
         ax.set_xticks([])
         ax.set_yticks([])
     return _save(fig, path)
+
+
+def plot_diagnostics(history, classes=None, path=None):
+    """The instruments of a run (:mod:`tinyfcn.training.instruments`), one panel each, by epoch.
+
+    Top: per-layer gradient norm, update/weight ratio (the healthy band shaded) and share of
+    dead ReLU channels, layers coloured from the first (dark) to the last (light). Bottom: the
+    share of pixels predicted as each class (solid) against its true share (dashed), and the
+    validation IoU of each class, in the class colours of the label figures.
+
+    Parameters
+    ----------
+    history : dict of lists, as :func:`tinyfcn.training.train.fit` returns it (``"diagnostics"``
+        and ``"val_per_class_iou"`` per epoch; epochs without them are skipped)
+    classes : list of K class names, optional
+    path : str or Path, optional
+
+    Returns
+    -------
+    fig : Figure
+    """
+    from matplotlib import colormaps
+
+    from .training.instruments import DEAD, UPDATE_RATIO
+    epochs = [(e, d) for e, d in zip(history.get("epoch", []), history.get("diagnostics", [])) if d]
+    fig = _figure(13, 7)
+    axes = fig.subplots(2, 3)
+    top = [("grad_norm", "gradient norm", True), ("update_ratio", "update / weight per step", True),
+           ("dead_relu", "dead ReLU channels (share)", False)]
+    for ax, (key, title, log) in zip(axes[0], top):
+        layers = list(dict.fromkeys(k for _, d in epochs for k in d.get(key, {})))
+        colours = colormaps["viridis"](np.linspace(0, 0.9, max(len(layers), 1)))
+        for layer, colour in zip(layers, colours):
+            points = [(e, d[key][layer]) for e, d in epochs
+                      if d.get(key, {}).get(layer) is not None and (d[key][layer] > 0 or not log)]
+            if points:
+                ax.plot(*zip(*points), color=colour, marker=".", label=layer)
+        if log and ax.lines:
+            ax.set_yscale("log")
+        ax.set(title=title, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        if layers:
+            ax.legend(fontsize=6, ncol=2, title="layer", title_fontsize=7)
+    axes[0, 1].axhspan(*UPDATE_RATIO, color="green", alpha=0.08, label="healthy")
+    axes[0, 2].axhline(DEAD, color="red", lw=0.8, ls="--")
+    axes[0, 2].set_ylim(-0.02, 1.02)
+    K = len(classes) if classes else len(next((d["predicted_share"] for _, d in epochs if "predicted_share" in d), []))
+    names = classes or [f"class {k}" for k in range(K)]
+    palette = palette_for(K) / 255
+    for k in range(K):
+        share = [(e, d["predicted_share"][k], d["true_share"][k]) for e, d in epochs if "predicted_share" in d]
+        if share:
+            e, predicted, true = zip(*share)
+            axes[1, 0].plot(e, np.maximum(predicted, 1e-4), color=palette[k], marker=".", label=names[k])
+            axes[1, 0].plot(e, np.maximum(true, 1e-4), color=palette[k], ls="--", lw=0.8)
+        iou = [(e, v[k]) for e, v in zip(history.get("epoch", []), history.get("val_per_class_iou", []))
+               if v and v[k] is not None]
+        if iou:
+            axes[1, 1].plot(*zip(*iou), color=palette[k], marker=".", label=names[k])
+    axes[1, 0].set(title="share of pixels: predicted (solid), true (dashed)", xlabel="epoch",
+                   ylabel="share (0 drawn at 1e-4)", yscale="log", ylim=(8e-5, 1.5))
+    axes[1, 1].set(title="validation IoU per class", xlabel="epoch", ylim=(-0.02, 1.02))
+    for ax in axes.flat[:5]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    for ax in axes[1, :2]:
+        ax.grid(alpha=0.3)
+        if K:
+            ax.legend(fontsize=6, ncol=2)
+    axes[1, 2].axis("off")
+    axes[1, 2].text(0, 1, "How to read it\n\n"
+                    "gradient norm: a layer orders of magnitude below\nthe others learns nothing\n\n"
+                    f"update / weight: healthy between {UPDATE_RATIO[0]:.0e} and {UPDATE_RATIO[1]:.0e}\n(green);"
+                    " below, the layer barely moves;\nabove, it is thrown around\n\n"
+                    f"dead ReLUs: above {DEAD:.0%} (red line), a layer\nhas lost most of its channels\n\n"
+                    "predicted share: all pixels in one class is a\nrun collapsed to the easy answer",
+                    va="top", fontsize=8, transform=axes[1, 2].transAxes)
+    fig.suptitle(f"diagnostics, {len(epochs)} epochs")
+    return _save(fig, path)

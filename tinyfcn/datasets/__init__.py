@@ -13,11 +13,15 @@ One module per concern:
 This package holds the registry of toy datasets by name (:data:`DATASETS`,
 :func:`make_dataset`) and re-exports the names above, e.g. ``datasets.load_split(root, "val")``.
 """
-from .batching import augment, batches, collate, normalize
+from .batching import FIXED, augment, batches, collate, normalize
 from .dataset import Dataset, DatasetError, DatasetWarning
 from .digits import DIGITS_CLASSES, load_digits, make_digits
 from .shapes import SHAPES_CLASSES, make_shapes
 from .voc import load_split, read_image, read_mask, save_image, save_mask
+
+__all__ = ["FIXED", "augment", "batches", "collate", "normalize", "Dataset", "DatasetError", "DatasetWarning",
+           "DIGITS_CLASSES", "load_digits", "make_digits", "SHAPES_CLASSES", "make_shapes", "load_split",
+           "read_image", "read_mask", "save_image", "save_mask", "DATASETS", "DEFAULT_SIZES", "make_dataset"]
 
 DATASETS = {
     "shapes": lambda out, n_train, n_val, seed, size: make_shapes(out, n_train, n_val, seed, size),

@@ -2,21 +2,32 @@
 
 :func:`batches` turns a dataset into normalized NCHW float32 batches with int64 labels,
 padding images of different sizes to a common size (labels with ``IGNORE``).
+
+Normalization maps the 0 ... 1 pixel values ``v = image / 255`` to ``(v - mean) / std`` per
+channel. ``FIXED = (0.5, 0.25)`` maps 0 ... 255 to -2 ... 2 whatever the data; a dataset's own
+channel statistics (:func:`tinyfcn.datasets.statistics.channel_mean_std`) give its pixels mean 0
+and standard deviation 1. A trained network expects the normalization it was trained with:
+checkpoints store it, and evaluation, prediction and the exports use it.
 """
 import numpy as np
 
 from ..labels import IGNORE
 from ..ops.sizes import pair
 
+FIXED = (0.5, 0.25)
+"""The normalization tinyfcn uses unless told otherwise: pixel values 0 ... 255 map to -2 ... 2."""
 
-def normalize(images):
-    """uint8 images to float32 network input: ``(x / 255 - 0.5) / 0.25``, channels first.
 
-    Pixel values 0 ... 255 map to -2 ... 2; 0.0 is the middle grey 127.5.
+def normalize(images, normalization=FIXED):
+    """uint8 images to float32 network input: ``(x / 255 - mean) / std`` per channel, channels first.
+
+    With the default :data:`FIXED` (0.5, 0.25), pixel values 0 ... 255 map to -2 ... 2 and 0.0
+    is the middle grey 127.5.
 
     Parameters
     ----------
     images : ndarray, uint8 (N, H, W, C) or (H, W, C)
+    normalization : (mean, std), numbers or one per channel, in units of the 0 ... 1 values
 
     Returns
     -------
@@ -26,7 +37,8 @@ def normalize(images):
     if images.dtype != np.uint8 or images.ndim not in (3, 4):
         raise ValueError(f"normalize: images must be uint8 (N, H, W, C) or (H, W, C), "
                          f"got {images.dtype} {images.shape}")
-    x = (images.astype(np.float32) / 255 - 0.5) / 0.25
+    mean, std = (np.asarray(v, np.float32) for v in normalization)
+    x = (images.astype(np.float32) / 255 - mean) / std
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 
 
@@ -68,10 +80,10 @@ def augment(image, label, rng, flip=True, crop=None):
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
-def collate(pairs):
+def collate(pairs, normalization=FIXED):
     """Stack (image, label) pairs into one batch of network input and integer targets.
 
-    uint8 images are normalized by :func:`normalize`; float32 images (from
+    uint8 images are normalized by :func:`normalize` with ``normalization``; float32 images (from
     :meth:`Dataset.from_arrays <tinyfcn.datasets.Dataset.from_arrays>`) are network input already.
     Images of different sizes are padded at the bottom/right to the largest H and W:
     the normalized image with 0.0, the label with 255 (ignore), so padding adds no loss.
@@ -92,12 +104,12 @@ def collate(pairs):
     y = np.full((len(pairs), H, W), IGNORE, np.int64)
     for n, (image, label) in enumerate(pairs):
         h, w = label.shape
-        x[n, :, :h, :w] = normalize(image) if image.dtype == np.uint8 else np.moveaxis(image, -1, 0)
+        x[n, :, :h, :w] = normalize(image, normalization) if image.dtype == np.uint8 else np.moveaxis(image, -1, 0)
         y[n, :h, :w] = label
     return x, y
 
 
-def batches(dataset, batch_size, rng=None, augment_fn=None, order=None, start=0):
+def batches(dataset, batch_size, rng=None, augment_fn=None, order=None, start=0, normalization=FIXED):
     """Iterate over a dataset in batches made by :func:`collate`. The last batch may be smaller.
 
     Parameters
@@ -113,6 +125,7 @@ def batches(dataset, batch_size, rng=None, augment_fn=None, order=None, start=0)
         Go through the images in this order instead (e.g. a saved epoch's shuffle); not with ``rng``.
     start : int
         Begin at this position of the order, to continue an epoch where it stopped.
+    normalization : (mean, std) for :func:`normalize`
 
     Yields
     ------
@@ -129,4 +142,4 @@ def batches(dataset, batch_size, rng=None, augment_fn=None, order=None, start=0)
         pairs = [dataset[i] for i in order[position:position + batch_size]]
         if augment_fn is not None:
             pairs = [augment_fn(image, label) for image, label in pairs]
-        yield collate(pairs)
+        yield collate(pairs, normalization)

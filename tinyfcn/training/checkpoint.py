@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..datasets.batching import FIXED
 from ..files import atomic_write
 from ..networks.surgery import build
 
@@ -139,11 +140,16 @@ def restore_optimizer(optimizer, checkpoint):
 
 
 def load_model(path, dtype=np.float32):
-    """Build the model a checkpoint describes and load its weights (in evaluation mode)."""
+    """Build the model a checkpoint describes and load its weights (in evaluation mode).
+
+    ``model.normalization`` is the input normalization (mean, std) it was trained with (checkpoints
+    written before it was stored: the fixed (0.5, 0.25)), which evaluation and prediction apply.
+    """
     checkpoint = load_checkpoint(path)
     try:
         model = build(checkpoint["meta"]["config"], dtype=dtype)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: the stored model configuration is not valid: {e}") from None
     restore_model(model, checkpoint)
+    model.normalization = checkpoint["meta"].get("normalization", list(FIXED))
     return model.eval()

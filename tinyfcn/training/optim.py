@@ -263,6 +263,18 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 """name -> optimizer class; a checkpoint records its optimizer by this name."""
 
 
+def build_optimizer(name, params, lr, weight_decay, momentum=0.9, nesterov=False):
+    """The optimizer called ``name`` ("sgd", "adam" or "adamw") over ``params``.
+
+    ``momentum`` and ``nesterov`` are SGD's; Adam and AdamW keep their betas (0.9, 0.999) and eps (1e-8).
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
+    if name == "sgd":
+        return SGD(params, lr, momentum, weight_decay, nesterov)
+    return OPTIMIZERS[name](params, lr, weight_decay=weight_decay)
+
+
 def constant(base_lr, step, total_steps):
     """The same learning rate throughout."""
     return base_lr
@@ -281,3 +293,17 @@ def poly(base_lr, step, total_steps, power=0.9):
 
 SCHEDULES = {"constant": constant, "step": step_decay, "poly": poly}
 """name -> ``f(base_lr, step, total_steps)``, the learning rate for a step (counted from 0)."""
+
+
+def warmed_up(schedule, warmup_steps):
+    """``schedule`` with a linear warm-up: the rate times ``(step + 1) / warmup_steps`` over the first steps.
+
+    Composes with every schedule; ``warmup_steps = 0`` returns ``schedule`` itself.
+    """
+    if warmup_steps <= 0:
+        return schedule
+
+    def rate(base_lr, step, total_steps):
+        return schedule(base_lr, step, total_steps) * min(1.0, (step + 1) / warmup_steps)
+
+    return rate
