@@ -311,12 +311,18 @@ class Crop(Layer):
 
     The offsets come from coordinate maps (:mod:`tinyfcn.networks.coord_map`): a
     :class:`~tinyfcn.networks.graph.Graph` fills them in for a ``Crop()`` declared without them.
+    Both are counted from the top-left corner, so they must be >= 0 (a negative one would
+    silently read a window counted from the far end, as Python slicing does): a ValueError
+    at construction says so.
     """
 
     def __init__(self, offset=None, like_offset=0):
         super().__init__()
         self.offset = None if offset is None else pair(offset, "offset")
         self.like_offset = pair(like_offset, "like_offset")
+        for name, corner, where in (("offset", self.offset or (0, 0), "x"), ("like_offset", self.like_offset, "like")):
+            if min(corner) < 0:
+                raise ValueError(f"Crop: {name} must be >= 0 (where the window starts in {where}), got {corner}")
 
     def forward(self, x, like):
         if self.offset is None:
