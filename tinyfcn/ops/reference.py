@@ -1,9 +1,27 @@
 """The ops of tinyfcn in plain NumPy, written to be read beside the math.
 
-This is the teaching version. Every function here has the same signature and
-returns the same values as its twin in :mod:`tinyfcn.ops.functional`, which runs
-compiled kernels instead; the tests prove that the two agree. These versions
-loop in Python and check nothing, so keep the arrays small.
+This is the teaching version, and the twin the compiled code is tested against. Three
+kinds of function live here:
+
+- The ops :func:`conv2d_forward`, :func:`conv2d_backward`, :func:`conv_transpose2d_forward`,
+  :func:`conv_transpose2d_backward`, :func:`max_pool2d_forward`, :func:`max_pool2d_backward`,
+  :func:`max_unpool2d_forward`, :func:`max_unpool2d_backward`, :func:`relu_forward`,
+  :func:`relu_backward`, :func:`softmax` and :func:`softmax_cross_entropy` have the signatures
+  of their twins in :mod:`tinyfcn.ops.functional` and return the same values (up to the
+  rounding of sums added in another order).
+- :func:`im2col`, :func:`col2im`, :func:`count_nonfinite` and :func:`sgd_update` are the twins
+  of numba kernels in :mod:`tinyfcn.ops._kernels` only (some ops above are a kernel's twin
+  too). A kernel takes its sizes one by one and fills arrays its caller made, as in
+  ``_kernels.im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols)``; its twin takes pairs and
+  returns the result, ``im2col(x, kernel, stride, padding)`` (:func:`sgd_update` updates in
+  place, as its kernel does).
+- :func:`conv_transpose2d_copies` spells out the kernel copies a transposed convolution
+  sums, for :mod:`tinyfcn.viz`; it has no twin.
+
+The tests prove that every twin agrees. These versions loop in Python and validate
+nothing of their own -- an argument of the wrong shape or type fails somewhere inside or
+gives a wrong answer; :mod:`tinyfcn.ops.functional` checks its inputs -- so keep the
+arrays small.
 
 Layout: NCHW. Convolution weights are (C_out, C_in, kH, kW); transposed-convolution
 weights are (C_in, C_out, kH, kW), as in PyTorch. Every ``*_forward`` returns
