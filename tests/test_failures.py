@@ -3,8 +3,11 @@
 Each test reproduces a failure where the user meets it (the command line through main(),
 or the Python API) and checks the message, the exit status and the files left behind.
 """
+import os
 import re
 import stat
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +147,35 @@ def test_classes_with_almost_no_pixels_get_a_warning(shapes, tmp_path):
     root = copy_split(shapes, tmp_path / "stray", stray, classes=False)
     with pytest.warns(DatasetWarning, match=r"labels 4 cover only 0\.0\d+% of the labelled pixels.*K inferred as 5"):
         assert datasets.load_split(root, "train").num_classes == 5
+
+
+def _heavily_resized_binary(label):
+    """A 0/255 mask shrunk to a quarter and blown up again, both bilinear: wide bands of every value 1-254."""
+    binary = Image.fromarray(np.where(label > 0, 255, 0).astype(np.uint8))
+    h, w = label.shape
+    return np.asarray(binary.resize((w // 4, h // 4), Image.BILINEAR).resize((w, h), Image.BILINEAR))
+
+
+def test_heavily_resized_binary_masks_are_refused_not_trained_as_255_classes(shapes, tmp_path, capsys):
+    root = copy_split(shapes, tmp_path / "resized", _heavily_resized_binary, classes=False)
+    values = np.unique(np.concatenate([datasets.read_mask(p).ravel() for p in (root / "SegmentationClass").iterdir()]))
+    assert values.tolist() == list(range(256))             # no gap in the labels, no thin band: neither rule fires
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--out", str(out), *FAST]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert err.startswith(f"tinyfcn train: error: {root / 'SegmentationClass'}/")
+    assert "change value gradually across edges" in err and "K would be inferred as 255" in err
+    assert "(mask >= 128)" in err and "nearest-neighbour" in err and "classes.txt" in err
+    assert not out.exists()
+
+
+def test_class_indices_with_many_classes_are_not_taken_for_smoothed_masks(shapes, tmp_path):
+    # 12 classes in blocks: many edges between different classes, none of them a ramp
+    def blocks(label):
+        rows, cols = np.indices(label.shape)
+        return ((rows // 4 + 3 * (cols // 5)) % 12).astype(np.uint8)
+    root = copy_split(shapes, tmp_path / "blocks", blocks, classes=False)
+    assert datasets.load_split(root, "train").num_classes == 12
 
 
 # ---------------------------------------------------------------- 3. Ctrl-C while making the dataset
@@ -367,6 +399,58 @@ def test_the_readme_synopsis_lists_every_option():
             for flag in action.option_strings:
                 if flag.startswith("--") and flag != "--help":
                     assert flag in line, f"tinyfcn {name}: {flag} missing from the README synopsis"
+
+
+def _png_header(path, width, height, mode="RGB"):
+    """A PNG that claims ``width`` x ``height`` pixels and holds none: what a decompression bomb's header says."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    colour = {"RGB": 2, "L": 0}[mode]
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("which", ["image", "mask"])
+@pytest.mark.parametrize("size", ["enormous", "above the warning limit"])
+def test_a_decompression_bomb_in_a_dataset_is_one_line_naming_the_file(which, size, shapes, tmp_path, capsys,
+                                                                        monkeypatch):
+    root = copy_split(shapes, tmp_path / "data")
+    folder, mode = {"image": ("JPEGImages", "RGB"), "mask": ("SegmentationClass", "L")}[which]
+    bad = root / folder / "train_00003.png"
+    if size == "enormous":                                 # over twice Pillow's limit: Pillow raises
+        _png_header(bad, 30000, 30000, mode)
+    else:                                                  # over the limit, under twice it: Pillow only warns
+        Image.new(mode, (64, 64)).save(bad)
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 - 1)      # the other files are 32 x 32
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--out", str(out), *FAST]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert err.startswith(f"tinyfcn train: error: {bad}: ")
+    assert "decompression bomb" in err and "MAX_IMAGE_PIXELS" in err
+    assert not out.exists()
+
+
+def test_predict_refuses_a_decompression_bomb_before_writing_anything(run, shapes, tmp_path, capsys):
+    bomb = tmp_path / "bomb.png"
+    _png_header(bomb, 40000, 40000)
+    out = tmp_path / "masks"
+    assert main(["predict", "--checkpoint", str(run / "best.npz"), str(shapes / "JPEGImages" / "val_00000.png"),
+                 str(bomb), "--out", str(out)]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert err.startswith(f"tinyfcn predict: error: {bomb}: ") and "decompression bomb" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["the file itself", "a folder above"])
+def test_data_out_that_is_a_file_is_refused_and_left_alone(where, tmp_path, capsys):
+    existing = tmp_path / "notes.txt"
+    existing.write_bytes(b"my notes")
+    out = existing if where == "the file itself" else existing / "shapes"
+    assert main(["data", "shapes", "--out", str(out), "--n-train", "2", "--n-val", "1", "--size", "16"]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert err == (f"tinyfcn data: error: cannot write the dataset to {out}: {existing} is a file (a dataset is a "
+                   f"folder of JPEGImages/, SegmentationClass/, ...); give a folder name")
+    assert existing.read_bytes() == b"my notes" and os.listdir(tmp_path) == ["notes.txt"]   # no temporary folder
 
 
 # ---------------------------------------------------------------- 8. a learner's own arrays
