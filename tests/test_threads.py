@@ -303,7 +303,8 @@ def test_cgroup_cpu_limit_reads_v1_and_v2(cgroup, files, cpus, tmp_path):
 
 def test_no_cgroup_files_means_no_quota(tmp_path):
     assert threads.cgroup_cpu_limit(tmp_path) is None
-    assert threads.cgroup_cpu_limit() in (None, *range(1, 1 << 16))       # this machine's answer, whatever it is
+    here = threads.cgroup_cpu_limit()                                       # this machine's answer, whatever it is
+    assert here is None or (isinstance(here, int) and here >= 1)
 
 
 def test_the_default_keeps_within_a_cpu_quota(tmp_path, monkeypatch):
