@@ -1,4 +1,4 @@
-"""Test-suite settings.
+"""Test-suite settings, and the fixtures several test files share.
 
 The suite runs every library single-threaded. On a shared 2-core machine, a BLAS that
 spins two threads while a neighbour holds one core can run 10-100x slower than one
@@ -8,5 +8,26 @@ in the environment wins. tests/test_threads.py runs tinyfcn's own threads explic
 """
 import os
 
+import pytest
+
 for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "TINYFCN_THREADS"):
     os.environ.setdefault(variable, "1")
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory):
+    """A small shapes dataset folder (8 train / 4 val images of 32 x 32, seed 0), shared: read it, never write to it."""
+    from tinyfcn import datasets
+    return datasets.make_dataset("shapes", tmp_path_factory.mktemp("shared") / "shapes", 8, 4, 0, 32)
+
+
+@pytest.fixture
+def error_line(capsys):
+    """``error_line()``: what was written to stderr since the last read, which must be one line and no traceback
+    (every mistake on the command line is reported so); returns that line."""
+    def read():
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in err, err
+        return lines[0]
+    return read

@@ -1,8 +1,31 @@
-"""The whole-network checks shared by the model tests: random weights, and a sparse float64 gradient check."""
+"""The whole-network settings and checks shared by the model tests: the tiny and the VGG16 settings, crop
+offsets, any input size, random weights, and a sparse float64 gradient check."""
 import numpy as np
 
 from tinyfcn import functional as F
+from tinyfcn import nn
 from tinyfcn.ops.gradcheck import sparse_gradient_check
+
+TINY = dict(widths=(2, 3, 3, 4, 4), fc_width=4)
+"""Every layer of an FCN at the smallest widths: cheap enough for whole-network checks."""
+
+VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100,
+             fc6_kernel=7, fc6_padding=0, upsample_padding=False, ceil_mode=True)
+"""The authors' VGG16 settings at width 1, so a test is cheap: the crop offsets do not depend on widths."""
+
+
+def crop_offsets(model):
+    """Layer name -> offset of every Crop of ``model`` that does not start at (0, 0)."""
+    return {name: layer.offset for name, layer in model.layers.items() if isinstance(layer, nn.Crop) and any(layer.offset)}
+
+
+def assert_any_size_in_same_size_out(model, sizes):
+    """For a (2, 3, H, W) input of each size, scores (2, K, H, W) and an input gradient of the input's shape."""
+    for H, W in sizes:
+        x = np.random.default_rng(0).standard_normal((2, 3, H, W)).astype(np.float32)
+        scores = model.forward(x)
+        assert scores.shape == (2, model.config["num_classes"], H, W), (H, W)
+        assert model.backward(np.ones_like(scores)).shape == x.shape
 
 
 def randomize(model, seed):

@@ -1,7 +1,14 @@
 """The design space of the FCN text: downsampling, upsampling and fusion switches, and convolutionalization."""
 import numpy as np
 import pytest
-from netcheck import randomize, whole_network_errors
+from netcheck import (
+    TINY,
+    VGG16,
+    assert_any_size_in_same_size_out,
+    crop_offsets,
+    randomize,
+    whole_network_errors,
+)
 
 from tinyfcn import functional as F
 from tinyfcn import nn
@@ -15,9 +22,6 @@ from tinyfcn.networks.models import (
 from tinyfcn.networks.surgery import build, convolutionalize, from_classifier, grow
 from tinyfcn.ops.gradcheck import sparse_gradient_check
 
-VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100,
-             fc6_kernel=7, fc6_padding=0, upsample_padding=False, ceil_mode=True)
-TINY = dict(widths=(2, 3, 3, 4, 4), fc_width=4)
 SIZES = [(1, 1), (35, 29), (100, 31)]
 
 # every option away from FCN's defaults, with the variants it applies to
@@ -47,22 +51,15 @@ SIZE_CASES = [(name, cls, vgg) for name, cls in CASES for vgg in (False, True)
                          ids=[f"{'vgg16-settings' if v else 'tiny'}-{n}-{c.__name__}" for n, c, v in SIZE_CASES])
 def test_every_option_takes_any_input_size(name, cls, vgg):
     options = OPTIONS[name][1]
-    model = cls(3, **(_vgg16(options) if vgg else {**TINY, **options}))
-    for H, W in SIZES:
-        x = np.random.default_rng(0).standard_normal((2, 3, H, W)).astype(np.float32)
-        scores = model.forward(x)
-        assert scores.shape == (2, 3, H, W)
-        assert model.backward(np.ones_like(scores)).shape == x.shape
+    assert_any_size_in_same_size_out(cls(3, **(_vgg16(options) if vgg else {**TINY, **options})), SIZES)
 
 
 def test_crop_offsets_come_from_the_coordinate_maps():
-    def offsets(model):
-        return {n: l.offset for n, l in model.layers.items() if isinstance(l, nn.Crop) and any(l.offset)}
     # stride-2 convolutions sample at even pixels: the (2s-1)-tap upsampling lands s - 1 pixels early
-    assert offsets(FCN8s(3, **TINY, downsample="conv")) == {"upscore2c": (1, 1), "upscore_pool4c": (1, 1),
+    assert crop_offsets(FCN8s(3, **TINY, downsample="conv")) == {"upscore2c": (1, 1), "upscore_pool4c": (1, 1),
                                                             "score": (7, 7)}
-    assert offsets(FCN8s(3, **VGG16, fusion="concat")) == {"pool4c": (5, 5), "pool3c": (9, 9), "score": (31, 31)}
-    assert offsets(FCN32s(3, **_vgg16(dict(upsample="unpool")))) == {"score": (99, 99)}   # conv1_1's padding
+    assert crop_offsets(FCN8s(3, **VGG16, fusion="concat")) == {"pool4c": (5, 5), "pool3c": (9, 9), "score": (31, 31)}
+    assert crop_offsets(FCN32s(3, **_vgg16(dict(upsample="unpool")))) == {"score": (99, 99)}   # conv1_1's padding
     conv = FCN32s(3, **TINY, downsample="conv")
     assert conv.layers["upscore"].params["weight"].shape[2:] == (63, 63)
     assert isinstance(conv.layers["pool3_conv"], nn.Conv2d) and conv.layers["pool3_conv"].stride == (2, 2)
@@ -284,13 +281,12 @@ def test_cli_model_options_are_stored_and_shown(tiny_digits, tmp_path, capsys):
     (["summary", "--model", "fcn32s", "--upsample", "unpool", "--fc6-kernel", "2"], "fc6 must keep pool5's size"),
     (["train", "--model", "fcn16s", "--upsample", "unpool"], "fcn32s option"),
 ])
-def test_cli_bad_combinations_give_one_line_and_status_2(argv, message, tiny_digits, capsys):
+def test_cli_bad_combinations_give_one_line_and_status_2(argv, message, tiny_digits, error_line):
     from tinyfcn.cli import main
     if argv[0] == "train":
         argv = [*argv, "--data", str(tiny_digits)]
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert message in error_line()
 
 
 def test_cli_pretrain_then_train_from_the_classifier(tiny_digits, tmp_path, capsys):

@@ -39,21 +39,15 @@ def test_export_to_torch_writes_the_weights_and_the_module_file(checkpoint, tmp_
         np.testing.assert_array_equal(saved["state_dict"][k].numpy(), v)
 
 
-def error_line(capsys):
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
-def test_a_missing_torch_is_one_line_saying_what_to_install(checkpoint, tmp_path, capsys, monkeypatch):
+def test_a_missing_torch_is_one_line_saying_what_to_install(checkpoint, tmp_path, error_line, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)          # makes "import torch" fail
     assert main(["export", "--checkpoint", str(checkpoint[0]), "--to", "torch", str(tmp_path / "m.pt")]) == 2
-    assert 'python -m pip install -e ".[torch]"' in error_line(capsys)
+    assert 'python -m pip install -e ".[torch]"' in error_line()
     assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("problem", ["missing checkpoint", "bad checkpoint", "unknown format", "missing folder"])
-def test_mistakes_are_one_line_and_status_2(problem, checkpoint, tmp_path, capsys):
+def test_mistakes_are_one_line_and_status_2(problem, checkpoint, tmp_path, error_line):
     path, to, out = checkpoint[0], "onnx", tmp_path / "m.onnx"
     if problem == "missing checkpoint":
         path = tmp_path / "nothing.npz"
@@ -65,7 +59,7 @@ def test_mistakes_are_one_line_and_status_2(problem, checkpoint, tmp_path, capsy
     else:
         out = tmp_path / "no" / "such" / "m.onnx"
     assert main(["export", "--checkpoint", str(path), "--to", to, str(out)]) == 2
-    message = error_line(capsys)
+    message = error_line()
     assert message.startswith("tinyfcn export: error:")
     assert {"missing checkpoint": "does not exist", "bad checkpoint": "not a tinyfcn checkpoint",
             "unknown format": "choose torch or onnx", "missing folder": "does not exist"}[problem] in message

@@ -69,6 +69,23 @@ def test_the_file_is_a_checked_dynamic_model_of_the_stated_opset(tmp_path):
     assert list(tmp_path.iterdir()) == [path]                  # no temporary file left behind
 
 
+def test_the_docstring_names_every_layer_and_operator_the_export_uses():
+    """The module docstring's list ``- Layer: Op, Op; Layer: Op`` against NODES and the operators of every case."""
+    import re
+
+    from tinyfcn.export import onnx as module
+    listed = module.__doc__.split("\n- ", 1)[1].split("\n\n", 1)[0]
+    listed = re.sub(r"\([^)]*\)", "", " ".join(listed.split()).replace(" - ", " "))   # one line, no remarks
+    layers = dict(part.split(":", 1) for part in re.split(r"[;.]", listed) if ":" in part)
+    named = {op.strip() for ops in layers.values() for op in ops.split(",")}
+    used = set()
+    for case in CASES:
+        used |= {n.op_type for n in to_onnx(random_model(case)).graph.node}
+    used |= {n.op_type for n in to_onnx(mixed_graph()).graph.node}
+    assert {layer.strip() for layer in layers} == set(module.NODES)
+    assert named == used
+
+
 class Mystery(nn.Layer):
     def forward(self, x):
         return x

@@ -24,9 +24,18 @@ def test_grid_covers_what_the_docs_promise():
     assert {c["ceil_mode"] for c in checks.max_pool2d_configs()} == {False, True}
 
 
-def test_table_reports_every_op():
-    rows = checks.table()
-    assert [r[0] for r in rows] == list(checks.CHECKS)
-    assert all(n > 0 and worst < checks.TOLERANCE for _, n, worst in rows)
-    text = checks.format_table(rows)
-    assert "FAIL" not in text and "conv_transpose2d" in text
+def test_table_reports_each_op_its_worst_error(monkeypatch):
+    # test_gradient above runs the whole grid; table() is run here on a fake op and on relu only
+    fake = (lambda: [dict(error=3e-9), dict(error=5e-9), dict(error=1e-12)], lambda error: {"x": error, "w": error / 2})
+    monkeypatch.setattr(checks, "CHECKS", {"fake": fake, "relu": checks.CHECKS["relu"]})
+    (fake_row, relu_row) = checks.table()
+    assert fake_row == ("fake", 3, 5e-9)                              # the worst over every configuration
+    assert relu_row[:2] == ("relu", len(checks.relu_configs())) and 0 <= relu_row[2] < checks.TOLERANCE
+
+
+def test_format_table_gives_each_row_its_verdict():
+    lines = checks.format_table([("conv2d", 12, 3e-10), ("Dropout / Crop / Add / Concat", 6, 2e-6)]).splitlines()
+    assert lines[0].split() == ["op", "configs", "worst", "rel.", "error", "verdict"] and set(lines[1]) == {"-"}
+    assert lines[2].split() == ["conv2d", "12", "3.00e-10", "ok"]
+    assert lines[3].split() == ["Dropout", "/", "Crop", "/", "Add", "/", "Concat", "6", "2.00e-06", "FAIL"]
+    assert len(lines) == 4

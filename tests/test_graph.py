@@ -1,14 +1,13 @@
 """The network as data: one executor for every graph, and the model as a layer."""
 import numpy as np
 import pytest
+from netcheck import TINY
 
 from tinyfcn import functional as F
 from tinyfcn import nn
 from tinyfcn.networks.graph import Graph
 from tinyfcn.networks.models import FCN8s, FCN16s, FCN32s
 from tinyfcn.ops.gradcheck import numerical_gradient, rel_error
-
-TINY = dict(widths=(2, 3, 3, 4, 4), fc_width=4)
 
 
 def rand(*shape, seed=0):

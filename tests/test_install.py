@@ -45,3 +45,27 @@ def test_a_non_editable_install_makes_the_digits_dataset_from_any_folder(tmp_pat
         for stem in stems:
             assert (tmp_path / "d" / "JPEGImages" / f"{stem}.png").is_file()
             assert (tmp_path / "d" / "SegmentationClass" / f"{stem}.png").is_file()
+
+
+def test_the_test_extra_pins_the_torch_oracle_and_the_torch_extra_takes_a_range():
+    """``pip install -e ".[test]"`` brings the torch the suite is proven against; ``.[torch]`` downgrades no newer
+    proven torch a learner has. The suite, run under a torch, proves that torch: it must lie in the range."""
+    import configparser
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(ROOT / "setup.cfg")
+    extras = {name: [Requirement(line) for line in value.split("\n") if line.strip()]
+              for name, value in config["options.extras_require"].items()}
+    (pin,) = [r.specifier for r in extras["test"] if r.name == "torch"]
+    (tested,) = [Version(s.version) for s in pin if s.operator == "=="]
+    (allowed,) = [r.specifier for r in extras["torch"] if r.name == "torch"]
+    assert tested in allowed and not any(s.operator == "==" for s in allowed)
+    assert {s.operator for s in allowed} == {">=", "<"}                        # a range, closed above
+    try:
+        import torch
+    except ImportError:
+        return
+    assert Version(torch.__version__.split("+")[0]) in allowed, f"torch {torch.__version__} is outside {allowed}"

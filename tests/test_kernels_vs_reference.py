@@ -194,6 +194,19 @@ SHAPES = [(2, 3, 9, 8), (1, 2, 7, 5), (3, 1, 4, 11)]
 CONV_GEOMETRY = GEOMETRY + [((4, 4), 2, 1), ((3, 1), (1, 3), (0, 1)), ((2, 2), 3, 0)]
 
 
+def test_the_reference_docstring_says_which_functions_are_twins_of_what():
+    """Its first list: the ops with the signature of their functional twin; its second: the twins of kernels only."""
+    import inspect
+    import re
+    ops, kernels_only, rest = (set(re.findall(r":func:`(\w+)`", part)) for part in R.__doc__.split("\n- ")[1:4])
+    functions = {n for n, f in vars(R).items() if inspect.isfunction(f) and f.__module__ == R.__name__}
+    assert ops | kernels_only | rest == functions                          # every function is named once
+    assert ops == {n for n in functions if hasattr(F, n)}
+    for name in ops:
+        assert inspect.signature(getattr(R, name)) == inspect.signature(getattr(F, name)), name
+    assert kernels_only <= {twin.__name__ for twin in KERNEL_TWINS.values()} and not kernels_only & ops
+
+
 def test_every_kernel_has_a_twin_test():
     kernels = {name for name, obj in vars(_kernels).items()
                if callable(obj) and getattr(obj, "__module__", None) == _kernels.__name__}

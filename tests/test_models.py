@@ -1,27 +1,25 @@
 """FCN-32s/16s/8s: alignment by coordinate maps, any input size, whole-network gradients, the model API."""
 import numpy as np
 import pytest
-from netcheck import randomize, whole_network_errors
+from netcheck import (
+    TINY,
+    VGG16,
+    assert_any_size_in_same_size_out,
+    crop_offsets,
+    randomize,
+    whole_network_errors,
+)
 
 from tinyfcn import nn
 from tinyfcn.networks.coord_map import compose, coord_map, crop_offset, layer_map
 from tinyfcn.networks.models import FCN8s, FCN16s, FCN32s
 from tinyfcn.networks.surgery import build, grow
 
-# The authors' VGG16 settings, at width 1 so the test is cheap: the offsets do not depend on widths.
-VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100,
-             fc6_kernel=7, fc6_padding=0, upsample_padding=False, ceil_mode=True)
-TINY = dict(widths=(2, 3, 3, 4, 4), fc_width=4)
-
-
-def offsets(model):
-    return {name: layer.offset for name, layer in model.layers.items() if isinstance(layer, nn.Crop) and any(layer.offset)}
-
 
 def test_reference_crop_offsets_for_the_authors_vgg16():
-    assert offsets(FCN32s(21, **VGG16)) == {"score": (19, 19)}
-    assert offsets(FCN16s(21, **VGG16)) == {"score_pool4c": (5, 5), "score": (27, 27)}
-    assert offsets(FCN8s(21, **VGG16)) == {"score_pool4c": (5, 5), "score_pool3c": (9, 9), "score": (31, 31)}
+    assert crop_offsets(FCN32s(21, **VGG16)) == {"score": (19, 19)}
+    assert crop_offsets(FCN16s(21, **VGG16)) == {"score_pool4c": (5, 5), "score": (27, 27)}
+    assert crop_offsets(FCN8s(21, **VGG16)) == {"score_pool4c": (5, 5), "score_pool3c": (9, 9), "score": (31, 31)}
 
 
 def test_layer_maps_and_their_algebra():
@@ -47,12 +45,7 @@ def test_layer_maps_and_their_algebra():
 @pytest.mark.parametrize("cls", [FCN32s, FCN16s, FCN8s])
 @pytest.mark.parametrize("config", [TINY, VGG16], ids=["tiny", "vgg16-settings"])
 def test_any_input_size_in_same_size_out(cls, config):
-    model = cls(3, **config)
-    for H, W in [(1, 1), (7, 13), (37, 53), (64, 64), (100, 31)]:
-        x = np.random.default_rng(0).standard_normal((2, 3, H, W)).astype(np.float32)
-        scores = model.forward(x)
-        assert scores.shape == (2, 3, H, W)
-        assert model.backward(np.ones_like(scores)).shape == x.shape
+    assert_any_size_in_same_size_out(cls(3, **config), [(1, 1), (7, 13), (37, 53), (64, 64), (100, 31)])
 
 
 def test_default_model_is_the_issue_architecture():
@@ -64,7 +57,7 @@ def test_default_model_is_the_issue_architecture():
     assert shapes["upscore2.weight"] == (4, 4, 4, 4) and shapes["upscore8.weight"] == (4, 4, 16, 16)
     assert not any("bias" in k for k in shapes if k.startswith("upscore"))
     assert not model.params["score_fr.weight"].any() and not model.params["score_pool3.weight"].any()
-    assert {k for k in model.params if k not in model.grads} >= set()   # grads appear after backward
+    assert not model.grads                                              # grads appear after backward
     model.backward(np.ones_like(model.forward(np.ones((1, 3, 32, 32), np.float32))))
     frozen = set(model.params) - set(model.grads)
     assert frozen == {"upscore2.weight", "upscore_pool4.weight", "upscore8.weight"}

@@ -114,6 +114,19 @@ def test_crop_add_concat():
         cat.forward(x, x[:, :, :3])
 
 
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(offset=(-10, -10)), r"Crop: offset must be >= 0 \(where the window starts in x\), got \(-10, -10\)"),
+    (dict(offset=(0, -1)), r"offset must be >= 0 .*got \(0, -1\)"),
+    (dict(offset=-2), r"offset must be >= 0 .*got \(-2, -2\)"),
+    (dict(offset=(1, 1), like_offset=(-3, 0)), r"Crop: like_offset must be >= 0 .*got \(-3, 0\)"),
+])
+def test_crop_refuses_negative_offsets_at_construction(kwargs, message):
+    # Python would read x[:, :, -10:-6] -- a window counted from the far end -- without a word
+    with pytest.raises(ValueError, match=message) as caught:
+        nn.Crop(**kwargs)
+    assert "\n" not in str(caught.value)
+
+
 @pytest.mark.parametrize("make,args", [
     (lambda: nn.Conv2d(3, 4, 3, padding=1), ()),
     (lambda: nn.ConvTranspose2d(3, 4, 4, stride=2, padding=1), ()),

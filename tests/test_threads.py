@@ -1,4 +1,8 @@
-"""tinyfcn's own threads: identical answers with 1 and 3 threads, errors reach the caller, settings restore."""
+"""tinyfcn's own threads: identical answers with 1 and 3 threads, errors reach the caller, settings restore,
+several Python threads at once, numpy's BLAS given back, and a container's CPU quota."""
+import gc
+import threading
+
 import numpy as np
 import pytest
 
@@ -161,3 +165,161 @@ def test_the_default_follows_the_machine_and_a_fixed_count_does_not(monkeypatch)
     with threads.using(None):                                      # TINYFCN_THREADS fixes it too
         a_second(busy=2.0, own=1.0)
         assert threads.get_threads() == 2
+
+
+# ---------------------------------------------------------------- several Python threads
+
+
+def test_growing_the_pool_leaves_the_old_one_working_for_whoever_holds_it(monkeypatch):
+    monkeypatch.setitem(threads._pool, "n", 0)
+    monkeypatch.setitem(threads._pool, "executor", None)
+    old = threads._executor(2)                                     # one thread took the pool ...
+    worker = old.submit(threading.current_thread).result(timeout=10)
+    new = threads._executor(4)                                     # ... another grew it ...
+    assert new is not old and threads._executor(3) is new
+    assert old.submit(lambda: 7).result(timeout=10) == 7           # ... and the first still submits to its pool
+    del old
+    gc.collect()
+    worker.join(timeout=10)                                        # a pool nobody holds lets its workers go
+    assert not worker.is_alive()
+
+
+@pytest.mark.parametrize("moment", ["first use", "re-check"])
+def test_a_count_set_while_another_thread_works_out_the_default_is_kept(moment, monkeypatch):
+    monkeypatch.delenv("TINYFCN_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_cores", lambda: [0, 1])
+    monkeypatch.setitem(threads._state, "n", None)
+    monkeypatch.setitem(threads._state, "sample", None)
+    clock = {"t": 0.0}
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["t"])
+    other = []
+
+    def cpu_sample(cpus):                    # in the middle of working out the default, another thread sets 3
+        if not other and (moment == "first use" or clock["t"] > 0):
+            other.append(threading.Thread(target=threads.set_threads, args=(3,)))
+            other[0].start()
+            other[0].join(timeout=0.3)       # without a lock it is done by now; with one it waits for this thread
+        return clock["t"], 0.0, 0.0
+    monkeypatch.setattr(threads, "cpu_sample", cpu_sample)
+
+    if moment == "re-check":
+        threads.set_threads(None)            # the default, following the machine from t = 0
+        clock["t"] = 1.0                     # the next get_threads works it out again
+    threads.get_threads()
+    other[0].join()
+    assert threads.get_threads() == 3 and threads._state["sample"] is None   # the later, fixed count stands
+
+
+# ---------------------------------------------------------------- numpy's BLAS
+
+
+def _blas_threads():
+    from threadpoolctl import ThreadpoolController
+    return {lib["num_threads"] for lib in ThreadpoolController().select(user_api="blas").info()}
+
+
+def test_blas_has_one_thread_only_while_tinyfcn_computes():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 8)).astype(np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):     # the user's numpy setting
+        assert _blas_threads() == {2}
+        for n in (1, 2):
+            with threads.using(n):
+                threads.set_threads(n)
+                inside = []
+                threads.parallel_for(3, lambda i: inside.append(_blas_threads()))
+                assert inside == [{1}] * 3
+                F.conv2d_forward(x, w, None, 1, 1)
+                assert _blas_threads() == {2}                    # numpy outside tinyfcn has its threads back
+        with threads.computing():                                # for products outside parallel_for; it nests
+            with threads.computing():
+                threads.parallel_for(2, lambda i: None)
+                assert _blas_threads() == {1}
+            assert _blas_threads() == {1}
+        assert _blas_threads() == {2}
+
+
+def test_the_blas_count_comes_back_when_the_last_of_two_python_threads_stops():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    b_inside, a_inside, b_left, finish = (threading.Event() for _ in range(4))
+    seen = {}
+
+    def b():                                                   # starts first, stops first, outlives A's work
+        def body(i):
+            b_inside.set()
+            a_inside.wait(10)
+        threads.parallel_for(1, body)
+        b_left.set()
+        finish.wait(10)
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        other = threading.Thread(target=b)
+        other.start()
+        b_inside.wait(10)
+
+        def body(i):
+            a_inside.set()
+            b_left.wait(10)
+            seen["A, after B stopped"] = _blas_threads()
+        threads.parallel_for(1, body)
+        seen["after both"] = _blas_threads()
+        finish.set()
+        other.join()
+    assert seen == {"A, after B stopped": {1}, "after both": {2}}
+
+
+# ---------------------------------------------------------------- a container's CPU quota
+
+
+def _tree(root, cgroup, files):
+    """A fake /proc/self/cgroup and /sys/fs/cgroup under ``root``."""
+    (root / "proc" / "self").mkdir(parents=True)
+    (root / "proc" / "self" / "cgroup").write_text(cgroup)
+    for path, text in files.items():
+        (root / "sys" / "fs" / "cgroup" / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / "sys" / "fs" / "cgroup" / path).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("cgroup,files,cpus", [
+    ("0::/\n", {"cpu.max": "100000 100000\n"}, 1),                            # v2, one CPU
+    ("0::/\n", {"cpu.max": "max 100000\n"}, None),                            # v2, no quota
+    ("0::/\n", {"cpu.max": "150000 100000\n"}, 2),                            # 1.5 CPUs: rounded up
+    ("0::/\n", {}, None),                                                     # no cpu.max at all
+    ("0::/docker/abc\n", {"cpu.max": "200000 100000\n"}, 2),                  # the container's own root, walked up to
+    ("0::/a/b\n", {"a/cpu.max": "100000 100000\n", "a/b/cpu.max": "max 100000\n"}, 1),   # a parent's quota binds
+    ("0::/a/b\n", {"a/cpu.max": "400000 100000\n", "a/b/cpu.max": "300000 100000\n"}, 3),  # the smallest wins
+    ("12:pids:/\n4:cpu,cpuacct:/\n1:name=systemd:/\n",                        # v1, cpu mounted with cpuacct
+     {"cpu,cpuacct/cpu.cfs_quota_us": "50000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 1),
+    ("4:cpu,cpuacct:/job\n", {"cpu,cpuacct/job/cpu.cfs_quota_us": "-1\n",
+                              "cpu,cpuacct/job/cpu.cfs_period_us": "100000\n"}, None),   # v1, no quota
+    ("4:memory:/\n", {"memory/cpu.cfs_quota_us": "100000\n", "memory/cpu.cfs_period_us": "100000\n"}, None),
+    ("garbage\n0::/\n", {"cpu.max": "broken\n"}, None),                       # unreadable lines and files: no quota
+])
+def test_cgroup_cpu_limit_reads_v1_and_v2(cgroup, files, cpus, tmp_path):
+    assert threads.cgroup_cpu_limit(_tree(tmp_path, cgroup, files)) == cpus
+
+
+def test_no_cgroup_files_means_no_quota(tmp_path):
+    assert threads.cgroup_cpu_limit(tmp_path) is None
+    here = threads.cgroup_cpu_limit()                                       # this machine's answer, whatever it is
+    assert here is None or (isinstance(here, int) and here >= 1)
+
+
+def test_the_default_keeps_within_a_cpu_quota(tmp_path, monkeypatch):
+    one_cpu = _tree(tmp_path, "0::/\n", {"cpu.max": "100000 100000\n"})
+    real = threads.cgroup_cpu_limit
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda root=one_cpu: real(root))
+    monkeypatch.delenv("TINYFCN_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_cores", lambda: list(range(16)))           # a 16-core host, one CPU of quota
+    assert threads.default_threads() == 1
+    clock = {"t": 0.0}
+    monkeypatch.setattr(threads, "cpu_sample", lambda cpus: (clock["t"], 0.0, 0.0))
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["t"])
+    with threads.using(None):
+        assert threads.get_threads() == 1
+        clock["t"] = 1.0                                                    # 16 idle cores at the re-check
+        assert threads.get_threads() == 1
+    monkeypatch.setenv("TINYFCN_THREADS", "4")                              # a fixed count is the user's call
+    assert threads.default_threads() == 4

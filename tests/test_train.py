@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tinyfcn import datasets
+from tinyfcn.cli import SANITY_FOREGROUND
 from tinyfcn.networks.models import FCN8s, FCN16s, FCN32s
 from tinyfcn.training.checkpoint import (
     CheckpointError,
@@ -24,7 +25,8 @@ PAPER_OPTIMIZER = {}
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
+def easy_splits(tmp_path_factory):
+    """The train and val splits of an easy shapes dataset (10 / 4 images of 32 x 32), loaded."""
     root = datasets.make_shapes(tmp_path_factory.mktemp("shapes"), n_train=10, n_val=4, seed=0, size=32, level="easy")
     return datasets.load_split(root, "train"), datasets.load_split(root, "val")
 
@@ -108,8 +110,8 @@ def test_schedules():
 # ---------------------------------------------------------------- fit
 
 
-def test_same_seed_same_run_and_a_different_seed_differs(shapes):
-    train, val = shapes
+def test_same_seed_same_run_and_a_different_seed_differs(easy_splits):
+    train, val = easy_splits
     runs = []
     for seed in (0, 0, 1):
         model = FCN8s(4, **SMALL, seed=0)
@@ -123,8 +125,8 @@ def test_same_seed_same_run_and_a_different_seed_differs(shapes):
     assert all(0 <= v <= 1 for v in history["val_pixel_accuracy"])
 
 
-def test_resume_continues_exactly(shapes, tmp_path):
-    train, val = shapes
+def test_resume_continues_exactly(easy_splits, tmp_path):
+    train, val = easy_splits
     # constant lr: a poly or step schedule depends on the total length, so "1 epoch" would differ
     settings = dict(batch_size=3, lr=0.05, seed=3, augment=True, schedule="constant", progress=False)
     straight = FCN16s(4, **SMALL, seed=1)
@@ -155,8 +157,8 @@ class InterruptAt:
         return self.dataset[i]
 
 
-def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(shapes, tmp_path):
-    train, val = shapes
+def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(easy_splits, tmp_path):
+    train, val = easy_splits
     settings = dict(batch_size=3, lr=0.05, seed=4, progress=False)
     straight = FCN8s(4, **SMALL, seed=2)
     fit(straight, train, val, epochs=2, **settings)
@@ -172,8 +174,8 @@ def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(shapes, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")      # numpy's overflow warnings on the way to inf
-def test_nan_stops_training_and_keeps_the_last_good_checkpoint(shapes, tmp_path):
-    train, val = shapes
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(easy_splits, tmp_path):
+    train, val = easy_splits
     model = FCN8s(4, **SMALL, seed=0)
     fit(model, train, val, epochs=1, batch_size=5, lr=0.01, out=tmp_path, progress=False)
     good = (tmp_path / "last.npz").read_bytes()
@@ -190,13 +192,14 @@ def test_sanity_check_overfits_a_few_images(tmp_path):
     result = sanity_check(model, datasets.load_split(root, "train"), images=2, steps=300, lr=0.03)
     assert result["initial_loss"] == pytest.approx(np.log(4), rel=1e-6)   # zero score layers: uniform softmax
     assert result["pixel_accuracy"] > 0.95 and result["final_loss"] < 0.1 * result["initial_loss"]
+    assert result["foreground_accuracy"] > SANITY_FOREGROUND             # so `train --sanity` would pass it too
     assert model.training                                               # left in the caller's mode
     sanity_check(model.eval(), datasets.load_split(root, "train"), images=1, steps=1)
     assert not model.training
 
 
-def test_evaluate_matches_a_hand_accumulated_confusion_matrix(shapes):
-    _, val = shapes
+def test_evaluate_matches_a_hand_accumulated_confusion_matrix(easy_splits):
+    _, val = easy_splits
     model = FCN32s(4, **SMALL, seed=0)
     model.params["score_fr.bias"][...] = [0.0, 1.0, 0.0, 0.0]         # predicts class 1 everywhere
     result = evaluate(model, val, batch_size=3)

@@ -157,6 +157,71 @@ def test_plot_confusion(tmp_path):
         viz.plot_confusion(np.zeros((2, 2)), CLASSES)
 
 
+ELEVEN = [f"class {k}" for k in range(11)]                   # more than 8 classes: figures use tab20
+
+
+def _legend_colours(legend):
+    """Class name -> the legend patch's colour as uint8 RGB."""
+    return {t.get_text(): tuple(np.rint(np.array(h.get_facecolor()[:3]) * 255).astype(int))
+            for t, h in zip(legend.get_texts(), legend.legend_handles)}
+
+
+def _drawn_colours(rgb, label, classes):
+    """Class name -> the one colour drawn at that class's pixels of a painted (H, W, 3) map."""
+    drawn = {}
+    for k in np.unique(label):
+        colours = np.unique(np.asarray(rgb)[label == k][:, :3], axis=0)
+        assert len(colours) == 1, (k, colours)
+        drawn["ignore" if k == 255 else classes[k]] = tuple(colours[0].astype(int))
+    return drawn
+
+
+@pytest.mark.parametrize("classes", [CLASSES, ELEVEN], ids=["3-classes", "11-classes"])
+def test_every_legend_names_the_colour_its_map_draws(classes):
+    K = len(classes)
+    label = np.arange(4 * 6).reshape(4, 6) % K
+    label[0, 0] = 255
+    fig = viz.plot_labels(label, classes)
+    assert _legend_colours(fig.legends[0]) == _drawn_colours(fig.axes[0].images[0].get_array(), label, classes)
+
+    fig = viz.plot_overlay(np.zeros((4, 6, 3), np.uint8), label, classes, alpha=1)   # alpha 1: the pure colours
+    legend = _legend_colours(fig.legends[0])
+    del legend["ignore"]                                   # ignore pixels keep the image, by design
+    drawn = _drawn_colours(fig.axes[0].images[0].get_array(), np.where(label == 255, 0, label), classes)
+    assert legend == drawn
+
+    images = np.zeros((2, 4, 6, 3), np.uint8)
+    fig = viz.plot_predictions(images, [label, label], [label[::-1], label], classes)
+    assert _legend_colours(fig.legends[0]) == _drawn_colours(fig.axes[1].images[0].get_array(), label, classes)
+
+    scores = np.full((K, 2, K), -5.0)                      # a 2 x K score map whose column k is class k
+    scores[np.arange(K), :, np.arange(K)] = 5.0
+    fig = viz.plot_heatmap(np.zeros((8, 4 * K, 3), np.uint8), scores, ((4, 4), (1.5, 1.5)), classes)
+    ax = fig.axes[2]
+    argmax = np.broadcast_to(np.arange(K), (2, K))
+    assert _legend_colours(ax.get_legend()) == _drawn_colours(ax.images[1].get_array(), argmax, classes)
+
+
+@pytest.mark.parametrize("plot", ["curves", "predictions", "comparison", "confusion"])
+def test_figures_carry_a_title_when_given(plot, tmp_path):
+    images, targets, preds = examples(2)
+    draw = {
+        "curves": lambda **kw: viz.plot_curves({"train_loss": [1.0, 0.5], "val_mean_iou": [0.2, 0.4]}, **kw),
+        "predictions": lambda **kw: viz.plot_predictions(images, targets, preds, CLASSES, **kw),
+        "comparison": lambda **kw: viz.plot_comparison(images, targets, {"FCN-8s": preds}, CLASSES, **kw),
+        "confusion": lambda **kw: viz.plot_confusion(np.eye(3), CLASSES, **kw),
+    }[plot]
+    assert draw().get_suptitle() == ""                     # no title unless asked
+    title = "runs/fcn8s-3: FCN-8s on shapes"
+    fig = draw(title=title, path=tmp_path / "fig.png")
+    assert fig.get_suptitle() == title
+    box = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
+    assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)   # drawn inside the figure
+    for ax in fig.axes:                                    # and above every panel, overlapping none
+        assert box.y0 >= ax.get_tightbbox(fig.canvas.get_renderer()).y1 - 1
+    assert_png(tmp_path / "fig.png", fig)
+
+
 # ---------------------------------------------------------------- transposed convolution
 
 X = [[0, 1], [2, 3]]

@@ -2,38 +2,42 @@
 
 tinyfcn parallelises coarsely: a batch is split into whole images (or a map into
 blocks of channels), and each of ``n`` worker threads takes the next unclaimed piece
-until none is left. Inside a piece everything is serial -- numba kernels compiled
-with ``nogil=True`` and matrix products on a one-thread BLAS (numpy releases the
-interpreter lock in ``matmul``). Two consequences:
+until none is left (:func:`parallel_for`). Inside a piece everything is serial --
+numba kernels compiled with ``nogil=True`` and matrix products on a one-thread BLAS
+(numpy releases the interpreter lock in ``matmul``). So a thread the OS deschedules
+delays only the piece it holds: the other threads keep claiming pieces, and nothing
+spin-waits for a core it does not have. (A multi-threaded BLAS or OpenMP pool splits
+each large product across all its threads and waits at a barrier for the slowest.)
 
-- on a quiet machine ``n`` threads run about ``n`` images at once;
-- on a busy one, a thread the OS deschedules delays only the piece it holds: the
-  other threads keep claiming pieces, and nothing spin-waits for a core it does not
-  have. (A BLAS or OpenMP pool splits *every* product across all its threads and
-  waits at a barrier for the slowest; with a core taken by another program, each
-  product then waits for a scheduler time slice, which is how a 2-thread BLAS can
-  run 5-15x slower than one thread.)
-
-Even so, a layer ends only when its last image is done, so a thread that shares its
-core with another program makes every layer wait for it: with one core of two taken,
-two threads ran slower than one (153 against 160 images/s for an FCN-8s step,
-measured before this default). So the default follows the machine: one thread per
-core this process may run on (``os.sched_getaffinity``) that other programs leave
-idle, at least one and at most :data:`MAX_DEFAULT`. Every :data:`RECHECK_SECONDS`
-it is worked out again from the last interval (Linux: the busy time of those cores
-in ``/proc/stat``, less this process's own CPU time). A program spinning on one core of two gives one
-thread; when it stops, the next check gives two again. Results do not depend on the
-thread count, so the switch changes speed only. Elsewhere, or when
-``/proc/stat`` cannot be read, the default is one thread per core.
+Even so, a layer ends only when its last piece is done, so a thread that shares its core
+with another program makes every layer wait for it, and two threads can then be slower
+than one. So the default follows the machine: one thread per core this process may run
+on (``os.sched_getaffinity``) that other programs leave idle, at least one, at most
+:data:`MAX_DEFAULT`, and at most the CPUs a container's CPU quota allows
+(:func:`cgroup_cpu_limit`: a 1-CPU container on a 16-core host gets one thread). Every
+:data:`RECHECK_SECONDS` it is worked out again from the last interval (Linux: the busy
+time of those cores in ``/proc/stat``, less this process's own CPU time). A program
+spinning on one core of two gives one thread; when it stops, the next check gives two
+again. Results do not depend on the thread count, so the switch changes speed only.
+Elsewhere, or when ``/proc/stat`` cannot be read, the default is one thread per core
+(within the same limits).
 
 The environment variable ``TINYFCN_THREADS`` fixes the count instead, as do
 ``--threads N`` on the command line and ``set_threads(n)``: use them when you run
-several trainings side by side on purpose, or to measure one core.
+several trainings side by side on purpose, or to measure one core. The count is one
+setting for the whole process; a lock keeps it consistent when several Python threads
+read and change it.
 
-While tinyfcn has threads of its own it sets numpy's BLAS to one thread (with
-``threadpoolctl``, for the whole process): two layers of threads on the same cores
-would only get in each other's way. ``set_threads(n)`` and ``with using(n):`` change
-both; leaving the ``with`` block restores the previous settings, BLAS included.
+numpy's BLAS is held at one thread only while tinyfcn computes: from the start to the
+end of every :func:`parallel_for`, in whichever Python thread runs it, and inside
+``with computing():`` (for matrix products outside :func:`parallel_for`), with
+``threadpoolctl``. Two layers of threads on the same cores would only get in each
+other's way, and how a BLAS splits a product across its threads can change the last
+bits of the result. When the last running tinyfcn computation ends, the BLAS gets back
+the thread count it had, so numpy code outside tinyfcn runs as it would without it.
+(That count is process-wide: numpy code in another Python thread that runs while tinyfcn
+computes gets one BLAS thread too.) ``set_threads(n)`` and ``with using(n):`` change
+tinyfcn's count; leaving the ``with`` block restores the previous one.
 
     >>> from tinyfcn import threads
     >>> threads.set_threads(2)
@@ -41,10 +45,12 @@ both; leaving the ``with`` block restores the previous settings, BLAS included.
     ...     pass                  # one core, e.g. to time a single thread
 """
 import contextlib
+import math
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 MAX_DEFAULT = 8
 """The default never exceeds this: a batch of 8 has only 8 images to share out."""
@@ -52,15 +58,18 @@ MAX_DEFAULT = 8
 RECHECK_SECONDS = 0.25
 """How often (seconds) the default thread count is worked out again from how busy the cores were.
 
-Reading /proc/stat takes some 30 microseconds; a quarter of a second is long enough for its
-10 ms ticks to count cores to within a tenth, and short enough to react before a layer-by-layer
-slowdown adds up."""
+Reading /proc/stat takes tens of microseconds; in a quarter of a second its 10 ms ticks count
+each core's busy time to within a few hundredths of a core, and the check is soon enough to react
+before a layer-by-layer slowdown adds up."""
 
-_state = {"n": None, "blas": None,   # n: tinyfcn's threads (None: not chosen yet); blas: the BLAS limit we set
-          "sample": None}   # the last cpu_sample while n is the default that follows the machine, else None
+_lock = threading.Lock()        # guards _state, _pool and _blas
+_state = {"n": None,            # tinyfcn's threads (None: not chosen yet)
+          "sample": None}       # the last cpu_sample while n is the default that follows the machine, else None
 _pool = {"n": 0, "executor": None}
+_blas = {"users": 0,            # tinyfcn computations running now, in any Python thread
+         "libraries": None,     # threadpoolctl's controllers of the loaded BLAS libraries (found on first use)
+         "saved": None}         # their thread counts from before the running computations
 _local = threading.local()      # per-thread scratch buffers
-_lock = threading.Lock()
 
 
 def _env_threads():
@@ -74,10 +83,56 @@ def _env_threads():
     return n
 
 
+def cgroup_cpu_limit(root="/"):
+    """The CPUs a cgroup CPU quota lets this process use, rounded up: ``ceil(quota / period)``; None without one.
+
+    ``/proc/self/cgroup`` names this process's cgroups. For each one that can hold a CPU
+    quota, the quota files of that cgroup and of every cgroup above it are read (a parent's
+    quota binds too; inside a container the cgroup named may be the container's own root,
+    which the walk up reaches): cgroup v2's ``cpu.max`` under ``/sys/fs/cgroup``
+    (``"100000 100000"`` is one CPU, ``"max 100000"`` no quota), cgroup v1's
+    ``cpu.cfs_quota_us`` (-1: no quota) and ``cpu.cfs_period_us`` under
+    ``/sys/fs/cgroup/<controllers>`` (e.g. ``cpu,cpuacct``). The smallest quota wins.
+    Files that are missing or unreadable count as no quota. ``root`` is put before
+    every path, so a test can lay out its own tree.
+    """
+    root = Path(root)
+    try:
+        lines = (root / "proc" / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        fields = line.split(":", 2)                    # hierarchy id : controllers (v2: none) : path
+        if len(fields) != 3 or (fields[1] and "cpu" not in fields[1].split(",")):
+            continue
+        _, controllers, path = fields
+        parts = [part for part in path.split("/") if part]
+        for depth in range(len(parts), -1, -1):
+            folder = root.joinpath("sys", "fs", "cgroup", controllers, *parts[:depth])
+            try:
+                if controllers:
+                    quota, period = (int((folder / name).read_text()) for name in ("cpu.cfs_quota_us",
+                                                                                   "cpu.cfs_period_us"))
+                else:
+                    quota, period = (int(v) for v in (folder / "cpu.max").read_text().split())
+            except (OSError, ValueError):              # no such file, or "max": no quota here
+                continue
+            if quota > 0 and period > 0:
+                limits.append(math.ceil(quota / period))
+    return min(limits, default=None)
+
+
+def _most():
+    """The largest default: :data:`MAX_DEFAULT`, or fewer if a CPU quota allows fewer CPUs."""
+    quota = cgroup_cpu_limit()
+    return MAX_DEFAULT if quota is None else max(1, min(MAX_DEFAULT, quota))
+
+
 def default_threads():
-    """``TINYFCN_THREADS`` if set, else the cores this process may use (at most :data:`MAX_DEFAULT`)."""
+    """``TINYFCN_THREADS`` if set, else the cores this process may use, within :data:`MAX_DEFAULT` and any CPU quota."""
     env = _env_threads()
-    return env if env is not None else max(1, min(len(_cores()), MAX_DEFAULT))
+    return env if env is not None else max(1, min(len(_cores()), _most()))
 
 
 def _cores():
@@ -120,85 +175,131 @@ def threads_for(cores, before, after):
     return max(1, min(cores, cores - round(others)))
 
 
-def _follow_the_machine():
-    """Re-work the default count if :data:`RECHECK_SECONDS` have passed since the last sample."""
-    with _lock:
-        last = _state["sample"]
-        if last is None or time.monotonic() - last[0] < RECHECK_SECONDS:
-            return
-        cpus = _cores()
-        now = cpu_sample(cpus)
-        if now is None:
-            return
-        _state["n"] = min(MAX_DEFAULT, threads_for(len(cpus), last, now))
-        _state["sample"] = now
-
-
-def _blas_limits(n):
-    """Set the BLAS thread count to ``n`` with threadpoolctl; return the previous counts (None without it)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return None
-    return threadpool_limits(limits=n, user_api="blas")
-
-
-def get_threads():
-    """The number of threads tinyfcn computes with (choosing the default on first use)."""
-    if _state["n"] is None:
-        set_threads(None)
-    if _state["sample"] is not None:
-        _follow_the_machine()
-    return _state["n"]
-
-
-def set_threads(n):
-    """Compute with ``n`` threads from now on (None: the default, which follows the machine; see above).
-
-    Also sets numpy's BLAS to one thread, so that only tinyfcn's threads run.
-    Returns the previous count (None if it had not been chosen yet).
-    """
+def _chosen(n):
+    """The state for ``set_threads(n)``: ``{"n": count, "sample": a cpu_sample if the count follows the machine}``."""
     follow = n is None and _env_threads() is None
     if n is None:
         n = default_threads()
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"threads must be a positive integer, got {n!r}")
-    previous = _state["n"]
-    sample = cpu_sample(_cores()) if follow else None
-    _state.update(n=n, sample=sample)
-    if _state["blas"] is None:
-        _state["blas"] = _blas_limits(1)       # kept: ``restore_blas`` undoes it
+    return {"n": n, "sample": cpu_sample(_cores()) if follow else None}
+
+
+def _follow_the_machine():
+    """Re-work the default count if :data:`RECHECK_SECONDS` have passed since the last sample (``_lock`` held)."""
+    last = _state["sample"]
+    if last is None or time.monotonic() - last[0] < RECHECK_SECONDS:
+        return
+    cpus = _cores()
+    now = cpu_sample(cpus)
+    if now is None:
+        return
+    _state.update(n=min(_most(), threads_for(len(cpus), last, now)), sample=now)
+
+
+def get_threads():
+    """The number of threads tinyfcn computes with (choosing the default on first use)."""
+    with _lock:
+        if _state["n"] is None:
+            _state.update(_chosen(None))
+        else:
+            _follow_the_machine()
+        return _state["n"]
+
+
+def set_threads(n):
+    """Compute with ``n`` threads from now on (None: the default, which follows the machine; see above).
+
+    Returns the previous count (None if it had not been chosen yet).
+    """
+    with _lock:
+        previous = _state["n"]
+        _state.update(_chosen(n))
     return previous
-
-
-def restore_blas():
-    """Give the BLAS back the thread count it had before tinyfcn set it to one."""
-    if _state["blas"] is not None:
-        _state["blas"].restore_original_limits()
-        _state["blas"] = None
 
 
 @contextlib.contextmanager
 def using(n):
-    """``with using(n): ...`` computes with ``n`` threads inside the block, then restores the previous settings."""
-    had_blas = _state["blas"] is not None
-    saved = {key: _state[key] for key in ("n", "sample")}
-    set_threads(n)
+    """``with using(n): ...`` computes with ``n`` threads inside the block, then restores the previous setting."""
+    with _lock:
+        saved = dict(_state)
+        _state.update(_chosen(n))
     try:
         yield n
     finally:
-        _state.update(saved)
-        if not had_blas:
-            restore_blas()
+        with _lock:
+            _state.update(saved)
+
+
+def _set_blas(counts, had):
+    """Set each BLAS library of ``_blas["libraries"]`` from its count in ``had`` to the one in ``counts``.
+
+    threadpoolctl lets only one Python thread at a time set OpenBLAS's process-wide count
+    (the first to set it, until it lets go) and ignores the others without a word. tinyfcn
+    changes the count from whichever thread starts or ends the computations, one change at a
+    time under ``_lock``, so it takes that control for each change and lets go right after.
+    """
+    for library, count, before in zip(_blas["libraries"], counts, had):
+        if count != before:
+            release = getattr(library, "clear_controlling_thread", None)   # OpenBLAS, threadpoolctl >= 3.6
+            if release is not None:
+                release(force=True)
+            library.set_num_threads(count)
+            if release is not None:
+                release(force=True)
+
+
+def _start_computing():
+    """One more tinyfcn computation is running; the first sets the BLAS to one thread, keeping its counts."""
+    with _lock:
+        if _blas["libraries"] is None:
+            import numpy  # noqa: F401 -- loads numpy's BLAS, for threadpoolctl to find
+            try:
+                from threadpoolctl import ThreadpoolController
+                _blas["libraries"] = ThreadpoolController().select(user_api="blas").lib_controllers
+            except ImportError:
+                _blas["libraries"] = []
+        if _blas["users"] == 0:
+            _blas["saved"] = [library.num_threads for library in _blas["libraries"]]
+            _set_blas([1] * len(_blas["saved"]), _blas["saved"])
+        _blas["users"] += 1
+
+
+def _stop_computing():
+    """One tinyfcn computation less; when none is left, the BLAS gets back the counts it had."""
+    with _lock:
+        _blas["users"] -= 1
+        if _blas["users"] == 0:
+            _set_blas(_blas["saved"], [1] * len(_blas["saved"]))
+
+
+@contextlib.contextmanager
+def computing():
+    """``with computing(): ...`` runs the block with numpy's BLAS on one thread, then gives the BLAS back its count.
+
+    :func:`parallel_for` runs every call this way. It nests and may run in several Python
+    threads at once: the count is set to one when the first running block starts and
+    restored when the last one ends. The BLAS libraries are looked up on the first call
+    (after loading numpy, and so its BLAS); none found (or no threadpoolctl): nothing is set.
+    """
+    _start_computing()
+    try:
+        yield
+    finally:
+        _stop_computing()
 
 
 def _executor(n):
-    """A pool with room for ``n - 1`` workers beside the calling thread (grown, never shrunk)."""
+    """A pool with room for ``n - 1`` workers beside the calling thread (``n >= 2``; grown, never shrunk).
+
+    Growing puts a larger pool in place without shutting the old one down: another Python
+    thread may hold the old one and be about to submit to it (a shut-down pool would refuse).
+    The old pool runs what it is given; once nothing refers to it, it is garbage-collected
+    and its idle workers end (``ThreadPoolExecutor`` wakes them for that).
+    """
     with _lock:
         if _pool["n"] < n:
-            if _pool["executor"] is not None:
-                _pool["executor"].shutdown(wait=True)
-            _pool["executor"] = ThreadPoolExecutor(n - 1, thread_name_prefix="tinyfcn") if n > 1 else None
+            _pool["executor"] = ThreadPoolExecutor(n - 1, thread_name_prefix="tinyfcn")
             _pool["n"] = n
         return _pool["executor"]
 
@@ -213,12 +314,22 @@ def parallel_for(count, body):
     taken every item finds nothing to claim and costs nothing (waking a thread takes
     tens of microseconds, as long as a small layer's whole work). The first exception
     raised by any ``body`` is raised here, after every claimed item has finished.
+    Everything runs inside :func:`computing` (numpy's BLAS on one thread), at any thread count.
     """
     n = min(get_threads(), count)
-    if n <= 1:
-        for i in range(count):
-            body(i)
-        return
+    _start_computing()                           # computing(), without a generator's cost on every call
+    try:
+        if n <= 1:
+            for i in range(count):
+                body(i)
+        else:
+            _share(n, count, body)
+    finally:
+        _stop_computing()
+
+
+def _share(n, count, body):
+    """:func:`parallel_for` on ``n >= 2`` threads: the calling thread and ``n - 1`` pool workers claim items."""
     state = {"next": 0, "running": 0}
     done = threading.Condition()
     failed = []

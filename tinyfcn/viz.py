@@ -2,7 +2,13 @@
 
 Colours: figures of up to 8 classes use the VOC palette, as the saved mask PNGs do; with
 more classes (digits has 11) figures switch to matplotlib's tab20 for labels 1-20, whose
-colours stay apart where VOC's do not (:func:`palette_for`). Mask files keep the VOC palette.
+colours stay apart where VOC's do not (:func:`palette_for`). Every figure paints its label
+maps and its legend with that one rule. Mask files keep the VOC palette.
+
+The figures a training run writes (:func:`plot_curves`, :func:`plot_predictions`) and
+:func:`plot_confusion`, :func:`plot_comparison` take an optional ``title``, drawn above all
+panels, e.g. the run folder and the model, so a figure still says where it came from when it
+is copied elsewhere.
 
 Every plotting function builds a :class:`matplotlib.figure.Figure` itself and never touches
 pyplot's global state, so it works headless, in scripts and in notebooks (a returned figure
@@ -71,6 +77,12 @@ def _figure(width, height):
     return fig
 
 
+def _title(fig, title):
+    """Put ``title`` above all of ``fig``'s panels (constrained layout makes room for it); None: no title."""
+    if title is not None:
+        fig.suptitle(title)
+
+
 def _save(fig, path):
     """Save ``fig`` to ``path`` with :func:`~tinyfcn.files.atomic_write` if ``path`` is given; return ``fig``."""
     if path is not None:
@@ -103,8 +115,16 @@ def _check_label(label, name="label"):
     return label
 
 
+def _paint(label, classes):
+    """A label map in the figure colours for ``classes`` (:func:`palette_for`), its labels checked to be in range."""
+    return colorize(label, len(classes), palette_for(len(classes)))
+
+
 def _legend_handles(labels, classes):
-    """One coloured patch per label in ``labels`` (sorted), named from ``classes``; 255 is "ignore"."""
+    """One coloured patch per label in ``labels`` (sorted), named from ``classes``; 255 is "ignore".
+
+    The colours are :func:`palette_for`'s, as in every label map the figures draw (:func:`_paint`).
+    """
     palette = palette_for(len(classes))
     return [Patch(facecolor=palette[k] / 255, edgecolor="0.6", label="ignore" if k == IGNORE else classes[k])
             for k in sorted(labels)]
@@ -230,7 +250,7 @@ def plot_labels(label, classes, ax=None, path=None):
         The new figure, or the figure ``ax`` belongs to.
     """
     label = _check_label(label)
-    colours = colorize(label, len(classes), palette_for(len(classes)))
+    colours = _paint(label, classes)
     handles = _legend_handles(np.unique(label).tolist(), classes)
     if ax is None:
         fig = _figure(PANEL + 1.8, PANEL)
@@ -243,18 +263,19 @@ def plot_labels(label, classes, ax=None, path=None):
     return _save(ax.figure, path)
 
 
-def _label_grid(images, columns, classes, max_rows):
+def _label_grid(images, columns, classes, max_rows, title):
     """Rows of ``image | label map | label map | ...``, one titled column per entry of ``columns``.
 
-    ``columns`` maps a title to a sequence of (H, W) label maps, one per image. At most
-    ``max_rows`` rows are drawn; one legend lists the classes that appear.
+    ``columns`` maps a column title to a sequence of (H, W) label maps, one per image. At most
+    ``max_rows`` rows are drawn; one legend lists the classes that appear; ``title``, if
+    not None, goes above everything.
     """
     n = len(images)
     if n == 0:
         raise ValueError("no images to plot")
-    for title, maps in columns.items():
+    for column, maps in columns.items():
         if len(maps) != n:
-            raise ValueError(f"{title!r} has {len(maps)} label maps for {n} images")
+            raise ValueError(f"{column!r} has {len(maps)} label maps for {n} images")
     rows = min(n, max_rows)
     fig = _figure(PANEL * (1 + len(columns)) + 1.6, PANEL * rows)
     axes = fig.subplots(rows, 1 + len(columns), squeeze=False)
@@ -262,22 +283,23 @@ def _label_grid(images, columns, classes, max_rows):
     for r in range(rows):
         image = _as_rgb(images[r], f"images[{r}]")
         panels = [image]
-        for title, maps in columns.items():
-            label = _check_label(maps[r], f"{title}[{r}]")
+        for column, maps in columns.items():
+            label = _check_label(maps[r], f"{column}[{r}]")
             if label.shape != image.shape[:2]:
-                raise ValueError(f"{title}[{r}] is {label.shape} but images[{r}] is {image.shape[:2]}")
-            panels.append(colorize(label, len(classes), palette_for(len(classes))))
+                raise ValueError(f"{column}[{r}] is {label.shape} but images[{r}] is {image.shape[:2]}")
+            panels.append(_paint(label, classes))
             shown.update(np.unique(label).tolist())
         for ax, panel in zip(axes[r], panels):
             ax.imshow(panel, interpolation="nearest")
             ax.set_axis_off()
-    for ax, title in zip(axes[0], ["image", *columns]):
-        ax.set_title(title)
+    for ax, column in zip(axes[0], ["image", *columns]):
+        ax.set_title(column)
     fig.legend(handles=_legend_handles(shown, classes), loc="outside right upper", frameon=False)
+    _title(fig, title)
     return fig
 
 
-def plot_predictions(images, targets, preds, classes, path=None, max_rows=6):
+def plot_predictions(images, targets, preds, classes, path=None, max_rows=6, title=None):
     """One row per example: image | ground truth | prediction.
 
     Parameters
@@ -288,15 +310,17 @@ def plot_predictions(images, targets, preds, classes, path=None, max_rows=6):
     path : str or Path, optional
     max_rows : int
         Draw only the first ``max_rows`` examples.
+    title : str, optional
+        Drawn above all panels, e.g. the run folder and the model.
 
     Returns
     -------
     fig : Figure
     """
-    return _save(_label_grid(images, {"ground truth": targets, "prediction": preds}, classes, max_rows), path)
+    return _save(_label_grid(images, {"ground truth": targets, "prediction": preds}, classes, max_rows, title), path)
 
 
-def plot_comparison(images, targets, preds_by_model, classes, path=None, max_rows=6):
+def plot_comparison(images, targets, preds_by_model, classes, path=None, max_rows=6, title=None):
     """The paper's figure 4: image | one column per model (e.g. FCN-32s, FCN-16s, FCN-8s) | ground truth.
 
     Parameters
@@ -308,18 +332,20 @@ def plot_comparison(images, targets, preds_by_model, classes, path=None, max_row
     classes : sequence of str, length K
     path : str or Path, optional
     max_rows : int
+    title : str, optional
+        Drawn above all panels.
 
     Returns
     -------
     fig : Figure
     """
-    return _save(_label_grid(images, {**preds_by_model, "ground truth": targets}, classes, max_rows), path)
+    return _save(_label_grid(images, {**preds_by_model, "ground truth": targets}, classes, max_rows, title), path)
 
 
 # ---------------------------------------------------------------- training
 
 
-def plot_curves(history, path=None):
+def plot_curves(history, path=None, title=None):
     """Training curves: loss per epoch (left) and validation mean IoU per epoch (right).
 
     Parameters
@@ -328,6 +354,8 @@ def plot_curves(history, path=None):
         Needs ``"train_loss"`` and ``"val_mean_iou"``; ``"val_loss"`` and
         ``"val_pixel_accuracy"`` are drawn too when present.
     path : str or Path, optional
+    title : str, optional
+        Drawn above both panels, e.g. the run folder and the model.
 
     Returns
     -------
@@ -351,10 +379,11 @@ def plot_curves(history, path=None):
         ax.legend()
     ax_loss.set(ylabel="loss", title="loss")
     ax_score.set(ylabel="score", title="validation", ylim=(0, 1))
+    _title(fig, title)
     return _save(fig, path)
 
 
-def plot_confusion(matrix, classes, path=None, normalize=True):
+def plot_confusion(matrix, classes, path=None, normalize=True, title=None):
     """Draw a confusion matrix, rows = ground truth, columns = prediction.
 
     Parameters
@@ -367,6 +396,8 @@ def plot_confusion(matrix, classes, path=None, normalize=True):
         Divide each row by its total, so cell (i, j) is the fraction of class i's pixels
         predicted as j and the diagonal is per-class accuracy. Classes with no pixels
         give an empty (blank) row. False shows raw pixel counts.
+    title : str, optional
+        Drawn above the matrix, e.g. the checkpoint and the split.
 
     Returns
     -------
@@ -393,6 +424,7 @@ def plot_confusion(matrix, classes, path=None, normalize=True):
             if np.isfinite(v):
                 ax.text(j, i, f"{v:.2f}" if normalize else f"{v:.0f}", ha="center", va="center",
                         fontsize="small", color="white" if v > bright else "black")
+    _title(fig, title)
     return _save(fig, path)
 
 
@@ -538,7 +570,7 @@ def plot_heatmap(image, scores, coords, classes, path=None):
     fig.colorbar(shown, ax=axes[1], shrink=0.8)
     label = prob.argmax(axis=0)
     axes[2].imshow(rgb)
-    axes[2].imshow(PALETTE[label], extent=extent, alpha=0.6, interpolation="nearest")
+    axes[2].imshow(_paint(label, classes), extent=extent, alpha=0.6, interpolation="nearest")
     axes[2].set_title("arg-max class")
     axes[2].legend(handles=_legend_handles(np.unique(label), classes), fontsize=6, loc="lower right")
     for ax in axes:

@@ -1,11 +1,17 @@
 """A graph description (:func:`tinyfcn.export.describe.describe`) as an ONNX inference model, built with ``onnx.helper``.
 
-Opset 17: every operator used here (Conv, ConvTranspose, MaxPool with ``ceil_mode`` and
-``Indices``, Shape with ``start``/``end``, Slice, Min, ScatterElements, Flatten, Gemm) has
-its current meaning there; the tests run it in onnxruntime. The model is float32 with the
-input ``input`` (batch, channels, height, width) and one output named after the last node;
-batch, height and width are dynamic. Dropout is left out (inference). Each Crop computes its
-window from the shapes it meets at run time, ``end = min(H_x, H_like - lh + oh)``, so
+Opset 17: every operator used here has its current meaning there; the tests run the
+models in onnxruntime. Each layer type becomes these operators (:data:`NODES`):
+
+- Conv2d: Conv; ConvTranspose2d: ConvTranspose; MaxPool2d: MaxPool (with ``ceil_mode``,
+  and its ``Indices`` output when an unpooling reads them); ReLU: Relu; Dropout: Identity
+  (inference); Scale: Mul; Add: Add; Concat: Concat; Flatten: Flatten; Linear: Gemm;
+  Crop: Shape (with ``start``/``end``), Add, Min, Slice; MaxUnpool2d: Shape, ReduceProd,
+  ConstantOfShape, Reshape, ScatterElements.
+
+The model is float32 with the input ``input`` (batch, channels, height, width) and one
+output named after the last node; batch, height and width are dynamic. Each Crop computes
+its window from the shapes it meets at run time, ``end = min(H_x, H_like - lh + oh)``, so
 any input size runs with the same offsets as in tinyfcn. ONNX's MaxPool ``ceil_mode``
 follows the same rule as PyTorch and tinyfcn (a last window starting in the right
 padding is dropped).

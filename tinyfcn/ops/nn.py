@@ -17,6 +17,7 @@ import contextlib
 
 import numpy as np
 
+from .. import threads
 from ..labels import IGNORE
 from . import functional as F
 from .init import bilinear_kernel, he_normal, zeros
@@ -374,12 +375,18 @@ class Crop(Layer):
 
     The offsets come from coordinate maps (:mod:`tinyfcn.networks.coord_map`): a
     :class:`~tinyfcn.networks.graph.Graph` fills them in for a ``Crop()`` declared without them.
+    Both are counted from the top-left corner, so they must be >= 0 (a negative one would
+    silently read a window counted from the far end, as Python slicing does): a ValueError
+    at construction says so.
     """
 
     def __init__(self, offset=None, like_offset=0):
         super().__init__()
         self.offset = None if offset is None else pair(offset, "offset")
         self.like_offset = pair(like_offset, "like_offset")
+        for name, corner, where in (("offset", self.offset or (0, 0), "x"), ("like_offset", self.like_offset, "like")):
+            if min(corner) < 0:
+                raise ValueError(f"Crop: {name} must be >= 0 (where the window starts in {where}), got {corner}")
 
     def forward(self, x, like):
         if self.offset is None:
@@ -466,14 +473,17 @@ class Linear(Layer):
         if x.ndim != 2 or x.shape[1] != W.shape[1]:
             raise ValueError(f"Linear: expected an input of shape (N, {W.shape[1]}), got {x.shape}")
         self.x = x
-        out = x @ W.T
+        with threads.computing():                              # a one-thread BLAS: the same bits for any count
+            out = x @ W.T
         return out + self.params["bias"] if "bias" in self.params else out
 
     def backward(self, dout):
-        self.grads["weight"] = dout.T @ self.x                 # (out, N) @ (N, in)
+        with threads.computing():
+            self.grads["weight"] = dout.T @ self.x             # (out, N) @ (N, in)
+            dx = dout @ self.params["weight"]
         if "bias" in self.params:
             self.grads["bias"] = dout.sum(axis=0)
-        return dout @ self.params["weight"]
+        return dx
 
     def __repr__(self):
         out_features, in_features = self.params["weight"].shape

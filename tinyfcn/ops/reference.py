@@ -1,9 +1,29 @@
 """The ops of tinyfcn in plain NumPy, written to be read beside the math.
 
-This is the teaching version. Every function here has the same signature and
-returns the same values as its twin in :mod:`tinyfcn.ops.functional`, which runs
-compiled kernels instead; the tests prove that the two agree. These versions
-loop in Python and check nothing, so keep the arrays small.
+This is the teaching version, and the twin the compiled code is tested against. Three
+kinds of function live here:
+
+- The ops :func:`conv2d_forward`, :func:`conv2d_backward`, :func:`conv_transpose2d_forward`,
+  :func:`conv_transpose2d_backward`, :func:`max_pool2d_forward`, :func:`max_pool2d_backward`,
+  :func:`max_unpool2d_forward`, :func:`max_unpool2d_backward`, :func:`relu_forward`,
+  :func:`relu_backward`, :func:`batch_norm2d_forward`, :func:`batch_norm2d_backward`,
+  :func:`softmax` and :func:`softmax_cross_entropy` have the signatures
+  of their twins in :mod:`tinyfcn.ops.functional` and return the same values (up to the
+  rounding of sums added in another order).
+- :func:`im2col`, :func:`col2im`, :func:`count_nonfinite`, :func:`sgd_update`, :func:`adam_update`,
+  :func:`batch_norm2d_stats`, :func:`batch_norm2d_normalize`, :func:`batch_norm2d_grad_sums` and
+  :func:`batch_norm2d_grad_input` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
+  only (some ops above are a kernel's twin too). A kernel takes its sizes one by one and fills arrays its caller made, as in
+  ``_kernels.im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols)``; its twin takes pairs and
+  returns the result, ``im2col(x, kernel, stride, padding)`` (:func:`sgd_update` and
+  :func:`adam_update` update in place, as their kernels do).
+- :func:`conv_transpose2d_copies` spells out the kernel copies a transposed convolution
+  sums, for :mod:`tinyfcn.viz`; it has no twin.
+
+The tests prove that every twin agrees. These versions loop in Python and validate
+nothing of their own -- an argument of the wrong shape or type fails somewhere inside or
+gives a wrong answer; :mod:`tinyfcn.ops.functional` checks its inputs -- so keep the
+arrays small.
 
 Layout: NCHW. Convolution weights are (C_out, C_in, kH, kW); transposed-convolution
 weights are (C_in, C_out, kH, kW), as in PyTorch. Every ``*_forward`` returns
