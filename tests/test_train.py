@@ -272,3 +272,19 @@ def test_the_paper_recipe_trains_to_the_same_weights_as_version_0_1(tmp_path):
             np.testing.assert_array_equal(v, reference[f"model/{k}"], err_msg=k)
         else:
             np.testing.assert_allclose(v, reference[f"model/{k}"], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_boundary_accuracy_does_not_depend_on_the_batching(tmp_path):
+    """Batches pad smaller images with the ignore label; the band must not see that padding as an edge."""
+    big = datasets.load_split(datasets.make_shapes(tmp_path / "a", n_train=5, n_val=1, seed=0, size=48), "train")
+    small = datasets.load_split(datasets.make_shapes(tmp_path / "b", n_train=5, n_val=1, seed=1, size=(40, 32)),
+                                "train")
+    mixed = datasets.Dataset(big.images + small.images, big.labels + small.labels,
+                             [f"{i}" for i in range(10)], big.classes)
+    order = [0, 5, 1, 6, 2, 7, 3, 8, 4, 9]                             # two sizes in every batch
+    mixed = datasets.Dataset([mixed.images[i] for i in order], [mixed.labels[i] for i in order],
+                             [mixed.names[i] for i in order], mixed.classes)
+    model = FCN8s(4, **SMALL, seed=3)
+    one, eight = evaluate(model, mixed, batch_size=1), evaluate(model, mixed, batch_size=8)
+    assert one["boundary_accuracy"] == eight["boundary_accuracy"]
+    assert one["mean_iou"] == pytest.approx(eight["mean_iou"]) and one["loss"] == pytest.approx(eight["loss"])

@@ -12,8 +12,9 @@ With ``t_i = sum_j n[i, j]`` (pixels of class i) and ``n_cl`` classes (paper, se
 - mean IU:                 ``(1 / n_cl) sum_i n_ii / (t_i + sum_j n_ji - n_ii)``
 - frequency-weighted IU:   ``(sum_k t_k)^-1 sum_i t_i n_ii / (t_i + sum_j n_ji - n_ii)``
 
-The module also measures accuracy near object boundaries (the "trimap" band), where
-coarse FCN-32s predictions lose most against FCN-8s.
+The module also measures accuracy in a band around the object boundaries (what DeepLab
+calls a trimap evaluation; the FCN paper reports none), where coarse FCN-32s predictions
+lose most against FCN-8s.
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -173,13 +174,15 @@ def _window_reduce(reduce, a, radius):
 
 
 def boundary_band(target, width, ignore_index=IGNORE):
-    """Pixels within ``width`` pixels of a ground-truth label boundary (the "trimap" band).
+    """Pixels within ``width`` pixels of a ground-truth label boundary (the boundary band).
 
     A pixel is in the band when some pixel at Chebyshev distance at most ``width``
     (``max(|di|, |dj|) <= width``, a (2w+1) x (2w+1) square) has a different label; with
     ``width=1``, when one of its 8 neighbours differs. The ignore label counts as a label
     here, because VOC draws a void outline around every object: its edges are the object
-    boundaries. Ignore pixels themselves are never in the band.
+    boundaries. Ignore pixels themselves are never in the band. So give each image at its own
+    size: a batch padded with the ignore label would make the padding's edge a boundary
+    (:func:`tinyfcn.training.train.evaluate` passes each image unpadded).
 
     Computed as ``max over the square != min over the square``, which is true exactly when
     the square holds two different labels.
@@ -208,7 +211,7 @@ def boundary_band(target, width, ignore_index=IGNORE):
 class BoundaryAccuracy:
     """Pixel accuracy inside the boundary band (:func:`boundary_band`), accumulated over a dataset.
 
-    The "trimap" measure: how well object outlines are placed, which whole-image metrics
+    How well object outlines are placed, which whole-image metrics
     barely see because boundary pixels are few. Counts are summed over every update, so
     the value is a dataset-level accuracy, not a mean of per-image ones.
 

@@ -81,7 +81,8 @@ def evaluate(model, dataset, batch_size=8, boundary_width=3, normalization=None,
     weights = np.ones(K) if class_weights is None else class_weights
     total, counted = 0.0, 0.0
     try:
-        for x, y in datasets.batches(dataset, batch_size, normalization=normalization):
+        for first, (x, y) in zip(range(0, len(dataset), batch_size),
+                                 datasets.batches(dataset, batch_size, normalization=normalization)):
             with np.errstate(over="ignore", invalid="ignore"):    # overflow is caught as NonFiniteError
                 scores = model.forward(x)
             total += F.softmax_cross_entropy(scores, y, IGNORE, "sum", class_weights)[0]
@@ -90,7 +91,9 @@ def evaluate(model, dataset, batch_size=8, boundary_width=3, normalization=None,
                 else labelled.size
             pred = scores.argmax(axis=1)
             confusion.update(y, pred)
-            boundary.update(y, pred)
+            for n in range(len(y)):             # each image at its own size: the padding is no object's edge
+                h, w = dataset[first + n][1].shape
+                boundary.update(y[n, :h, :w], pred[n, :h, :w])
     finally:
         model.train(training)
     return dict(loss=total / counted if counted else 0.0, **confusion.scores(), boundary_accuracy=boundary.value(),
