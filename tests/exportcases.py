@@ -2,13 +2,15 @@
 
 FCN's score layers start at zero, which would make most scores (and most gradients)
 trivially equal; randomising every trainable parameter makes every layer count. Frozen
-upsampling keeps its bilinear kernel, as in a trained model.
+upsampling keeps its bilinear kernel, as in a trained model. Models with BatchNorm then take a
+few training steps, so their running statistics are not the initial 0 and 1 either.
 """
 import numpy as np
 
 from tinyfcn import nn
 from tinyfcn.networks.graph import Graph
 from tinyfcn.networks.surgery import build, convolutionalize, from_classifier
+from tinyfcn.training.optim import SGD
 
 VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100, fc6_kernel=7,
              fc6_padding=0, upsample_padding=False)
@@ -71,11 +73,29 @@ def perturb(graph, seed=0):
     return graph
 
 
+def train_a_little(model, steps=3, seed=3):
+    """``steps`` SGD steps in training mode on random images (at the classifier's crop size, else 24 x 20)
+    and labels; returns the model. Each step's forward pass moves BatchNorm's running statistics."""
+    rng = np.random.default_rng(seed)
+    size = (model.config["crop_size"],) * 2 if model.config["arch"] == "classifier" else (24, 20)
+    loss, optimizer = nn.SoftmaxCrossEntropy(), SGD(model.params, lr=0.01, momentum=0.9)
+    model.train()
+    for _ in range(steps):
+        x = rng.standard_normal((2, 3, *size)).astype(model.dtype)
+        scores = model.forward(x)
+        loss.forward(scores, rng.integers(0, 4, (2, *scores.shape[2:])))
+        model.backward(loss.backward())
+        optimizer.step(model.grads)
+    return model
+
+
 def random_model(case, **overrides):
-    """The model of ``CASES[case]`` (4 classes) with perturbed weights, in evaluation mode."""
+    """The model of ``CASES[case]`` (4 classes) with perturbed weights (and, with BatchNorm, trained a
+    little), in evaluation mode."""
     made = CASES[case]
     model = made(**overrides) if callable(made) else build(dict(made, num_classes=4, **overrides))
-    return perturb(model).eval()
+    model = perturb(model)
+    return (train_a_little(model) if model.buffers else model).eval()
 
 
 def mixed_graph():
