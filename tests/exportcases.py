@@ -34,6 +34,14 @@ CASES = {
     "classifier": dict(arch="classifier", crop_size=35),
     "classifier-convolutionalized": lambda **overrides: convolutionalize(random_model("classifier", **overrides)),
     "fcn8s-from-classifier": lambda **overrides: from_classifier(random_model("classifier"), "fcn8s", **overrides),
+    # BatchNorm (norm="batch") after every backbone, fc and decoder convolution
+    "fcn32s-bn": dict(arch="fcn32s", norm="batch"),
+    "fcn8s-bn": dict(arch="fcn8s", norm="batch"),
+    "fcn8s-conv-bn": dict(arch="fcn8s", downsample="conv", norm="batch"),
+    "fcn8s-concat-bn": dict(arch="fcn8s", fusion="concat", norm="batch"),
+    "fcn32s-unpool-bn": dict(arch="fcn32s", upsample="unpool", norm="batch"),
+    "classifier-bn": dict(arch="classifier", crop_size=35, norm="batch"),
+    "classifier-bn-convolutionalized": lambda **overrides: convolutionalize(random_model("classifier-bn", **overrides)),
 }
 """Test name -> model config (4 classes, RGB), or a function of the overrides returning the model."""
 
@@ -43,6 +51,8 @@ SIZES = [(1, 1), (35, 29), (64, 64), (17, 48), (100, 31)]
 CASE_SIZES = {
     "classifier": [(35, 35)],
     "classifier-convolutionalized": [(35, 35), (36, 40), (100, 37)],
+    "classifier-bn": [(35, 35)],
+    "classifier-bn-convolutionalized": [(35, 35), (36, 40), (100, 37)],
 }
 """Sizes for the cases that do not take every size: the classifier takes its crop size only, its
 convolutionalized version anything at least that large (fc6 is an unpadded 2x2 convolution on pool5)."""
