@@ -2,13 +2,15 @@
 
 FCN's score layers start at zero, which would make most scores (and most gradients)
 trivially equal; randomising every trainable parameter makes every layer count. Frozen
-upsampling keeps its bilinear kernel, as in a trained model.
+upsampling keeps its bilinear kernel, as in a trained model. Models with BatchNorm then take a
+few training steps, so their running statistics are not the initial 0 and 1 either.
 """
 import numpy as np
 
 from tinyfcn import nn
 from tinyfcn.networks.graph import Graph
 from tinyfcn.networks.surgery import build, convolutionalize, from_classifier
+from tinyfcn.training.optim import SGD
 
 VGG16 = dict(widths=(1, 1, 1, 1, 1), fc_width=1, depths=(2, 2, 3, 3, 3), first_padding=100, fc6_kernel=7,
              fc6_padding=0, upsample_padding=False)
@@ -32,6 +34,14 @@ CASES = {
     "classifier": dict(arch="classifier", crop_size=35),
     "classifier-convolutionalized": lambda **overrides: convolutionalize(random_model("classifier", **overrides)),
     "fcn8s-from-classifier": lambda **overrides: from_classifier(random_model("classifier"), "fcn8s", **overrides),
+    # BatchNorm (norm="batch") after every backbone, fc and decoder convolution
+    "fcn32s-bn": dict(arch="fcn32s", norm="batch"),
+    "fcn8s-bn": dict(arch="fcn8s", norm="batch"),
+    "fcn8s-conv-bn": dict(arch="fcn8s", downsample="conv", norm="batch"),
+    "fcn8s-concat-bn": dict(arch="fcn8s", fusion="concat", norm="batch"),
+    "fcn32s-unpool-bn": dict(arch="fcn32s", upsample="unpool", norm="batch"),
+    "classifier-bn": dict(arch="classifier", crop_size=35, norm="batch"),
+    "classifier-bn-convolutionalized": lambda **overrides: convolutionalize(random_model("classifier-bn", **overrides)),
 }
 """Test name -> model config (4 classes, RGB), or a function of the overrides returning the model."""
 
@@ -41,6 +51,8 @@ SIZES = [(1, 1), (35, 29), (64, 64), (17, 48), (100, 31)]
 CASE_SIZES = {
     "classifier": [(35, 35)],
     "classifier-convolutionalized": [(35, 35), (36, 40), (100, 37)],
+    "classifier-bn": [(35, 35)],
+    "classifier-bn-convolutionalized": [(35, 35), (36, 40), (100, 37)],
 }
 """Sizes for the cases that do not take every size: the classifier takes its crop size only, its
 convolutionalized version anything at least that large (fc6 is an unpadded 2x2 convolution on pool5)."""
@@ -71,11 +83,29 @@ def perturb(graph, seed=0):
     return graph
 
 
+def train_a_little(model, steps=3, seed=3):
+    """``steps`` SGD steps in training mode on random images (at the classifier's crop size, else 24 x 20)
+    and labels; returns the model. Each step's forward pass moves BatchNorm's running statistics."""
+    rng = np.random.default_rng(seed)
+    size = (model.config["crop_size"],) * 2 if model.config["arch"] == "classifier" else (24, 20)
+    loss, optimizer = nn.SoftmaxCrossEntropy(), SGD(model.params, lr=0.01, momentum=0.9)
+    model.train()
+    for _ in range(steps):
+        x = rng.standard_normal((2, 3, *size)).astype(model.dtype)
+        scores = model.forward(x)
+        loss.forward(scores, rng.integers(0, 4, (2, *scores.shape[2:])))
+        model.backward(loss.backward())
+        optimizer.step(model.grads)
+    return model
+
+
 def random_model(case, **overrides):
-    """The model of ``CASES[case]`` (4 classes) with perturbed weights, in evaluation mode."""
+    """The model of ``CASES[case]`` (4 classes) with perturbed weights (and, with BatchNorm, trained a
+    little), in evaluation mode."""
     made = CASES[case]
     model = made(**overrides) if callable(made) else build(dict(made, num_classes=4, **overrides))
-    return perturb(model).eval()
+    model = perturb(model)
+    return (train_a_little(model) if model.buffers else model).eval()
 
 
 def mixed_graph():

@@ -124,15 +124,16 @@ def test_console_script_and_module_entry_points():
 
 def test_name_choices_come_from_the_registries():
     from tinyfcn.datasets import DATASETS
-    from tinyfcn.networks.models import DOWNSAMPLE, FUSION, MODELS, UPSAMPLE
+    from tinyfcn.networks.models import DOWNSAMPLE, FUSION, MODELS, NORM, UPSAMPLE
     from tinyfcn.training.optim import OPTIMIZERS, SCHEDULES
     from tinyfcn.training.recipes import NORMALIZATIONS, RECIPES
     commands = next(a for a in build_parser()._actions if a.dest == "command").choices
     choices = {(command, a.dest): set(a.choices) for command, p in commands.items() for a in p._actions if a.choices}
     options = {(command, name): set(values) for command in ("train", "summary")
-               for name, values in (("downsample", DOWNSAMPLE), ("upsample", UPSAMPLE), ("fusion", FUSION))}
+               for name, values in (("downsample", DOWNSAMPLE), ("upsample", UPSAMPLE), ("fusion", FUSION),
+                                    ("norm", NORM))}
     assert choices == {("data", "name"): set(DATASETS), ("train", "model"): set(MODELS),
                        ("train", "schedule"): set(SCHEDULES), ("summary", "model"): set(MODELS),
                        ("train", "optimizer"): set(OPTIMIZERS), ("train", "recipe"): set(RECIPES),
                        ("train", "normalization"): set(NORMALIZATIONS),
-                       ("pretrain", "downsample"): set(DOWNSAMPLE), **options}
+                       ("pretrain", "downsample"): set(DOWNSAMPLE), ("pretrain", "norm"): set(NORM), **options}

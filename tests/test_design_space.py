@@ -110,8 +110,9 @@ def test_grown_concat_fusion_starts_as_the_coarser_network():
 
 
 @pytest.mark.parametrize("options", [dict(downsample="conv"), dict(upsample="unpool", arch=FCN32s),
-                                     dict(fusion="concat"), dict(downsample="conv", fusion="concat")],
-                         ids=["conv", "unpool", "concat", "conv+concat"])
+                                     dict(fusion="concat"), dict(downsample="conv", fusion="concat"),
+                                     dict(upsample="unpool", norm="batch", arch=FCN32s)],
+                         ids=["conv", "unpool", "concat", "conv+concat", "unpool+batch-norm"])
 def test_options_round_trip_through_checkpoints(options, tmp_path):
     from tinyfcn.training.checkpoint import load_model, save_checkpoint
     options = dict(options)
@@ -128,7 +129,7 @@ def test_options_round_trip_through_checkpoints(options, tmp_path):
 
 def test_a_checkpoint_config_without_the_switches_is_fcns_design():
     config = FCN8s(3, **TINY).config
-    old = {k: v for k, v in config.items() if k not in ("downsample", "upsample", "fusion")}
+    old = {k: v for k, v in config.items() if k not in ("downsample", "upsample", "fusion", "norm")}
     assert build(old).config == config
 
 
@@ -140,6 +141,7 @@ def test_a_checkpoint_config_without_the_switches_is_fcns_design():
     (FCN8s, dict(fusion="product"), "fusion must be one of 'sum', 'concat', got 'product'"),
     (FCN16s, dict(downsample="stride"), "downsample must be one of 'pool', 'conv'"),
     (FCN8s, dict(upsample="bilinear"), "upsample must be one of 'transposed', 'unpool'"),
+    (FCN8s, dict(norm="group"), "norm must be one of 'none', 'batch', got 'group'"),
 ])
 def test_bad_combinations_are_one_clear_sentence(cls, options, message):
     with pytest.raises(ValueError, match=message) as info:
@@ -271,7 +273,7 @@ def test_cli_model_options_are_stored_and_shown(tiny_digits, tmp_path, capsys):
     capsys.readouterr()
     assert main(["summary", "--model", "fcn8s", "--downsample", "conv", "--fusion", "concat", "--size", "35", "29"]) == 0
     out = capsys.readouterr().out
-    assert "(downsample=conv, upsample=transposed, fusion=concat)" in out and "cat_pool3" in out
+    assert "(downsample=conv, upsample=transposed, fusion=concat, norm=none)" in out and "cat_pool3" in out
     assert "pool4_conv" in out and "(1, 4, 35, 29)" in out
 
 

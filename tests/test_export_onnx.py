@@ -6,6 +6,7 @@ score after ~20 layers; scores must agree to 1e-5 of the largest score. A crop c
 from the wrong shapes or a ceil-mode pooling that keeps or drops a different window shows
 up as an error of order 1 (or a different output shape).
 """
+import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
@@ -18,6 +19,7 @@ from exportcases import (
     sizes,
     worst,
 )
+from onnx import numpy_helper
 
 from tinyfcn import nn
 from tinyfcn.export import describe, save_onnx, to_onnx
@@ -115,3 +117,17 @@ def test_a_classifier_has_a_batch_by_classes_output():
     dims = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "classes"]
     assert {"Flatten", "Gemm"} <= {n.op_type for n in proto.graph.node}
+
+
+def test_batch_norm_is_an_inference_batch_normalization_with_the_running_statistics():
+    model = random_model("fcn8s-conv-bn")
+    proto = to_onnx(model)
+    norms = [n for n in proto.graph.node if n.op_type == "BatchNormalization"]
+    assert [n.name for n in norms] == [name for name, l in model.layers.items() if isinstance(l, nn.BatchNorm2d)]
+    assert len(norms) == 3 * 5 + 2                             # two convolutions and pool<k>_conv per stage, fc6, fc7
+    assert list(norms[0].input) == ["conv1_1", "bn1_1.weight", "bn1_1.bias", "bn1_1.running_mean", "bn1_1.running_var"]
+    assert all(a.name != "training_mode" or a.i == 0 for n in norms for a in n.attribute)
+    initializers = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    for key, value in model.buffers.items():
+        np.testing.assert_array_equal(initializers[key], value, err_msg=key)
+    assert not np.allclose(initializers["bn2_1.running_mean"], 0)          # trained a little: not the initial 0

@@ -66,19 +66,42 @@ def test_parameters_keep_their_names_and_frozen_layers_their_freeze(learn):
         np.testing.assert_array_equal(p.detach().numpy(), model.params[name])
 
 
+def test_batch_norm_buffers_are_in_the_state_dict_with_the_count_torch_keeps():
+    model = random_model("fcn8s-bn")
+    state = to_torch(model).state_dict()
+    counts = {f"{name}.num_batches_tracked" for name, l in model.layers.items() if isinstance(l, nn.BatchNorm2d)}
+    assert len(counts) == 2 * 5 + 2 and set(state) == set(model.params) | set(model.buffers) | counts
+    for key in counts:
+        assert state[key].dtype == torch.int64 and state[key].shape == ()
+    assert "bn3_2.running_var" in model.buffers and not np.allclose(model.buffers["bn3_2.running_var"], 1)
+    for key, value in model.buffers.items():
+        np.testing.assert_array_equal(state[key].numpy(), value, err_msg=key)
+    net = to_torch(model)
+    assert isinstance(net.bn6, torch.nn.BatchNorm2d) and net.bn6.eps == 1e-5 and net.bn6.momentum == 0.1
+    assert isinstance(to_torch(random_model("classifier-bn")).bn7, torch.nn.BatchNorm1d)
+    assert net.conv1_1.bias is None and net.score_fr.bias is not None     # a convolution before BatchNorm: no bias
+
+
 @pytest.mark.parametrize("case", ["fcn8s", "fcn8s-learned-upsampling", "fcn16s-vgg16", "fcn8s-at-once", "fcn8s-conv",
-                                  "fcn8s-concat", "fcn8s-conv-concat", "fcn32s-unpool", "fcn8s-from-classifier"])
+                                  "fcn8s-concat", "fcn8s-conv-concat", "fcn32s-unpool", "fcn8s-from-classifier",
+                                  "fcn32s-bn", "fcn8s-bn", "fcn8s-conv-bn", "fcn8s-concat-bn", "fcn32s-unpool-bn",
+                                  "classifier-bn"])
 def test_two_sgd_steps_in_torch_equal_tinyfcn_steps(case):
     """Pixel-mean cross-entropy (ignore 255), SGD with momentum 0.9 and weight decay: same losses, same weights.
 
     Two steps, so the momentum buffers take part. Dropout is 0: the two libraries draw different
     masks. Updated weights must agree to 1e-5 of each tensor's largest value (float32, as above).
+    BatchNorm runs in training mode: batch statistics in both, and the running statistics (the
+    buffers) move alike in both.
     """
     model = random_model(case, dropout=0.0).train()
     net = to_torch(model)
     rng = np.random.default_rng(2)
-    batches = []
-    for size in [(35, 29), (24, 40)]:
+    batches, classifier = [], case.startswith("classifier")
+    for size in [(35, 35), (35, 35)] if classifier else [(35, 29), (24, 40)]:
+        if classifier:              # a label per crop; 6 crops, as BatchNorm1d of 2 values is ill-conditioned
+            batches.append((inputs(size, batch=6), rng.integers(0, 4, 6)))
+            continue
         target = rng.integers(0, 4, (2, *size))
         target[0, :5] = 255
         batches.append((inputs(size), target))
@@ -103,9 +126,12 @@ def test_two_sgd_steps_in_torch_equal_tinyfcn_steps(case):
     for name, p in net.named_parameters():
         diff, tolerance = worst(p.detach().numpy(), model.params[name])
         assert diff <= tolerance, f"{name}: {diff:.2e}"
+    for name in model.buffers:
+        diff, tolerance = worst(net.get_buffer(name).numpy(), model.buffers[name])
+        assert diff <= tolerance, f"{name}: {diff:.2e}"
 
 
-@pytest.mark.parametrize("case", ["fcn8s", "fcn32s-unpool"])
+@pytest.mark.parametrize("case", ["fcn8s", "fcn32s-unpool", "fcn8s-bn"])
 def test_saved_files_load_without_tinyfcn(case, tmp_path):
     """fcn8s.pt + fcn8s_model.py run in a fresh Python where tinyfcn cannot be imported."""
     model = random_model(case)
@@ -138,10 +164,11 @@ def test_saved_files_load_without_tinyfcn(case, tmp_path):
     assert diff <= tolerance
 
 
-def test_the_pt_file_is_plain_data(tmp_path):
-    model = random_model("fcn16s")
+@pytest.mark.parametrize("case", ["fcn16s", "fcn32s-bn"])
+def test_the_pt_file_is_plain_data(case, tmp_path):
+    model = random_model(case)
     pt, _ = save_torch(model, tmp_path / "net.pt")
     saved = torch.load(pt, weights_only=True)
     assert saved["config"] == model.config
     assert [n["name"] for n in saved["graph"]["nodes"]] == list(model.layers)
-    assert set(saved["state_dict"]) == set(model.params)
+    assert set(saved["state_dict"]) == set(to_torch(model).state_dict()) >= set(model.params) | set(model.buffers)

@@ -167,3 +167,18 @@ def test_the_diagnostics_figure_draws_a_run(shapes, tmp_path):
     assert len(history["diagnostics"]) == 2 and history["diagnostics"][0]["grad_norm"]
     fig = viz.plot_diagnostics(history, train.classes, tmp_path / "d.png")
     assert (tmp_path / "d.png").stat().st_size > 10_000 and len(fig.axes) == 6
+
+
+def test_batch_norm_on_one_value_per_channel_is_one_line_and_writes_nothing(tmp_path, capsys):
+    root = datasets.make_shapes(tmp_path / "d", n_train=4, n_val=2, seed=0, size=16)      # fc6 sees 1 x 1 maps
+    assert main(["train", "--data", str(root), "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet",
+                 "--norm", "batch", "--batch-size", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "needs more than one value per channel" in err and "batch larger than 1" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_norm_is_refused_by_name(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--data", str(tmp_path), "--norm", "group"])
+    assert stop.value.code == 2 and "invalid choice: 'group' (choose from 'none', 'batch')" in capsys.readouterr().err

@@ -52,8 +52,8 @@ def _free_run_folder(model):
     return candidate
 
 
-MODEL_OPTIONS = ("downsample", "upsample", "fusion", "fc6_kernel")
-"""The design switches of an FCN, as ``--downsample``, ``--upsample``, ``--fusion``, ``--fc6-kernel``."""
+MODEL_OPTIONS = ("downsample", "upsample", "fusion", "fc6_kernel", "norm")
+"""The design switches of an FCN, as ``--downsample``, ``--upsample``, ``--fusion``, ``--fc6-kernel``, ``--norm``."""
 
 
 def _model_options(args):
@@ -81,8 +81,10 @@ def _initial_model(args, num_classes, in_channels):
     from a classifier checkpoint (--init CLASSIFIER.npz, written by ``tinyfcn pretrain``)."""
     from .networks.surgery import from_classifier, grow
     from .training.checkpoint import load_model
+    from .training.recipes import RECIPES
     options = _model_options(args)
     if args.init is None:
+        options.setdefault("norm", RECIPES[args.recipe]["norm"])            # a new model takes the recipe's
         config = dict(arch=args.model, num_classes=num_classes, in_channels=in_channels, **options)
         return _build(config, seed=args.seed)
     model = load_model(args.init).train()
@@ -287,7 +289,7 @@ def cmd_pretrain(args):
     train_crops = make_crops(train_set, args.crop_size, seed=args.seed)
     val_crops = make_crops(val_set, args.crop_size, seed=args.seed + 1)
     model = Classifier(train_set.num_classes, in_channels=train_set.in_channels, crop_size=args.crop_size,
-                       downsample=args.downsample or "pool", seed=args.seed)
+                       downsample=args.downsample or "pool", norm=args.norm or "none", seed=args.seed)
     print(f"training a classifier of {args.crop_size}x{args.crop_size} crops on {args.data} "
           f"({len(train_crops[1])} train / {len(val_crops[1])} val crops, {train_set.num_classes} classes); "
           f"run folder {out}")
@@ -349,12 +351,14 @@ def _positive(text):
 
 
 def _add_model_options(p):
-    from .networks.models import DOWNSAMPLE, FUSION, UPSAMPLE
+    from .networks.models import DOWNSAMPLE, FUSION, NORM, UPSAMPLE
     p.add_argument("--downsample", choices=DOWNSAMPLE, help="pool (2x2 max-pools, default) or conv (3x3 stride 2)")
     p.add_argument("--upsample", choices=UPSAMPLE,
                    help="transposed (bilinear transposed convolutions, default) or unpool (fcn32s only)")
     p.add_argument("--fusion", choices=FUSION, help="skip fusion: sum (default) or concat")
     p.add_argument("--fc6-kernel", type=_positive, metavar="K", help="fc6 is K x K, padded by K // 2 (default 3)")
+    p.add_argument("--norm", choices=NORM, help="none, or batch: a BatchNorm after every convolution of the "
+                                                "backbone, fc6 and fc7 (default: the recipe's)")
 
 
 def _add_threads_option(p):
@@ -377,7 +381,7 @@ def _apply_threads(args):
 
 def build_parser():
     from .datasets import DATASETS
-    from .networks.models import DOWNSAMPLE, MODELS
+    from .networks.models import DOWNSAMPLE, MODELS, NORM
     from .training.optim import OPTIMIZERS, SCHEDULES
     from .training.recipes import NORMALIZATIONS, RECIPES
     parser = argparse.ArgumentParser(prog="tinyfcn", description="Fully Convolutional Networks from scratch in NumPy.")
@@ -435,6 +439,7 @@ def build_parser():
     p.add_argument("--lr", type=float, default=0.01, help="base learning rate, poly schedule (default 0.01)")
     p.add_argument("--seed", type=int, default=0, help="seed for the crops, initialisation and shuffling")
     p.add_argument("--downsample", choices=DOWNSAMPLE, help="pool (default) or conv")
+    p.add_argument("--norm", choices=NORM, help="none (default) or batch: BatchNorm after every convolution and fc")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or invalid files with a warning")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(run=cmd_pretrain)

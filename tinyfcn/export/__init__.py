@@ -33,17 +33,31 @@ def _backend(module):
 # ---------------------------------------------------------------- PyTorch
 
 
+def _torch_state(torch, model, graph):
+    """The model's state_dict as tensors, plus the ``num_batches_tracked`` (0-d int64) each torch BatchNorm keeps.
+
+    tinyfcn does not count batches (the count matters to torch only with ``momentum=None``), so it is 0.
+    """
+    state = {k: torch.from_numpy(v) for k, v in model.state_dict().items()}
+    for node in graph["nodes"]:
+        if node["type"] in ("BatchNorm2d", "BatchNorm1d"):
+            state[f"{node['name']}.num_batches_tracked"] = torch.tensor(0, dtype=torch.int64)
+    return state
+
+
 def to_torch(model):
     """An equivalent ``torch.nn.Module`` (a :class:`tinyfcn.export.torch.GraphModule`) with the model's weights.
 
-    Parameter names are tinyfcn's (``"score_fr.weight"``, ...), the dtype and the training
-    mode are the model's, and frozen layers' parameters have ``requires_grad=False``.
+    Parameter and buffer names are tinyfcn's (``"score_fr.weight"``, ``"bn1_1.running_mean"``, ...),
+    the dtype and the training mode are the model's, and frozen layers' parameters have
+    ``requires_grad=False``.
     """
     torch = _backend("torch")
     from . import torch as torch_graph
     dtype = getattr(torch, np.dtype(getattr(model, "dtype", np.float32)).name)
-    net = torch_graph.GraphModule(describe(model)).to(dtype)
-    net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.params.items()})
+    graph = describe(model)
+    net = torch_graph.GraphModule(graph).to(dtype)
+    net.load_state_dict(_torch_state(torch, model, graph))
     return net.train(model.training)
 
 
@@ -55,9 +69,9 @@ def save_torch(model, path):
     """
     torch = _backend("torch")
     from . import torch as torch_graph
-    path = Path(path)
-    saved = dict(format=torch_graph.FORMAT, graph=describe(model), config=getattr(model, "config", None),
-                 state_dict={k: torch.from_numpy(v.copy()) for k, v in model.params.items()})
+    path, graph = Path(path), describe(model)
+    saved = dict(format=torch_graph.FORMAT, graph=graph, config=getattr(model, "config", None),
+                 state_dict=_torch_state(torch, model, graph))
     module = path.with_name(f"{path.stem}_model.py")
     atomic_write(path, lambda f: torch.save(saved, f))
     atomic_write(module, lambda f: f.write(Path(torch_graph.__file__).read_bytes()))
@@ -75,7 +89,8 @@ def to_onnx(model):
     """
     _backend("onnx")
     from . import onnx as onnx_graph
-    return onnx_graph.build(describe(model), model.params, name=getattr(model, "config", {}).get("arch", "tinyfcn"))
+    name = getattr(model, "config", {}).get("arch", "tinyfcn")
+    return onnx_graph.build(describe(model), model.state_dict(), name=name)
 
 
 def save_onnx(model, path):

@@ -31,6 +31,10 @@ def _max_pool(layer):
                 return_indices=False)                          # True when an unpooling reads its switches
 
 
+def _batch_norm(layer):
+    return dict(num_features=layer.params["weight"].size, eps=float(layer.eps), momentum=float(layer.momentum))
+
+
 def _linear(layer):
     out_features, in_features = layer.params["weight"].shape
     return dict(in_features=in_features, out_features=out_features, bias="bias" in layer.params)
@@ -49,6 +53,8 @@ DESCRIBE = {
     nn.ConvTranspose2d: _conv_transpose,
     nn.MaxPool2d: _max_pool,
     nn.ReLU: lambda layer: {},
+    nn.BatchNorm2d: _batch_norm,
+    nn.BatchNorm1d: _batch_norm,
     nn.Dropout: lambda layer: dict(p=float(layer.p)),
     nn.Scale: lambda layer: dict(factor=float(layer.factor)),
     nn.Crop: lambda layer: dict(offset=list(layer.offset), like_offset=list(layer.like_offset)),

@@ -6,6 +6,7 @@ models in onnxruntime. Each layer type becomes these operators (:data:`NODES`):
 - Conv2d: Conv; ConvTranspose2d: ConvTranspose; MaxPool2d: MaxPool (with ``ceil_mode``,
   and its ``Indices`` output when an unpooling reads them); ReLU: Relu; Dropout: Identity
   (inference); Scale: Mul; Add: Add; Concat: Concat; Flatten: Flatten; Linear: Gemm;
+  BatchNorm2d: BatchNormalization; BatchNorm1d: BatchNormalization (inference: the running statistics);
   Crop: Shape (with ``start``/``end``), Add, Min, Slice; MaxUnpool2d: Shape, ReduceProd,
   ConstantOfShape, Reshape, ScatterElements.
 
@@ -24,6 +25,10 @@ and ceil-mode rows. ONNX's MaxUnpool would be the natural operator, but onnxrunt
 an ``output_shape`` below ``(H_out - 1) * stride + kernel``, which is what a ceil-mode pool
 of an odd size gives. Flatten is ``Flatten(axis=1)`` and Linear ``Gemm(transB=1)`` (tinyfcn's
 weight is (out, in), as PyTorch's); a model ending in them has a (batch, classes) output.
+
+BatchNorm2d and BatchNorm1d are BatchNormalization in inference mode (``training_mode=0``): it
+normalises with the running mean and variance, which are initializers like the weights
+(``<node>.running_mean``, ``<node>.running_var``); ``momentum`` plays no part in inference.
 """
 import numpy as np
 import onnx
@@ -33,10 +38,10 @@ OPSET = 17
 
 
 class _Builder:
-    """Collects the nodes and initializers (weights and constants) of one graph."""
+    """Collects the nodes and initializers (weights, running statistics and constants) of one graph."""
 
-    def __init__(self, params, graph):
-        self.params, self.nodes, self.initializers = params, [], []
+    def __init__(self, state, graph):
+        self.state, self.nodes, self.initializers = state, [], []
         self.graph = {node["name"]: node for node in graph["nodes"]}    # an unpooling reads its pool's node
 
     def node(self, op, inputs, output, extra_outputs=(), **attributes):
@@ -48,14 +53,19 @@ class _Builder:
         return name
 
     def weights(self, node, names):
-        """The initializer names of a node's parameters ``<node>.<name>`` that exist, in order."""
-        keys = [f"{node}.{n}" for n in names if f"{node}.{n}" in self.params]
-        return [self.constant(k, self.params[k], np.float32) for k in keys]
+        """The initializer names of a node's parameters or buffers ``<node>.<name>`` that exist, in order."""
+        keys = [f"{node}.{n}" for n in names if f"{node}.{n}" in self.state]
+        return [self.constant(k, self.state[k], np.float32) for k in keys]
 
 
 def _conv(b, name, inputs, a, op="Conv"):
     return b.node(op, [*inputs, *b.weights(name, ("weight", "bias"))], name, kernel_shape=a["kernel_size"],
                   strides=a["stride"], pads=a["padding"] * 2)
+
+
+def _batch_norm(b, name, inputs, a):
+    stats = b.weights(name, ("weight", "bias", "running_mean", "running_var"))     # scale, B, input_mean, input_var
+    return b.node("BatchNormalization", [*inputs, *stats], name, epsilon=a["eps"])
 
 
 def _max_pool(b, name, inputs, a):
@@ -104,6 +114,8 @@ NODES = {
     "ConvTranspose2d": lambda b, name, inputs, a: _conv(b, name, inputs, a, op="ConvTranspose"),
     "MaxPool2d": _max_pool,
     "ReLU": lambda b, name, inputs, a: b.node("Relu", inputs, name),
+    "BatchNorm2d": _batch_norm,
+    "BatchNorm1d": _batch_norm,
     "Dropout": lambda b, name, inputs, a: b.node("Identity", inputs, name),
     "Scale": lambda b, name, inputs, a: b.node("Mul", [*inputs, b.constant(f"{name}/factor", a["factor"], np.float32)],
                                                name),
@@ -118,15 +130,15 @@ NODES = {
 """Layer type name -> ``f(builder, name, inputs, args)``, which adds the node(s) computing the map ``name``."""
 
 
-def build(graph, params, name="tinyfcn"):
-    """The ONNX model of a graph description and its parameters (``"<node>.<name>"`` -> array).
+def build(graph, state, name="tinyfcn"):
+    """The ONNX model of a graph description and its state_dict (parameters and buffers, ``"<node>.<name>"`` -> array).
 
     Raises
     ------
     ValueError
         Naming the node and its layer type when :data:`NODES` has no translation for it.
     """
-    b = _Builder(params, graph)
+    b = _Builder(state, graph)
     for node in graph["nodes"]:
         if node["type"] not in NODES:
             raise ValueError(f"node {node['name']!r}: layer type {node['type']} has no ONNX translation "

@@ -3,8 +3,8 @@
 ``tinyfcn export --checkpoint RUN/best.npz --to torch fcn8s.pt`` writes ``fcn8s.pt`` and a
 copy of this file, ``fcn8s_model.py``, beside it. ``fcn8s.pt`` is a dict of plain values
 that ``torch.load(path, weights_only=True)`` reads: ``format``, ``graph`` (the nodes, see
-:class:`GraphModule`), ``state_dict`` (tinyfcn's parameter names, e.g. ``score_fr.weight``)
-and ``config`` (the tinyfcn model configuration). Without tinyfcn installed::
+:class:`GraphModule`), ``state_dict`` (tinyfcn's parameter and buffer names, e.g. ``score_fr.weight``,
+``bn1_1.running_mean``) and ``config`` (the tinyfcn model configuration). Without tinyfcn installed::
 
     from fcn8s_model import load
     net = load("fcn8s.pt")                 # in evaluation mode; net.train() to continue training
@@ -12,6 +12,8 @@ and ``config`` (the tinyfcn model configuration). Without tinyfcn installed::
 
 Frozen layers (FCN's bilinear upsampling unless it was learned) have ``requires_grad=False``,
 so an optimizer over ``[p for p in net.parameters() if p.requires_grad]`` trains what tinyfcn trains.
+BatchNorm layers are ``nn.BatchNorm2d`` (``nn.BatchNorm1d`` in a dense classifier) with tinyfcn's
+running statistics; ``net.train()`` updates them as tinyfcn does, ``net.eval()`` normalises with them.
 """
 import torch
 from torch import nn
@@ -113,6 +115,8 @@ LAYERS = {
     "ConvTranspose2d": _conv_transpose,
     "MaxPool2d": _max_pool,
     "ReLU": lambda a: nn.ReLU(),
+    "BatchNorm2d": lambda a: nn.BatchNorm2d(a["num_features"], eps=a["eps"], momentum=a["momentum"]),
+    "BatchNorm1d": lambda a: nn.BatchNorm1d(a["num_features"], eps=a["eps"], momentum=a["momentum"]),
     "Dropout": lambda a: nn.Dropout(a["p"]),
     "Scale": lambda a: Scale(a["factor"]),
     "Crop": lambda a: Crop(a["offset"], a["like_offset"]),

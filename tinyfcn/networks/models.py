@@ -54,6 +54,23 @@ The design space of the FCN text, as three switches (each stored in ``config``):
     starts out computing exactly its coarser parent. FCN-32s has no skip; it keeps the
     setting for ``grow``.
 
+Every network also takes ``norm="none" | "batch"`` (stored in ``config``; a config without it is
+``"none"``, the networks above). With ``"batch"`` each convolution that a ReLU follows -- the
+backbone's ``conv<s>_<i>`` and ``pool<k>_conv``, ``fc6``, ``fc7``, the decoder's ``dec_fr`` and
+``dec<k>`` -- is followed by a :class:`~tinyfcn.ops.nn.BatchNorm2d` before its ReLU, and loses its
+bias (BatchNorm's beta plays that role). The BatchNorm nodes are named::
+
+    conv<s>_<i> -> bn<s>_<i>        fc6 -> bn6, fc7 -> bn7
+    pool<k>_conv -> pool<k>_bn      dec<k> -> bn_dec<k>, dec_fr -> bn_dec_fr
+
+and the ReLUs keep their names (``relu1_1``, ``pool2``, ``relu6``, ``relu_dec3``, ...). Score
+layers (``score_fr``, ``score_pool<k>``, ``fuse_pool<k>``, ``score_dec``, ``score``) and
+upsamplings have none: scores are not normalised. :meth:`Backbone.conv_block` is the one place
+that declares "convolution (+ BatchNorm) + ReLU". The dense :class:`Classifier` normalises fc6's
+and fc7's features with :class:`~tinyfcn.ops.nn.BatchNorm1d`, which becomes a BatchNorm2d with
+the same arrays when it is convolutionalized. :func:`tinyfcn.networks.surgery.fold_batchnorm`
+folds a trained network's BatchNorms into the convolutions before them, for inference.
+
 :class:`Classifier` (fixed-size crops -> Flatten -> fc6 -> fc7 -> score, all dense) and its
 convolutionalized twin :class:`ScoreMap` are the paper's section 3.1: the same weights,
 reshaped into convolutions (:func:`tinyfcn.networks.surgery.convolutionalize`), run on any
@@ -68,6 +85,9 @@ from .graph import Graph
 DOWNSAMPLE, UPSAMPLE, FUSION = ("pool", "conv"), ("transposed", "unpool"), ("sum", "concat")
 """The values of the three design switches; the first of each is FCN's."""
 
+NORM = ("none", "batch")
+"""The values of ``norm``: no normalisation (FCN's), or a BatchNorm after every convolution a ReLU follows."""
+
 SKIP_SCALES = {"pool4": 0.01, "pool3": 0.0001}
 """The at-once FCN-8s scales pool4 and pool3 by these before scoring them (the authors' values)."""
 
@@ -76,51 +96,75 @@ class Backbone(Graph):
     """What every network here shares: the five stages of 3x3 convolutions, each ending in a downsampling.
 
     Subclasses set ``config`` (with ``in_channels``, ``widths``, ``depths``, ``downsample``,
-    ``ceil_mode`` and optionally ``first_padding``), ``dtype`` and ``rng``, then call
+    ``ceil_mode``, ``dropout``, ``norm`` and optionally ``first_padding``), ``dtype`` and ``rng``, then call
     ``Graph.__init__`` with :meth:`stages` and their own nodes. After :meth:`stages`,
     ``pools`` maps ``"pool<k>"`` to that stage's MaxPool2d (for unpooling with its switches).
     """
 
     def stages(self):
-        """conv1_1 ... pool5: per stage ``depth`` 3x3 convolutions (+ ReLU), then the downsampling ``pool<k>``.
+        """conv1_1 ... pool5: per stage ``depth`` 3x3 convolutions (+ BatchNorm) + ReLU, then the downsampling pool<k>.
 
         With ``downsample="conv"`` the downsampling is ``pool<k>_conv``, a 3x3 stride-2
-        convolution padded by 1, and its ReLU is the map ``pool<k>``.
+        convolution padded by 1 (+ ``pool<k>_bn``), and its ReLU is the map ``pool<k>``.
         """
         c = self.config
         nodes, source, channels, self.pools = [], "input", c["in_channels"], {}
         for stage, (width, depth) in enumerate(zip(c["widths"], c["depths"]), start=1):
             for i in range(1, depth + 1):
                 padding = c.get("first_padding", 1) if (stage, i) == (1, 1) else 1
-                nodes += [(f"conv{stage}_{i}", self.conv(channels, width, 3, padding), source),
-                          (f"relu{stage}_{i}", nn.ReLU(), f"conv{stage}_{i}")]
+                nodes += self.conv_block((f"conv{stage}_{i}", f"bn{stage}_{i}", f"relu{stage}_{i}"),
+                                         channels, width, 3, padding, source)
                 source, channels = f"relu{stage}_{i}", width
             if c["downsample"] == "conv":
-                nodes += [(f"pool{stage}_conv", self.conv(width, width, 3, 1, stride=2), source),
-                          (f"pool{stage}", nn.ReLU(), f"pool{stage}_conv")]
+                nodes += self.conv_block((f"pool{stage}_conv", f"pool{stage}_bn", f"pool{stage}"),
+                                         width, width, 3, 1, source, stride=2)
             else:
                 self.pools[f"pool{stage}"] = nn.MaxPool2d(2, 2, ceil_mode=c["ceil_mode"])
                 nodes.append((f"pool{stage}", self.pools[f"pool{stage}"], source))
             source = f"pool{stage}"
         return nodes
 
-    def top(self, source, fc6, fc7):
-        """fc6 -> relu6 -> drop6 -> fc7 -> relu7 -> drop7 after the map ``source``: a classifier's top.
+    def top(self, source, fc6_kernel, fc6_padding, dense=False):
+        """fc6 -> (bn6) -> relu6 -> drop6 -> fc7 -> (bn7) -> relu7 -> drop7 after the map ``source``: the top.
 
-        ``fc6`` and ``fc7`` are dense layers (:class:`Classifier`) or the same weights as
-        convolutions (:class:`FCN`, :class:`ScoreMap`); dropout is ``config["dropout"]``.
+        fc6 is a ``fc6_kernel`` x ``fc6_kernel`` convolution of pool5's channels, padded by
+        ``fc6_padding``, and fc7 a 1x1 convolution (:class:`FCN`, :class:`ScoreMap`); ``dense=True``
+        makes them the same weights as dense layers (:class:`Classifier`, whose ``source`` is the
+        flattened pool5). Dropout is ``config["dropout"]``.
         """
-        nodes = []
-        for n, layer in ((6, fc6), (7, fc7)):
-            nodes += [(f"fc{n}", layer, source),
-                      (f"relu{n}", nn.ReLU(), f"fc{n}"),
-                      (f"drop{n}", nn.Dropout(self.config["dropout"], rng=self.rng), f"relu{n}")]
-            source = f"drop{n}"
+        c, nodes, channels = self.config, [], self.config["widths"][-1]
+        for n, k, padding in ((6, fc6_kernel, fc6_padding), (7, 1, 0)):
+            nodes += self.conv_block((f"fc{n}", f"bn{n}", f"relu{n}"), channels, c["fc_width"], k, padding, source,
+                                     dense=dense)
+            nodes.append((f"drop{n}", nn.Dropout(c["dropout"], rng=self.rng), f"relu{n}"))
+            source, channels = f"drop{n}", c["fc_width"]
         return nodes
 
-    def conv(self, c_in, c_out, k, padding, init="he", stride=1):
+    def conv_block(self, names, c_in, c_out, k, padding, source, stride=1, dense=False):
+        """A k x k convolution -> BatchNorm (with ``norm="batch"``) -> ReLU after the map ``source``, as nodes.
+
+        ``names`` are the three nodes' names (convolution, BatchNorm, ReLU). With BatchNorm the
+        convolution has no bias: BatchNorm subtracts any per-channel constant, and its beta
+        is the learned shift. ``dense=True`` declares the same weights as a dense layer on
+        the flattened c_in x k x k input (:class:`~tinyfcn.ops.nn.Linear` of c_in * k * k
+        features, padding ignored) followed by a :class:`~tinyfcn.ops.nn.BatchNorm1d`.
+        """
+        conv, norm, relu = names
+        batch = self.config["norm"] == "batch"
+        if dense:
+            layer = nn.Linear(c_in * k * k, c_out, bias=not batch, rng=self.rng, dtype=self.dtype)
+        else:
+            layer = self.conv(c_in, c_out, k, padding, stride=stride, bias=not batch)
+        if not batch:
+            return [(conv, layer, source), (relu, nn.ReLU(), conv)]
+        return [(conv, layer, source),
+                (norm, (nn.BatchNorm1d if dense else nn.BatchNorm2d)(c_out, dtype=self.dtype), conv),
+                (relu, nn.ReLU(), norm)]
+
+    def conv(self, c_in, c_out, k, padding, init="he", stride=1, bias=True):
         """A convolution of the model's dtype, He-initialised from the model's generator."""
-        return nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, init=init, rng=self.rng, dtype=self.dtype)
+        return nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, bias=bias, init=init, rng=self.rng,
+                         dtype=self.dtype)
 
 
 def _choice(who, name, value, choices):
@@ -159,6 +203,9 @@ class FCN(Backbone):
         FCN's transposed convolutions, or the unpooling decoder (FCN-32s only, pools only).
     fusion : {"sum", "concat"}
         How skips join the upsampled scores (see the module docstring).
+    norm : {"none", "batch"}
+        A BatchNorm2d after every convolution a ReLU follows, which then has no bias (see the
+        module docstring for where and under which names).
     upsample_padding : bool or None
         Pad each transposed convolution by s/2, making it exactly "x s" (the authors: no
         padding). None (the default) is True with pools and False with strided convolutions
@@ -178,13 +225,14 @@ class FCN(Backbone):
     def __init__(self, num_classes, in_channels=3, widths=(16, 32, 64, 128, 128), fc_width=256,
                  depths=(2, 2, 2, 2, 2), first_padding=1, fc6_kernel=3, fc6_padding=1, upsample_padding=None,
                  ceil_mode=True, dropout=0.5, learn_upsampling=False, downsample="pool", upsample="transposed",
-                 fusion="sum", seed=0, dtype=np.float32):
+                 fusion="sum", norm="none", seed=0, dtype=np.float32):
         who = type(self).__name__
         if len(widths) != 5 or len(depths) != 5:
             raise ValueError(f"{who}: widths and depths need one entry per stage (5), got {widths} and {depths}")
         _choice(who, "downsample", downsample, DOWNSAMPLE)
         _choice(who, "upsample", upsample, UPSAMPLE)
         _choice(who, "fusion", fusion, FUSION)
+        _choice(who, "norm", norm, NORM)
         if upsample_padding is None:
             upsample_padding = downsample == "pool"
         if upsample == "unpool" and downsample != "pool":
@@ -204,7 +252,7 @@ class FCN(Backbone):
                            fc_width=fc_width, depths=list(depths), first_padding=first_padding,
                            fc6_kernel=fc6_kernel, fc6_padding=fc6_padding, upsample_padding=upsample_padding,
                            ceil_mode=ceil_mode, dropout=dropout, learn_upsampling=learn_upsampling,
-                           downsample=downsample, upsample=upsample, fusion=fusion)
+                           downsample=downsample, upsample=upsample, fusion=fusion, norm=norm)
         self.dtype = np.dtype(dtype)
         self.rng = np.random.default_rng(seed)
         nodes = self.backbone()
@@ -218,9 +266,7 @@ class FCN(Backbone):
         (The unpooling decoder reads fc7 directly, so without score_fr.)
         """
         c = self.config
-        nodes = self.stages() + self.top("pool5", self.conv(c["widths"][-1], c["fc_width"], c["fc6_kernel"],
-                                                           c["fc6_padding"]),
-                                         self.conv(c["fc_width"], c["fc_width"], 1, 0))
+        nodes = self.stages() + self.top("pool5", c["fc6_kernel"], c["fc6_padding"])
         if c["upsample"] == "unpool":
             return nodes
         return nodes + [("score_fr", self.conv(c["fc_width"], c["num_classes"], 1, 0, init="zeros"), "drop7")]
@@ -230,19 +276,21 @@ class FCN(Backbone):
         raise NotImplementedError
 
     def unpool_decoder(self):
-        """The DeconvNet/SegNet decoder after fc7: dec_fr, then unpool<k> -> dec<k> -> relu_dec<k> for k = 5 ... 1, score_dec."""
+        """The DeconvNet/SegNet decoder after fc7: dec_fr, then unpool<k> -> dec<k> -> relu_dec<k> for k = 5 ... 1, score_dec.
+
+        With ``norm="batch"``, ``bn_dec_fr`` and ``bn_dec<k>`` come before the ReLUs.
+        """
         c, w = self.config, self.config["widths"]
-        nodes = [("dec_fr", self.conv(c["fc_width"], w[4], 1, 0), "drop7"), ("relu_dec_fr", nn.ReLU(), "dec_fr")]
+        nodes = self.conv_block(("dec_fr", "bn_dec_fr", "relu_dec_fr"), c["fc_width"], w[4], 1, 0, "drop7")
         source = "relu_dec_fr"
         for stage in range(5, 0, -1):
             out = w[max(stage - 2, 0)]                     # back to the channels of the stage before
-            dec = self.conv(w[stage - 1], out, 3, 1)
+            dec = self.conv_block((f"dec{stage}", f"bn_dec{stage}", f"relu_dec{stage}"), w[stage - 1], out, 3, 1,
+                                  f"unpool{stage}")
             # An unpooled map is 3/4 zeros, so only a quarter of He's fan-in carries signal: without
             # a gain of sqrt(4) every unpool halves the activations (1/32 of them after five).
-            dec.params["weight"] *= 2
-            nodes += [(f"unpool{stage}", nn.MaxUnpool2d(self.pools[f"pool{stage}"]), source),
-                      (f"dec{stage}", dec, f"unpool{stage}"),
-                      (f"relu_dec{stage}", nn.ReLU(), f"dec{stage}")]
+            dec[0][1].params["weight"] *= 2
+            nodes += [(f"unpool{stage}", nn.MaxUnpool2d(self.pools[f"pool{stage}"]), source), *dec]
             source = f"relu_dec{stage}"
         return nodes + [("score_dec", self.conv(w[0], c["num_classes"], 1, 0, init="zeros"), source),
                         ("score", nn.Crop(), "score_dec", "input")]
@@ -313,7 +361,8 @@ class FCN(Backbone):
         c = self.config
         return super().summary((1, c["in_channels"], *pair(tuple(input_size))),
                                f"{type(self).__name__} on a {input_size[0]}x{input_size[1]} input "
-                               f"(downsample={c['downsample']}, upsample={c['upsample']}, fusion={c['fusion']})")
+                               f"(downsample={c['downsample']}, upsample={c['upsample']}, fusion={c['fusion']}, "
+                               f"norm={c['norm']})")
 
 
 class FCN32s(FCN):
@@ -388,6 +437,8 @@ class Classifier(Backbone):
         The side of the square crops it classifies; pool5 is ``k = last_map_size(crop_size)``
         pixels wide, and fc6 reads all k x k x C5 of them.
     downsample : {"pool", "conv"}
+    norm : {"none", "batch"}
+        As for :class:`FCN`; fc6's and fc7's features are normalised by BatchNorm1d.
     seed, dtype : as for :class:`FCN`
 
     ``forward(x)``: x (N, C, crop_size, crop_size) -> logits (N, K). ``config`` is stored by
@@ -397,23 +448,22 @@ class Classifier(Backbone):
     arch = "classifier"
 
     def __init__(self, num_classes, in_channels=3, crop_size=48, widths=(16, 32, 64, 128, 128), fc_width=256,
-                 depths=(2, 2, 2, 2, 2), downsample="pool", dropout=0.5, seed=0, dtype=np.float32):
+                 depths=(2, 2, 2, 2, 2), downsample="pool", norm="none", dropout=0.5, seed=0, dtype=np.float32):
         who = type(self).__name__
         if len(widths) != 5 or len(depths) != 5:
             raise ValueError(f"{who}: widths and depths need one entry per stage (5), got {widths} and {depths}")
         _choice(who, "downsample", downsample, DOWNSAMPLE)
+        _choice(who, "norm", norm, NORM)
         self.config = dict(arch=self.arch, num_classes=num_classes, in_channels=in_channels, crop_size=crop_size,
                            widths=list(widths), fc_width=fc_width, depths=list(depths), downsample=downsample,
-                           ceil_mode=True, dropout=dropout)
+                           norm=norm, ceil_mode=True, dropout=dropout)
         self.dtype, self.rng = np.dtype(dtype), np.random.default_rng(seed)
         super().__init__(self.stages() + self.dense())
 
     def dense(self):
-        """flatten, fc6, relu6, drop6, fc7, relu7, drop7, score: the fully connected top."""
+        """flatten, fc6, (bn6), relu6, drop6, fc7, (bn7), relu7, drop7, score: the fully connected top."""
         c, k = self.config, last_map_size(self.config["crop_size"])
-        nodes = [("flatten", nn.Flatten(), "pool5")]
-        nodes += self.top("flatten", nn.Linear(c["widths"][-1] * k * k, c["fc_width"], rng=self.rng, dtype=self.dtype),
-                          nn.Linear(c["fc_width"], c["fc_width"], rng=self.rng, dtype=self.dtype))
+        nodes = [("flatten", nn.Flatten(), "pool5"), *self.top("flatten", k, 0, dense=True)]
         return nodes + [("score", nn.Linear(c["fc_width"], c["num_classes"], init="zeros", dtype=self.dtype), "drop7")]
 
     def forward(self, x):
@@ -432,12 +482,12 @@ class ScoreMap(Backbone):
 
     Built by :func:`convolutionalize`. ``forward(x)`` takes any H, W >= 1 (H, W >= crop_size
     for a map of at least one pixel) and returns coarse scores (N, K, h, w); on a
-    crop-size input h = w = 1 and they are the classifier's logits.
+    crop-size input h = w = 1 and they are the classifier's logits. The classifier's BatchNorm1d
+    (``norm="batch"``) are BatchNorm2d here, with the same parameters and running statistics.
     """
 
     def __init__(self, config, dtype=np.float32):
         self.config, self.dtype, self.rng = dict(config), np.dtype(dtype), np.random.default_rng(0)
         c, k = self.config, last_map_size(self.config["crop_size"])
-        nodes = self.stages() + self.top("pool5", self.conv(c["widths"][-1], c["fc_width"], k, 0),
-                                         self.conv(c["fc_width"], c["fc_width"], 1, 0))
+        nodes = self.stages() + self.top("pool5", k, 0)
         super().__init__(nodes + [("score", self.conv(c["fc_width"], c["num_classes"], 1, 0), "drop7")])

@@ -6,13 +6,23 @@
 - :func:`convolutionalize`: a classifier's dense layers reshaped into convolutions (the paper's
   section 3.1; the authors' ``surgery.transplant`` of VGG16's fc6/fc7);
 - :func:`from_classifier`: an FCN whose backbone and top start from a trained classifier;
+- :func:`fold_batchnorm`: a network with BatchNorm (``norm="batch"``) as the BatchNorm-free
+  network that computes its evaluation-mode scores, each BatchNorm folded into the convolution before it;
 - :func:`build`: the model a checkpoint's ``config`` describes.
+
+Every copy here copies parameters and buffers (BatchNorm's running statistics) alike.
 
 The declarations themselves live in :mod:`tinyfcn.networks.models`.
 """
 import numpy as np
 
+from ..ops import nn
 from .models import MODELS, Classifier, ScoreMap, last_map_size
+
+
+def _arrays(graph):
+    """Every parameter and buffer of ``graph`` by its state_dict key: the arrays its layers compute with."""
+    return {**graph.params, **graph.buffers}
 
 
 def convolutionalize(classifier):
@@ -21,37 +31,43 @@ def convolutionalize(classifier):
     Each dense weight (out, in) becomes a convolution weight: fc6's (out, C5 * k * k) is
     reshaped to (out, C5, k, k) -- Flatten reads C, H, W in the order a convolution weight
     is laid out -- and fc7's and score's to (out, in, 1, 1). The convolutions are copies.
+    With ``norm="batch"`` the BatchNorm1d of fc6's and fc7's features become BatchNorm2d of the
+    same channels, parameters and running statistics: in evaluation mode both are the same
+    per-channel affine map, so the logits stay exactly the classifier's.
     """
     net = ScoreMap(classifier.config, dtype=classifier.dtype)
-    for key, value in classifier.params.items():
-        net.params[key][...] = value.reshape(net.params[key].shape)
+    arrays = _arrays(net)
+    for key, value in _arrays(classifier).items():
+        arrays[key][...] = value.reshape(arrays[key].shape)
     return net.eval()
 
 
 def from_classifier(classifier, arch="fcn8s", **options):
     """An FCN whose backbone, fc6, fc7 and score_fr start from a trained :class:`Classifier`.
 
-    The FCN gets the classifier's widths, depths, fc_width and downsampling, and
+    The FCN gets the classifier's widths, depths, fc_width, downsampling and norm, and
     ``fc6_kernel = k`` (pool5's size on a crop) with ``fc6_padding = k // 2`` so fc6 still
     sees every pool5 pixel; fc6, fc7 and score_fr are :func:`convolutionalize`'s weights
-    (the classes are the same, so the classifier's scores are FCN-32s's coarse scores).
+    (the classes are the same, so the classifier's scores are FCN-32s's coarse scores), with
+    BatchNorm parameters and running statistics.
     ``options`` are further FCN options (``upsample``, ``fusion``, ``dropout``, ...).
     """
     c = classifier.config
     if arch not in MODELS:
         raise ValueError(f"unknown model {arch!r}: choose one of {', '.join(MODELS)}")
-    for key in ("downsample", "widths", "depths", "fc_width", "fc6_kernel", "fc6_padding"):
+    for key in ("downsample", "norm", "widths", "depths", "fc_width", "fc6_kernel", "fc6_padding"):
         if key in options and options[key] != c.get(key, options[key]):
             raise ValueError(f"from_classifier: {key} comes from the classifier ({c[key]!r}), got {options[key]!r}")
         options.pop(key, None)
     k = last_map_size(c["crop_size"])
     model = MODELS[arch](c["num_classes"], in_channels=c["in_channels"], widths=c["widths"], fc_width=c["fc_width"],
-                         depths=c["depths"], downsample=c["downsample"], fc6_kernel=k, fc6_padding=k // 2,
-                         **options, dtype=classifier.dtype)
-    for key, value in convolutionalize(classifier).params.items():
+                         depths=c["depths"], downsample=c["downsample"], norm=c["norm"], fc6_kernel=k,
+                         fc6_padding=k // 2, **options, dtype=classifier.dtype)
+    arrays = _arrays(model)
+    for key, value in _arrays(convolutionalize(classifier)).items():
         target = "score_fr" + key[len("score"):] if key.startswith("score.") else key
-        if target in model.params:                          # the unpooling decoder has no score_fr
-            model.params[target][...] = value
+        if target in arrays:                                # the unpooling decoder has no score_fr
+            arrays[target][...] = value
     return model
 
 
@@ -75,8 +91,9 @@ def grow(model, arch):
     convolution starts as the identity on the upsampled scores and zero on the skip's
     features), so at first they add nothing and the grown network's scores are the coarser
     network's (up to how the upsampling is split).
-    The new model keeps ``model``'s configuration, dtype and training mode. Growing into
-    the same variant returns a copy.
+    The new model keeps ``model``'s configuration (``norm`` included: BatchNorm parameters and
+    running statistics are copied too), dtype and training mode. Growing into the same variant
+    returns a copy.
 
     Raises
     ------
@@ -92,7 +109,40 @@ def grow(model, arch):
     if arch == model.config["arch"] == "fcn8s":
         config["at_once"] = model.config["at_once"]
     new = MODELS[arch](**config, dtype=model.dtype)
-    for k, v in model.params.items():
-        if k in new.params and new.params[k].shape == v.shape:
-            new.params[k][...] = v
+    arrays = _arrays(new)
+    for k, v in _arrays(model).items():
+        if k in arrays and arrays[k].shape == v.shape:
+            arrays[k][...] = v
     return new.train(model.training)
+
+
+def fold_batchnorm(model):
+    """The BatchNorm-free network that computes ``model``'s evaluation-mode scores, in evaluation mode.
+
+    In evaluation a BatchNorm is a per-channel affine map of the convolution (or dense layer)
+    before it, ``gamma * (conv(x) - mean) / sqrt(var + eps) + beta`` with the running mean and
+    variance, so it folds into that layer's weight and bias: with ``s = gamma / sqrt(var + eps)``
+    per output channel, ``w' = s * w`` and ``b' = (b - mean) * s + beta`` (b = 0: a convolution
+    before BatchNorm has no bias). The result is the model's config with ``norm="none"``, built
+    afresh (:func:`build`, or :class:`ScoreMap` for a convolutionalized classifier), holding the
+    folded weights and a copy of every other parameter. The folding is computed in float64, so
+    the scores differ by rounding only. A model without BatchNorm gives a copy.
+    """
+    config = dict(model.config, norm="none")
+    new = ScoreMap(config, dtype=model.dtype) if isinstance(model, ScoreMap) else build(config, dtype=model.dtype)
+    norms = {model.sources[name][0]: layer for name, layer in model.layers.items()
+             if isinstance(layer, nn.BatchNorm2d)}                   # the layer before -> its BatchNorm (1d or 2d)
+    for key, target in new.params.items():
+        node, name = key.split(".", 1)
+        if node not in norms:
+            target[...] = model.params[key]
+            continue
+        bn = norms[node]
+        mean, var = (bn.buffers[k].astype(np.float64) for k in ("running_mean", "running_var"))
+        gamma, beta = (bn.params[k].astype(np.float64) for k in ("weight", "bias"))
+        scale = gamma / np.sqrt(var + bn.eps)
+        if name == "weight":
+            target[...] = model.params[key] * scale.reshape(-1, *[1] * (target.ndim - 1))
+        else:
+            target[...] = (model.params.get(key, 0) - mean) * scale + beta
+    return new.eval()

@@ -271,7 +271,27 @@ class BatchNorm2d(Layer):
         return dx
 
     def __repr__(self):
-        return f"BatchNorm2d({self.params['weight'].size}, momentum={self.momentum}, eps={self.eps})"
+        return f"{type(self).__name__}({self.params['weight'].size}, momentum={self.momentum}, eps={self.eps})"
+
+
+class BatchNorm1d(BatchNorm2d):
+    """Batch normalisation of the features of (N, C) input, PyTorch's ``BatchNorm1d`` on 2-D input.
+
+    Each row is a 1 x 1 map, so this is :class:`BatchNorm2d` on (N, C, 1, 1): the statistics of a
+    feature run over the N rows (training needs N > 1). A dense layer's features become a 1x1
+    convolution's channels when a classifier is convolutionalized; its BatchNorm1d becomes a
+    BatchNorm2d with the same ``params`` and ``buffers``.
+
+    Parameters, ``params`` and ``buffers``: as for :class:`BatchNorm2d`.
+    """
+
+    def forward(self, x):
+        if np.ndim(x) != 2:
+            raise ValueError(f"BatchNorm1d: expected an input of shape (N, C), got {np.shape(x)}")
+        return super().forward(x[:, :, None, None])[:, :, 0, 0]
+
+    def backward(self, dout):
+        return super().backward(dout[:, :, None, None])[:, :, 0, 0]
 
 
 class Dropout(Layer):

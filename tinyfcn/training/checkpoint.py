@@ -2,7 +2,9 @@
 
 Layout of the file::
 
-    model/<param>   every model parameter, e.g. model/score_fr.weight
+    model/<key>     the model's state_dict: every parameter, e.g. model/score_fr.weight, and
+                    every buffer, e.g. model/bn1_1.running_mean (a BatchNorm's running statistics;
+                    none in checkpoints written before BatchNorm, whose models have none)
     optim/<key>     the optimizer's state_dict (when an optimizer is saved): SGD's momentum
                     buffers as optim/<param>; Adam's and AdamW's moments and step counts as
                     optim/exp_avg/<param>, optim/exp_avg_sq/<param>, optim/step/<param>
@@ -47,7 +49,7 @@ def save_checkpoint(path, model, optimizer=None, order=None, **meta):
         JSON-serialisable values stored in the ``meta`` string (epoch, step, history, ...).
         The model's config and dropout RNG state are added automatically.
     """
-    arrays = {f"model/{k}": v for k, v in model.params.items()}
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     meta = dict(format=FORMAT, config=model.config, model_rng=model.rng.bit_generator.state, **meta)
     if optimizer is not None:
         arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
@@ -108,7 +110,7 @@ def load_checkpoint(path):
 
 
 def restore_model(model, checkpoint):
-    """Load a checkpoint's weights and dropout RNG state into ``model``; a mismatch raises CheckpointError."""
+    """Load a checkpoint's weights, buffers and dropout RNG state into ``model``; a mismatch raises CheckpointError."""
     saved = checkpoint["meta"]["config"]
     if saved["arch"] != model.config["arch"]:
         raise CheckpointError(f"the checkpoint holds an {saved['arch']} model, not an {model.config['arch']}")
@@ -140,10 +142,12 @@ def restore_optimizer(optimizer, checkpoint):
 
 
 def load_model(path, dtype=np.float32):
-    """Build the model a checkpoint describes and load its weights (in evaluation mode).
+    """Build the model a checkpoint describes and load its weights and buffers (in evaluation mode).
 
-    ``model.normalization`` is the input normalization (mean, std) it was trained with (checkpoints
-    written before it was stored: the fixed (0.5, 0.25)), which evaluation and prediction apply.
+    A config written before a model option existed builds with that option's default
+    (``norm="none"`` for checkpoints without BatchNorm). ``model.normalization`` is the input
+    normalization (mean, std) it was trained with (checkpoints written before it was stored:
+    the fixed (0.5, 0.25)), which evaluation and prediction apply.
     """
     checkpoint = load_checkpoint(path)
     try:

@@ -316,7 +316,6 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, recipe="default
     augment_fn = (functools.partial(datasets.augment, rng=run.rng, flip=augment, crop=crop)
                   if augment or crop is not None else None)
     instruments = Instruments(model, _probe(val_set or train_set, norm), math.ceil(len(train_set) / batch_size))
-    _write_config(out, run.settings)
     model.train()
     with _deferred_interrupt() as interrupted:
         while run.epoch < epochs:
@@ -410,12 +409,6 @@ def _probe(dataset, normalization, images=8):
     return datasets.collate([dataset[i] for i in range(min(images, len(dataset)))], normalization)[0]
 
 
-def _write_config(out, settings):
-    """``out/config.json``: the run's resolved training settings (class weights and normalization as numbers)."""
-    if out is not None:
-        atomic_write(out / "config.json", lambda f: f.write(json.dumps(settings, indent=1).encode()))
-
-
 def _interrupt(run, out, model, optimizer, train_set):
     """The KeyboardInterrupt that ends a run after Ctrl-C, once ``last.npz`` is saved (when there is a run folder)."""
     if out is None:
@@ -439,8 +432,8 @@ def _validate(model, val_set, batch_size, run, out, instruments):
 
 
 def _end_epoch(run, record, out, model, optimizer, train_set, verbose):
-    """Add the epoch to the history, print its line and any new warning, save last.npz (and best.npz when it is
-    the best) and history.json."""
+    """Add the epoch to the history, print its line and any new warning, save config.json (the run's resolved
+    settings), last.npz (and best.npz when it is the best) and history.json."""
     for k in HISTORY_KEYS:
         run.history[k].append(json_safe(record.get(k)))
     if verbose:
@@ -452,6 +445,7 @@ def _end_epoch(run, record, out, model, optimizer, train_set, verbose):
             warnings.warn(message, TrainingWarning, stacklevel=3)
     if out is None:
         return
+    atomic_write(out / "config.json", lambda f: f.write(json.dumps(run.settings, indent=1).encode()))
     run.save(out / "last.npz", model, optimizer, classes)
     current = record.get("val_mean_iou", -record["train_loss"])
     if current is not None and current > run.best:
