@@ -191,7 +191,7 @@ def test_an_incomplete_default_dataset_is_made_again(tmp_path, monkeypatch, caps
     (tmp_path / "data" / "shapes" / "ImageSets" / "Segmentation").mkdir(parents=True)   # an old interrupted run
     real = tinyfcn.datasets.make_dataset
     monkeypatch.setattr(tinyfcn.datasets, "make_dataset",
-                        lambda name, out, n_train, n_val, seed: real(name, out, 4, 2, seed, 16))
+                        lambda name, out, n_train, n_val, seed, size: real(name, out, 4, 2, seed, 16))
     assert main(["train", "--model", "fcn32s", *FAST]) == 0
     assert "it has no split lists (an interrupted run?): making the shapes dataset in data/shapes" \
         in capsys.readouterr().out
@@ -445,6 +445,58 @@ def test_data_out_that_is_a_file_is_refused_and_left_alone(where, tmp_path, erro
     assert existing.read_bytes() == b"my notes" and os.listdir(tmp_path) == ["notes.txt"]   # no temporary folder
 
 
+def _output_argv(command, path, run, shapes):
+    """``tinyfcn <command>`` writing its output (a folder or a file) to ``path``."""
+    checkpoint, image = str(run / "best.npz"), str(shapes / "JPEGImages" / "val_00000.png")
+    return {"train": ["train", "--data", str(shapes), "--model", "fcn32s", "--out", str(path), *FAST],
+            "pretrain": ["pretrain", "--data", str(shapes), "--out", str(path), "--crop-size", "16", "--epochs", "1",
+                         "--quiet"],
+            "predict": ["predict", "--checkpoint", checkpoint, image, "--out", str(path)],
+            "eval": ["eval", "--checkpoint", checkpoint, "--data", str(shapes), "--confusion", str(path)],
+            "export": ["export", "--checkpoint", checkpoint, "--to", "onnx", str(path)]}[command]
+
+
+OUTPUTS = {"train": ("--out", "run", True), "pretrain": ("--out", "run", True), "predict": ("--out", "masks", True),
+           "eval": ("--confusion", "confusion.png", False), "export": ("OUT", "model.onnx", False)}
+"""command -> the flag naming its output, a name for it, and whether it is a folder."""
+
+
+@pytest.mark.parametrize("command", list(OUTPUTS))
+def test_every_output_creates_the_folders_on_its_way(command, run, shapes, tmp_path):
+    if command == "export":
+        pytest.importorskip("onnx")
+    path = tmp_path / "new" / "deeper" / OUTPUTS[command][1]
+    assert main(_output_argv(command, path, run, shapes)) == 0
+    assert path.is_dir() if OUTPUTS[command][2] else path.is_file()
+
+
+@pytest.mark.parametrize("where", ["a folder above", "the output itself"])
+@pytest.mark.parametrize("command", list(OUTPUTS))
+def test_a_file_or_folder_in_the_way_of_an_output_is_one_line_and_nothing_is_written(command, where, run, shapes,
+                                                                                    tmp_path, error_line):
+    flag, name, folder = OUTPUTS[command]
+    notes = tmp_path / "notes.txt"
+    if where == "a folder above":
+        notes.write_bytes(b"my notes")
+        path = notes / "sub" / name
+    elif folder:                                          # a file where the output folder should be
+        notes.write_bytes(b"my notes")
+        path = notes
+    else:                                                 # a folder where the output file should be
+        path = tmp_path / name
+        path.mkdir()
+    assert main(_output_argv(command, path, run, shapes)) == 2
+    err = error_line()
+    assert err.startswith(f"tinyfcn {command}: error: {flag} {path}")
+    if where == "a folder above":
+        assert err.endswith(f": {notes} is a file, not a folder")
+    else:
+        assert f"{flag} {path} is a {'file' if folder else 'folder'}; {flag} is " in err
+    assert sorted(os.listdir(tmp_path)) == [path.name if where == "the output itself" else "notes.txt"]
+    assert not notes.exists() or notes.read_bytes() == b"my notes"
+    assert not path.is_dir() or not any(path.iterdir())
+
+
 # ---------------------------------------------------------------- 8. a learner's own arrays
 
 
@@ -527,7 +579,8 @@ def test_predictions_png_shows_every_class_it_can(shapes, tmp_path, monkeypatch)
     rare[:8, :8], rare[-8:, -8:] = 2, 3
     datasets.save_mask(root / "SegmentationClass" / "train_00005.png", rare)
     shown = []
-    monkeypatch.setattr(viz, "plot_predictions", lambda images, targets, preds, classes, path: shown.append(targets))
+    monkeypatch.setattr(viz, "plot_predictions",
+                        lambda images, targets, preds, classes, path, title=None: shown.append(targets))
     assert main(["train", "--data", str(root), "--model", "fcn32s", "--out", str(tmp_path / "r"), *FAST]) == 0
     assert len(shown[0]) == 4
     assert set(np.unique(np.concatenate([t.ravel() for t in shown[0]]))) == {0, 1, 2, 3}

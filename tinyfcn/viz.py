@@ -536,7 +536,7 @@ def plot_transposed_conv(x, weight, stride, padding=0, path=None):
 # ---------------------------------------------------------------- convolutionalization
 
 
-def plot_heatmap(image, scores, coords, classes, path=None):
+def plot_heatmap(image, scores, coords, classes, path=None, title=None):
     """A convolutionalized classifier's coarse score map over the image it was run on.
 
     Panels: the image; the probability of "not background" (1 - softmax class 0); the
@@ -550,6 +550,7 @@ def plot_heatmap(image, scores, coords, classes, path=None):
         ``coords["score"]``): score pixel i is centred on input pixel ``scale * i + shift``
     classes : sequence of K class names
     path : str or Path, optional
+    title : str, optional, above all panels (e.g. the run's name)
 
     Returns
     -------
@@ -578,10 +579,11 @@ def plot_heatmap(image, scores, coords, classes, path=None):
         ax.set_ylim(rgb.shape[0] - 0.5, -0.5)
         ax.set_xticks([])
         ax.set_yticks([])
+    _title(fig, title)
     return _save(fig, path)
 
 
-def plot_diagnostics(history, classes=None, path=None):
+def plot_diagnostics(history, classes=None, path=None, title=None):
     """The instruments of a run (:mod:`tinyfcn.training.instruments`), one panel each, by epoch.
 
     Top: per-layer gradient norm, update/weight ratio (the healthy band shaded) and share of
@@ -595,6 +597,7 @@ def plot_diagnostics(history, classes=None, path=None):
         and ``"val_per_class_iou"`` per epoch; epochs without them are skipped)
     classes : list of K class names, optional
     path : str or Path, optional
+    title : str, optional, e.g. the run's name (put before "diagnostics, N epochs")
 
     Returns
     -------
@@ -655,5 +658,5 @@ def plot_diagnostics(history, classes=None, path=None):
                     f"dead ReLUs: above {DEAD:.0%} (red line), a layer\nhas lost most of its channels\n\n"
                     "predicted share: all pixels in one class is a\nrun collapsed to the easy answer",
                     va="top", fontsize=8, transform=axes[1, 2].transAxes)
-    fig.suptitle(f"diagnostics, {len(epochs)} epochs")
+    fig.suptitle(f"{title}: diagnostics, {len(epochs)} epochs" if title else f"diagnostics, {len(epochs)} epochs")
     return _save(fig, path)

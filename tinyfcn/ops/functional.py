@@ -58,6 +58,10 @@ class NonFiniteError(ValueError):
     """An op received NaN or inf (during training: the network has diverged)."""
 
 
+class BatchStatisticsError(ValueError):
+    """Batch normalisation in training met one value per channel: there is no batch statistic to normalise with."""
+
+
 
 def all_finite(a):
     """True when the float32 or float64 array holds no NaN and no inf.
@@ -664,7 +668,7 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
     x3 = x.reshape(N, C, P)
     if training:
         if m <= 1:
-            raise ValueError(f"{op}: BatchNorm2d in training needs more than one value per channel; got input of "
+            raise BatchStatisticsError(f"{op}: BatchNorm2d in training needs more than one value per channel; got input of "
                              f"shape {x.shape}; use a batch larger than 1 or eval mode")
         if not (running_mean.flags.writeable and running_var.flags.writeable):
             raise ValueError(f"{op}: running_mean and running_var are updated in place in training; pass writeable arrays")
