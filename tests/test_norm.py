@@ -392,3 +392,12 @@ def test_a_checkpoint_written_before_batch_norm_loads_without_it():
     model = load_model(Path(__file__).parent / "data" / "fcn8s-tiny-v0.1.npz")
     assert "norm" not in load_checkpoint(Path(__file__).parent / "data" / "fcn8s-tiny-v0.1.npz")["meta"]["config"]
     assert model.config["norm"] == "none" and not model.buffers
+
+
+def test_a_batchnorm_classifier_trains_when_the_last_batch_holds_one_crop():
+    from tinyfcn.training.pretrain import train_classifier
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 255, (9, 16, 16, 3), dtype=np.uint8), rng.integers(0, 3, 9)   # 4 + 4 + 1
+    model = Classifier(3, crop_size=16, widths=(4, 4, 4, 4, 4), fc_width=8, norm="batch")
+    history = train_classifier(model, (images, labels), epochs=2, batch_size=4, log=None)
+    assert len(history["train_loss"]) == 2 and all(np.isfinite(history["train_loss"]))

@@ -73,6 +73,7 @@ def train_classifier(model, train, val=None, epochs=8, batch_size=32, lr=0.01, m
     """SGD with the poly schedule on crops ``train = (images, labels)``; returns the history (a dict of lists).
 
     The loss is the segmentation loss on logits (N, K) and labels (N,): one "pixel" per crop.
+    With BatchNorm (``norm="batch"``) an epoch's last batch is left out when it holds one crop.
     Each epoch is a :func:`~tinyfcn.training.train.train_epoch`, the loop :func:`~tinyfcn.training.train.fit` runs.
     """
     images, labels = train
@@ -84,7 +85,10 @@ def train_classifier(model, train, val=None, epochs=8, batch_size=32, lr=0.01, m
     model.train()
     for epoch in range(epochs):
         order, start = rng.permutation(len(labels)), time.perf_counter()
-        batches = ((normalize(images[b]), labels[b]) for b in (order[i:i + batch_size] for i in range(0, len(order), batch_size)))
+        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if model.buffers and len(chunks[-1]) == 1:      # BatchNorm has no statistics of one crop: leave it out
+            chunks.pop()
+        batches = ((normalize(images[b]), labels[b]) for b in chunks)
         try:
             tally = train_epoch(model, loss_fn, optimizer, batches,
                                 lambda step: poly(lr, step, epochs * steps_per_epoch), epoch * steps_per_epoch)
