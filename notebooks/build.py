@@ -10,8 +10,17 @@ top to bottom in a fresh kernel with ``TINYFCN_FAST=0`` and stores in the notebo
 metadata, under ``"tinyfcn"``, the SHA-256 of its code cells (``code_sha256``), the mode
 and the run time. ``tests/test_notebooks.py`` recomputes the hash, so a code cell changed
 without a rebuild fails the suite.
+
+Exercises: a code cell tagged ``exercise`` defines the learner's functions, each a stub that
+raises ``NotImplementedError``; the code cell after it, tagged ``check``, calls
+``exercises.check`` and prints one line, ``✘ ...`` or ``✔ ...``. The solutions are the
+functions of the same names in ``solutions/NN.py`` (NN: the notebook's number).
+:func:`solve` returns a notebook with each exercise cell's source replaced by those
+functions' source, which the test suite runs to see every check print ``✔``.
 """
 import argparse
+import ast
+import copy
 import hashlib
 import os
 import sys
@@ -23,6 +32,7 @@ import nbformat
 from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
+SOLUTIONS = HERE / "solutions"
 
 
 def code_hash(nb):
@@ -44,9 +54,16 @@ def notebooks(names=()):
 
 
 def execute(nb, fast, timeout=1800):
-    """Run ``nb`` in place in a fresh kernel, in an empty temporary folder; returns the seconds taken."""
-    old = os.environ.get("TINYFCN_FAST")
-    os.environ["TINYFCN_FAST"] = "1" if fast else "0"      # the kernel inherits the environment
+    """Run ``nb`` in place in a fresh kernel, in an empty temporary folder; returns the seconds taken.
+
+    The kernel inherits the environment: ``TINYFCN_FAST`` set to 1 or 0, and this folder put
+    first on ``PYTHONPATH``, so that ``from exercises import check`` works as it does in a
+    kernel that Jupyter starts here.
+    """
+    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+    settings = {"TINYFCN_FAST": "1" if fast else "0", "PYTHONPATH": path}
+    old = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
     try:
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
@@ -54,10 +71,49 @@ def execute(nb, fast, timeout=1800):
                            resources={"metadata": {"path": folder}}).execute()
             return time.perf_counter() - start
     finally:
-        if old is None:
-            del os.environ["TINYFCN_FAST"]
-        else:
-            os.environ["TINYFCN_FAST"] = old
+        for key, value in old.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
+
+
+def tagged(nb, tag):
+    """The code cells of ``nb`` whose metadata tags include ``tag`` (``"exercise"``, ``"check"``), in order."""
+    return [c for c in nb.cells if c.cell_type == "code" and tag in c.metadata.get("tags", [])]
+
+
+def solutions_file(path):
+    """``solutions/NN.py`` for the notebook ``NN_name.ipynb``."""
+    return SOLUTIONS / f"{Path(path).name.split('_')[0]}.py"
+
+
+def functions(source):
+    """Name -> source text of every function that ``source`` defines at its top level, in order."""
+    return {node.name: ast.get_source_segment(source, node)
+            for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)}
+
+
+def solve(nb, path):
+    """A copy of the notebook ``nb`` (read from ``path``) with its exercises solved.
+
+    Every cell tagged ``exercise`` gets, in place of its source, the source of the functions of
+    the same names in :func:`solutions_file`; the solutions may use what the notebook imported.
+
+    Raises
+    ------
+    KeyError
+        When the solutions file lacks a function that an exercise cell defines.
+    """
+    answers = functions(solutions_file(path).read_text(encoding="utf-8"))
+    solved = copy.deepcopy(nb)
+    for cell in tagged(solved, "exercise"):
+        names = list(functions(cell.source))
+        missing = [name for name in names if name not in answers]
+        if missing:
+            raise KeyError(f"{solutions_file(path).name} does not define {', '.join(missing)}")
+        cell.source = "\n\n\n".join(answers[name] for name in names)
+    return solved
 
 
 def build(path):
