@@ -116,8 +116,9 @@ def _default_dataset():
     return root
 
 
-MODEL_OPTIONS = ("downsample", "upsample", "fusion", "fc6_kernel", "norm")
-"""The design switches of an FCN, as ``--downsample``, ``--upsample``, ``--fusion``, ``--fc6-kernel``, ``--norm``."""
+MODEL_OPTIONS = ("downsample", "upsample", "fusion", "fc6_kernel", "norm", "learn_upsampling")
+"""The design switches of an FCN, as ``--downsample``, ``--upsample``, ``--fusion``, ``--fc6-kernel``, ``--norm``,
+``--learn-upsampling``."""
 
 
 def _model_options(args):
@@ -151,7 +152,8 @@ def _initial_model(args, num_classes, in_channels):
     from .training.recipes import RECIPES
     options = _model_options(args)
     if args.init is None:
-        options.setdefault("norm", RECIPES[args.recipe]["norm"])            # a new model takes the recipe's
+        for key in ("norm", "learn_upsampling"):                           # a new model takes the recipe's
+            options.setdefault(key, RECIPES[args.recipe][key])
         config = dict(arch=args.model, num_classes=num_classes, in_channels=in_channels, **options)
         return _build(config, seed=args.seed), None
     source = load_model(args.init).train()
@@ -555,7 +557,11 @@ def _shared_options():
         decoder=parent(design, (["--upsample"], dict(
             choices=UPSAMPLE, help="transposed (bilinear transposed convolutions, default) or unpool (fcn32s only)")),
             (["--fusion"], dict(choices=FUSION, help="skip fusion: sum (default) or concat")),
-            (["--fc6-kernel"], dict(type=_positive, metavar="K", help="fc6 is K x K, padded by K // 2 (default 3)"))),
+            (["--fc6-kernel"], dict(type=_positive, metavar="K", help="fc6 is K x K, padded by K // 2 (default 3)")),
+            (["--learn-upsampling"], dict(action=argparse.BooleanOptionalAction, default=None,
+                                          help="train the bilinear-initialised upsampling layers, or keep them "
+                                               "frozen as the FCN authors did (train: the recipe's; summary: "
+                                               "frozen)"))),
         checkpoint=parent(None, (["--checkpoint"], dict(
             type=Path, required=True, help="a .npz checkpoint, e.g. RUN/best.npz of a training run"))),
         skip_bad=parent(shared, (["--skip-bad"], dict(

@@ -7,10 +7,14 @@ A recipe fills in every setting the caller leaves out; a setting given explicitl
   :mod:`tinyfcn.training.optim`) and the fixed input normalization. tinyfcn 0.1 trained with it.
 - ``"default"``: the recipe chosen by measurement (``docs/recipe.md``).
 
-``norm`` is a setting of the model (``norm="batch"`` puts a BatchNorm after every convolution
-of the backbone, fc6 and fc7): the command line builds the model with it; ``fit`` trains the
-model it is given.
+``norm`` and ``learn_upsampling`` are settings of the model (:data:`MODEL_SETTINGS`): the
+command line builds a new model with the recipe's; ``fit`` trains the model it is given and
+records the model's own.
 """
+
+MODEL_SETTINGS = ("norm", "learn_upsampling")
+"""The recipe's settings that belong to the model (``norm="batch"``: a BatchNorm after every convolution of
+the backbone, fc6 and fc7; ``learn_upsampling``: train the bilinear-initialised transposed convolutions)."""
 
 NORMALIZATIONS = ("fixed", "dataset")
 """Input normalization by name: tinyfcn's fixed (0.5, 0.25), or the training split's channel mean and std."""
@@ -20,9 +24,9 @@ CLASS_WEIGHTS = ("none", "median-frequency")
 
 RECIPES = {
     "default": dict(optimizer="sgd", lr=0.03, momentum=0.9, weight_decay=5e-4, schedule="poly", warmup_epochs=0,
-                    class_weights="none", normalization="fixed", norm="none"),
+                    class_weights="none", normalization="fixed", norm="none", learn_upsampling=False),
     "paper": dict(optimizer="sgd", lr=0.03, momentum=0.9, weight_decay=5e-4, schedule="poly", warmup_epochs=0,
-                  class_weights="none", normalization="fixed", norm="none"),
+                  class_weights="none", normalization="fixed", norm="none", learn_upsampling=False),
 }
 """Recipe name -> its settings."""
 

@@ -306,7 +306,7 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, recipe="default
         After Ctrl-C: the current step finishes and ``out/last.npz`` is saved first.
     """
     train_set, val_set, out = _check_fit(model, train_set, val_set, epochs, batch_size, out, threads)
-    run = Run(seed, _settings(train_set, recipe, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+    run = Run(seed, _settings(model, train_set, recipe, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                               momentum=momentum, nesterov=nesterov, schedule=schedule, warmup_epochs=warmup_epochs,
                               class_weights=class_weights, normalization=normalization))
     opt, loss_fn, lr_at = _optimizer_and_loss(model, run.settings, epochs, math.ceil(len(train_set) / batch_size))
@@ -368,11 +368,14 @@ def _check_fit(model, train_set, val_set, epochs, batch_size, out, threads):
     return train_set, val_set, out
 
 
-def _settings(train_set, recipe, **given):
+def _settings(model, train_set, recipe, **given):
     """The run's training settings: the recipe's, overridden by ``given``; class weights and normalization
-    resolved to numbers (so the run's config records what was used), everything checked."""
+    resolved to numbers and the model's own settings (``norm``, ``learn_upsampling``) read off its config, so
+    that the run's config records what was used; everything checked."""
     chosen = recipes.settings(recipe, **given)
     chosen["recipe"] = recipe
+    for key in recipes.MODEL_SETTINGS:
+        chosen[key] = getattr(model, "config", {}).get(key)
     if chosen["schedule"] not in SCHEDULES:
         raise ValueError(f"fit: unknown schedule {chosen['schedule']!r}; choose one of {', '.join(SCHEDULES)}")
     if chosen["optimizer"] not in OPTIMIZERS:
