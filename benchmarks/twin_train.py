@@ -1,7 +1,8 @@
 """Train the PyTorch twin of a tinyfcn FCN with the same start, the same batches and the same schedule.
 
     python benchmarks/twin_train.py --data DIR [--model fcn8s --optimizer adamw --lr 1e-3 --weight-decay 1e-4
-                                               --epochs 12 --seed 0 --normalization fixed|dataset]
+                                               --epochs 12 --seed 0 --normalization fixed|dataset
+                                               --learn-upsampling]
 
 The twin (:class:`torch_fcn.TorchFCN`) starts from a copy of the weights ``tinyfcn`` initialises
 with the same seed, reads the same batches in the same order (``fit``'s shuffling, no
@@ -37,6 +38,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--normalization", default="fixed", choices=("fixed", "dataset"))
+    p.add_argument("--learn-upsampling", action="store_true", help="train the upsampling (PyTorch's default)")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
@@ -45,6 +47,8 @@ def main(argv=None):
     model = MODELS[args.model](train.num_classes, in_channels=train.in_channels, seed=args.seed)
     net = TorchFCN(args.model, train.num_classes, in_channels=train.in_channels)
     copy_from_tinyfcn(net, model)
+    for up in net.ups:
+        up.weight.requires_grad_(args.learn_upsampling)
     params = [q for q in net.parameters() if q.requires_grad]
     opt = (torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay) if args.optimizer == "adamw"
            else torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay))
