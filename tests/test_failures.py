@@ -72,7 +72,7 @@ def test_divergence_in_validation_exits_1_and_names_no_missing_file(shapes, tmp_
 
 def test_divergence_in_training_names_the_checkpoint_only_if_it_exists(shapes, tmp_path, error_line):
     out = tmp_path / "run"
-    assert main(["train", "--data", str(shapes), "--lr", "1e9", "--out", str(out), *FAST]) == 1
+    assert main(["train", "--data", str(shapes), "--recipe", "paper", "--lr", "1e9", "--out", str(out), *FAST]) == 1
     err = error_line()
     assert re.match(r"tinyfcn: training stopped: diverged at step \d+ \(epoch 1\): ", err)
     assert "last.npz" not in err and "no checkpoint was saved" in err

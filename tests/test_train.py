@@ -20,8 +20,8 @@ from tinyfcn.training.optim import SGD, poly, step_decay
 from tinyfcn.training.train import TrainingError, evaluate, fit, sanity_check
 
 SMALL = dict(widths=(4, 4, 8, 8, 8), fc_width=8)
-PAPER_OPTIMIZER = {}
-"""fit's options that select the FCN paper's SGD (today its only optimizer)."""
+PAPER_OPTIMIZER = {"recipe": "paper"}
+"""fit's options that select the FCN paper's SGD (tinyfcn 0.1 trained with nothing else)."""
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ class InterruptAt:
 
 def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(easy_splits, tmp_path):
     train, val = easy_splits
-    settings = dict(batch_size=3, lr=0.05, seed=4, progress=False)
+    settings = dict(batch_size=3, lr=0.05, seed=4, progress=False, recipe="paper")
     straight = FCN8s(4, **SMALL, seed=2)
     fit(straight, train, val, epochs=2, **settings)
     interrupted = FCN8s(4, **SMALL, seed=2)

@@ -78,6 +78,11 @@ class Instruments:
         """Call after the optimizer step: on a sampled step, record gradient norms and update ratios."""
         if self.before is None:
             return
+        with np.errstate(over="ignore", invalid="ignore"):      # a diverging run is caught by train_step, not here
+            self._measure()
+        self.before = None
+
+    def _measure(self):
         for k in self.weights:
             if k not in self.model.grads:                                   # frozen
                 continue
@@ -85,7 +90,6 @@ class Instruments:
             size = np.linalg.norm(self.before[k])
             if size > 0:
                 self.ratios[_layer(k)].append(float(np.linalg.norm(self.model.params[k] - self.before[k]) / size))
-        self.before = None
 
     def dead_relus(self):
         """Per ReLU node: the share of its channels that are 0 at every pixel of the probe batch (evaluation mode)."""

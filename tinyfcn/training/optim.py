@@ -22,14 +22,15 @@ FCN-32s reference (Caffe)  sum   1e-10  0.99   1      1.9e-3          1x
 FCN-16s reference          sum   1e-12  0.99   1      1.9e-5          0.01x
 FCN-8s reference (staged)  sum   1e-14  0.99   1      1.9e-7          0.0001x
 everyday PyTorch recipe    mean  0.01   0.9    8-16   0.1             53x
-tinyfcn default            mean  0.03   0.9    8      0.3             160x
+tinyfcn "paper" recipe   mean  0.03   0.9    8      0.3             160x
 =========================  ====  =====  =====  =====  ==============  ================
 
 P = 500 x 375 = 187,500 is a typical PASCAL image. The reference fine-tunes an
 ImageNet-trained VGG16 and lowers lr 100x at each stage (each new skip is a small
 correction); tinyfcn trains tiny networks from scratch on toy data, where a step ~160x
-larger is what converges in a few epochs (measured: ``tinyfcn train`` reaches the
-README's accuracy with it).
+larger is what converges in a few epochs (measured: ``tinyfcn train --recipe paper`` reaches
+tinyfcn 0.1's accuracy with it; ``docs/recipe.md`` has the figures). The default recipe
+trains with AdamW instead, whose step does not follow these factors (below).
 
 Biases: the reference gives every bias twice the learning rate and no weight decay
 (``lr_mult: 2, decay_mult: 0``); PyTorch's SGD, and tinyfcn's by default, treat biases

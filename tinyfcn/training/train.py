@@ -273,6 +273,8 @@ def fit(model, train_set, val_set=None, epochs=16, batch_size=8, recipe="default
         How uint8 images become network input: tinyfcn's fixed (0.5, 0.25), the training
         split's own channel statistics, or the given values (0 ... 1 units). The model remembers
         it (``model.normalization``, for :func:`evaluate` and ``predict``) and checkpoints store it.
+        Float images (``Dataset.from_arrays`` of floats) are network input already: they are used as
+        they are, and "dataset" records the fixed (0.5, 0.25) that ``from_arrays`` applied.
     augment : bool
         Random horizontal flips.
     crop : int or (h, w), optional
@@ -392,7 +394,8 @@ def _settings(model, train_set, recipe, **given):
     if isinstance(norm, str):
         if norm not in recipes.NORMALIZATIONS:
             raise ValueError(f"fit: normalization must be 'fixed', 'dataset' or (mean, std), got {norm!r}")
-        norm = datasets.FIXED if norm == "fixed" else channel_mean_std(train_set)
+        raw = train_set[0][0].dtype == np.uint8                             # float images are network input
+        norm = channel_mean_std(train_set) if norm == "dataset" and raw else datasets.FIXED
     chosen["normalization"] = [np.asarray(v, np.float64).round(6).tolist() for v in norm]
     return chosen
 
