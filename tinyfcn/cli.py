@@ -620,7 +620,7 @@ def build_parser():
     p.add_argument("--model", choices=sorted(MODELS), default="fcn8s", help="variant (default fcn8s)")
     p.add_argument("--init", type=Path, help="start from this checkpoint (a coarser variant for staged training, "
                                              "or a classifier from tinyfcn pretrain)")
-    p.add_argument("--epochs", type=_positive, default=16, help="epochs (default 16)")
+    p.add_argument("--epochs", type=_positive, default=12, help="epochs (default 12, what docs/recipe.md measured)")
     p.add_argument("--batch-size", type=_positive, default=8, help="images per step (default 8)")
     p.add_argument("--recipe", choices=list(RECIPES), default="default",
                    help="the settings every option below left out takes: default (chosen by measurement, "

@@ -241,7 +241,7 @@ class Run:
         self.history.setdefault("val_per_class_iou", [None] * len(self.history["epoch"]))
 
 
-def fit(model, train_set, val_set=None, epochs=16, batch_size=8, recipe="default", optimizer=None, lr=None,
+def fit(model, train_set, val_set=None, epochs=12, batch_size=8, recipe="default", optimizer=None, lr=None,
         weight_decay=None, momentum=None, nesterov=False, schedule=None, warmup_epochs=None, class_weights=None,
         normalization=None, augment=False, crop=None, seed=0, out=None, resume=False, progress=True,
         on_epoch_end=None, verbose=True, threads=None):
