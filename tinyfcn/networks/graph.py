@@ -21,6 +21,13 @@ each of the gradients it returns to the map it read. Where a map is read by more
 one node (FCN-8s's pool3 and pool4 feed both the next stage and a skip) those
 gradients add -- the one rule of backpropagation over a graph, as in micrograd.
 
+Where a :class:`~tinyfcn.ops.nn.ReLU` is the only reader of a layer that can rectify its own
+output (a :class:`~tinyfcn.ops.nn.BatchNorm2d`: it has a ``relu`` flag), the graph fuses the two
+(:meth:`Graph.fuse_relus`): that layer writes ``max(out, 0)`` in its own pass and folds the
+ReLU's mask into its backward, and the ReLU node passes the map and its gradient through. The
+declaration, the parameters and every result stay the same; one pass over the map is saved in
+each direction.
+
 A :class:`Graph` is itself a layer (:class:`~tinyfcn.ops.nn.Layer`): ``forward``,
 ``backward``, ``params``, ``grads``, ``buffers``, ``train``/``eval``, so the optimizer, the
 checkpoints and a bigger graph treat it like any other layer.
@@ -94,6 +101,7 @@ class Graph(nn.Layer):
         self.params = ParameterDict(self.layers)
         self.buffers = ParameterDict(self.layers, "buffers")
         self._readers = {m: sum(s.count(m) for s in self.sources.values()) for m in self.coords}
+        self.fuse_relus()
 
     def _add(self, name, layer, sources):
         where = f"Graph: node {name!r}"
@@ -111,6 +119,21 @@ class Graph(nn.Layer):
             layer.offset, layer.like_offset = tuple(np.maximum(offset, 0).tolist()), tuple(np.maximum(-offset, 0).tolist())
         self.layers[name], self.sources[name] = layer, sources
         self.coords[name] = compose(self.coords[sources[0]], layer_map(layer))
+
+    def fuse_relus(self):
+        """Fuse every ReLU node that alone reads a layer with a ``relu`` flag into that layer.
+
+        Sets the layer's ``relu`` and the ReLU's ``fused`` (see :class:`~tinyfcn.ops.nn.ReLU`).
+        Returns the fused pairs, ``[(layer node, ReLU node), ...]``.
+        """
+        pairs = []
+        for name, layer in self.layers.items():
+            source = self.sources[name][0]
+            producer = self.layers.get(source)
+            if isinstance(layer, nn.ReLU) and self._readers[source] == 1 and hasattr(producer, "relu"):
+                producer.relu = layer.fused = True
+                pairs.append((source, name))
+        return pairs
 
     # -- the executor
 

@@ -306,32 +306,47 @@ LANES = 64
 and add them at the end, in a fixed order. Without ``fastmath`` LLVM may not reorder the
 additions of one running sum, so each would wait for the one before it; 64 independent
 sums become vector instructions, about 7x faster than one sum (4 sums: about 3x). The
-arithmetic is fixed by the lanes, not by the compiler: the same bits on every run."""
+arithmetic is fixed by the lanes, not by the compiler: the same bits on every run.
+
+A channel's planes (one per image) all add into the same lanes, which are added up once per
+channel, pairwise (:func:`_reduce`): on small maps (FCN's 8x8 to 1x1 at a 64x64 input) adding
+64 lanes one after the other for every plane cost more than the plane's own sum."""
+
+
+@jit
+def _reduce(lanes):
+    """``sum(lanes)`` pairwise: lane k gets lane k + 32, then k + 16, ... (a fixed order, 6 steps deep).
+
+    lanes: (LANES,) float64, overwritten.
+    """
+    width = LANES // 2
+    while width:
+        for k in range(width):
+            lanes[k] += lanes[k + width]
+        width //= 2
+    return lanes[0]
 
 
 @jit
 def _sum(a, lanes):
-    """``sum_p a[p]`` in float64, whatever a's dtype. a: 1-D; lanes: (LANES,) float64 scratch, overwritten."""
+    """Add ``a[p]`` into ``lanes[p % LANES]``, in float64, whatever a's dtype. a: 1-D; lanes: (LANES,) float64."""
     P = a.size
-    used, whole = min(LANES, P), P - P % LANES
-    lanes[:used] = 0
+    whole = P - P % LANES
     for p in range(0, whole, LANES):
         for k in range(LANES):
             lanes[k] += a[np.uint64(p + k)]
     for p in range(whole, P):
         lanes[p - whole] += a[np.uint64(p)]
-    return lanes[:used].sum()
 
 
 @jit
 def _dot(a, a0, b, b0, lanes):
-    """``sum_p (a[p] - a0) * (b[p] - b0)`` in float64, whatever the arrays' dtype, with the lanes of :func:`_sum`.
+    """Add ``(a[p] - a0) * (b[p] - b0)`` into ``lanes[p % LANES]`` in float64, as :func:`_sum` does.
 
-    a, b: 1-D of equal size; lanes: (LANES,) float64 scratch, overwritten.
+    a, b: 1-D of equal size; lanes: (LANES,) float64.
     """
     P = a.size
-    used, whole = min(LANES, P), P - P % LANES
-    lanes[:used] = 0
+    whole = P - P % LANES
     for p in range(0, whole, LANES):
         for k in range(LANES):
             i = np.uint64(p + k)
@@ -339,73 +354,105 @@ def _dot(a, a0, b, b0, lanes):
     for p in range(whole, P):
         i = np.uint64(p)
         lanes[p - whole] += (a[i] - a0) * (b[i] - b0)
-    return lanes[:used].sum()
 
 
 @jit
-def batch_norm2d_stats(x, sums, squares):
-    """Per image and channel: the plane's sum, and the sum of its squared deviations from the plane's own mean.
+def batch_norm2d_stats(x, c0, c1, sums, squares):
+    """Per channel c in ``[c0, c1)``: the sum of its values and of their squared deviations from its mean.
 
-    ``sums[n, c] = sum_p x[n, c, p]``, ``squares[n, c] = sum_p (x[n, c, p] - sums[n, c] / P)^2``,
-    both in float64. The second pass reads the plane again from the cache; deviations from the
-    plane's mean do not cancel, as ``sum(x^2) - sum(x)^2 / P`` would for values far from 0.
+    ``sums[c] = sum_{n,p} x[n, c, p]``, ``squares[c] = sum_{n,p} (x[n, c, p] - sums[c] / (N*P))^2``,
+    both in float64. The second pass reads the channel again (from the cache for all but the
+    largest maps); deviations from the mean do not cancel, as ``sum(x^2) - sum(x)^2 / m`` would
+    for values far from 0.
 
-    x: (N, C, P), P = H*W; sums, squares: (N, C) float64, overwritten.
+    x: (N, C, P), P = H*W; sums, squares: (C,) float64, entries c0 to c1 - 1 overwritten.
     """
     N, C, P = x.shape
     lanes = np.empty(LANES)
-    for n in range(N):
-        for c in range(C):
-            plane = x[n, c]
-            total = _sum(plane, lanes)
-            mean = total / P
-            sums[n, c] = total
-            squares[n, c] = _dot(plane, mean, plane, mean, lanes)
+    for c in range(c0, c1):
+        lanes[:] = 0
+        for n in range(N):
+            _sum(x[n, c], lanes)
+        total = _reduce(lanes)
+        mean = total / (N * P)
+        lanes[:] = 0
+        for n in range(N):
+            _dot(x[n, c], mean, x[n, c], mean, lanes)
+        sums[c] = total
+        squares[c] = _reduce(lanes)
 
 
 @jit
-def batch_norm2d_normalize(x, mean, scale, shift, out):
-    """``out[n, c, p] = (x[n, c, p] - mean[c]) * scale[c] + shift[c]``: batch norm's forward pass, once the statistics are known.
+def batch_norm2d_normalize(x, mean, scale, shift, relu, c0, c1, out):
+    """``out[n, c, p] = (x[n, c, p] - mean[c]) * scale[c] + shift[c]`` for channels c in ``[c0, c1)``:
+    batch norm's forward pass once the statistics are known; with ``relu``, ``max`` of that and 0.
 
-    x, out: (N, C, P), out overwritten; mean, scale, shift: (C,) of x's dtype
+    x, out: (N, C, P), out's channels c0 to c1 - 1 overwritten; mean, scale, shift: (C,) of x's dtype
     (``scale = gamma / sqrt(var + eps)``, ``shift = beta``).
     """
     N, C, P = x.shape
     for n in range(N):
-        for c in range(C):
+        for c in range(c0, c1):
             m, s, b = mean[c], scale[c], shift[c]
             plane, result = x[n, c], out[n, c]
-            for p in range(P):
-                result[np.uint64(p)] = (plane[np.uint64(p)] - m) * s + b
+            if relu:
+                for p in range(P):
+                    v = (plane[np.uint64(p)] - m) * s + b
+                    result[np.uint64(p)] = v if v > 0 else 0
+            else:
+                for p in range(P):
+                    result[np.uint64(p)] = (plane[np.uint64(p)] - m) * s + b
 
 
 @jit
-def batch_norm2d_grad_sums(dout, x, mean, sums, products):
-    """Per image and channel: ``sums[n, c] = sum_p dout[n, c, p]`` and ``products[n, c] = sum_p dout[n, c, p] * (x[n, c, p] - mean[c])``.
+def batch_norm2d_grad_sums(dout, x, mean, rectified, c0, c1, sums, products):
+    """Per channel c in ``[c0, c1)``: ``sums[c] = sum_{n,p} g[n, c, p]`` and ``products[c] = sum_{n,p} g[n, c, p] * (x[n, c, p] - mean[c])``.
 
-    Summed over the images they give dbeta, and dgamma once multiplied by ``1 / sqrt(var + eps)``.
-    dout, x: (N, C, P); mean: (C,) float64; sums, products: (N, C) float64, overwritten.
+    ``g = dout``; with a fused ReLU (``rectified``, the forward output, not None) ``g = dout`` where
+    ``rectified > 0``, else 0. They give dbeta, and dgamma once multiplied by ``1 / sqrt(var + eps)``.
+    dout, x, rectified: (N, C, P); mean: (C,) float64; sums, products: (C,) float64, entries c0 to c1 - 1 overwritten.
     """
     N, C, P = x.shape
-    lanes = np.empty(LANES)
-    for n in range(N):
-        for c in range(C):
-            sums[n, c] = _sum(dout[n, c], lanes)
-            products[n, c] = _dot(dout[n, c], 0.0, x[n, c], mean[c], lanes)
+    lanes, dots = np.empty(LANES), np.empty(LANES)
+    masked = np.empty(P, dout.dtype)                  # g of one plane, with a fused ReLU
+    for c in range(c0, c1):
+        lanes[:] = 0
+        dots[:] = 0
+        for n in range(N):
+            g = dout[n, c]
+            if rectified is not None:
+                kept = rectified[n, c]
+                for p in range(P):
+                    i = np.uint64(p)
+                    masked[i] = g[i] if kept[i] > 0 else 0
+                g = masked
+            _sum(g, lanes)
+            _dot(g, 0.0, x[n, c], mean[c], dots)
+        sums[c] = _reduce(lanes)
+        products[c] = _reduce(dots)
 
 
 @jit
-def batch_norm2d_grad_input(dout, x, mean, scale, centre, slope, dx):
-    """``dx[n, c, p] = scale[c] * (dout[n, c, p] - centre[c] - (x[n, c, p] - mean[c]) * slope[c])``: batch norm's input gradient.
+def batch_norm2d_grad_input(dout, x, mean, scale, centre, slope, rectified, c0, c1, dx):
+    """``dx[n, c, p] = scale[c] * (g[n, c, p] - centre[c] - (x[n, c, p] - mean[c]) * slope[c])`` for channels c in ``[c0, c1)``:
+    batch norm's input gradient, with ``g`` as in :func:`batch_norm2d_grad_sums`.
 
-    Training: ``scale = gamma / sigma``, ``centre = sum(dout) / m``, ``slope = sum(dout * x_hat) / (m * sigma)``;
-    evaluation: centre = slope = 0. dout, x, dx: (N, C, P), dx overwritten; the rest (C,) of x's dtype.
+    Training: ``scale = gamma / sigma``, ``centre = sum(g) / m``, ``slope = sum(g * x_hat) / (m * sigma)``;
+    evaluation: centre = slope = 0. dout, x, rectified, dx: (N, C, P), dx's channels c0 to c1 - 1
+    overwritten; the rest (C,) of x's dtype.
     """
     N, C, P = x.shape
+    zero = np.zeros(1, dx.dtype)[0]                   # a 0 of x's dtype: a literal 0 would turn float32 into float64
     for n in range(N):
-        for c in range(C):
+        for c in range(c0, c1):
             m, s, a, b = mean[c], scale[c], centre[c], slope[c]
             g, plane, result = dout[n, c], x[n, c], dx[n, c]
-            for p in range(P):
-                i = np.uint64(p)
-                result[i] = s * (g[i] - a - (plane[i] - m) * b)
+            if rectified is None:
+                for p in range(P):
+                    i = np.uint64(p)
+                    result[i] = s * (g[i] - a - (plane[i] - m) * b)
+            else:
+                kept = rectified[n, c]
+                for p in range(P):
+                    i = np.uint64(p)
+                    result[i] = s * ((g[i] if kept[i] > 0 else zero) - a - (plane[i] - m) * b)

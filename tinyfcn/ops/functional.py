@@ -579,10 +579,10 @@ def _check_class_weights(op, class_weights, K):
 # ---------------------------------------------------------------- batch normalisation
 
 BN_BLOCK = 1 << 16
-"""Threads share a batch norm by items of about this many values: several whole images where an
-image is smaller (small maps run in one piece, as the threads would cost more than they save),
-else blocks of whole channel planes of one image. Each plane is summed in one piece, in a fixed
-order, so no result depends on the items or the thread count."""
+"""Threads share a batch norm by items of whole channels (every image's plane of each), about this
+many values an item: one channel where a channel is larger, all channels in one item on small maps
+(the threads would cost more than they save). A channel is summed in one piece, in a fixed order,
+so no result depends on the items or the thread count."""
 
 
 def _check_per_channel(op, name, a, channels, dtype):
@@ -593,21 +593,12 @@ def _check_per_channel(op, name, a, channels, dtype):
     return checked
 
 
-def _for_each_block(N, C, P, body):
-    """Run ``body(images, channels)`` (two slices) for items of about :data:`BN_BLOCK` values, on tinyfcn's threads.
-
-    The items cover the (N, C) planes of P values once each, so every body writes only its own planes.
-    """
-    if C * P <= BN_BLOCK:
-        threads.parallel_for_blocks(N, max(1, BN_BLOCK // max(C * P, 1)), lambda images: body(images, slice(0, C)))
-        return
-    per = max(1, BN_BLOCK // max(P, 1))
-    blocks = -(-C // per)
-    threads.parallel_for(N * blocks, lambda i: body(slice(i // blocks, i // blocks + 1),
-                                                    slice(i % blocks * per, min(C, (i % blocks + 1) * per))))
+def _for_channel_blocks(N, C, P, body):
+    """Run ``body(c0, c1)`` for blocks of channels ``[c0, c1)`` of about :data:`BN_BLOCK` values (N*P per channel), on tinyfcn's threads."""
+    threads.parallel_for_blocks(C, max(1, BN_BLOCK // max(N * P, 1)), lambda b: body(b.start, b.stop))
 
 
-def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
+def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5, relu=False):
     """Batch normalisation, PyTorch's ``BatchNorm2d``: ``out = gamma * (x - mean) / sqrt(var + eps) + beta`` per channel.
 
     Training: ``mean`` and the biased variance ``var`` of each channel over the batch, axes
@@ -615,14 +606,15 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
     ``running_mean = (1 - momentum) * running_mean + momentum * mean`` and
     ``running_var = (1 - momentum) * running_var + momentum * var * m / (m - 1)`` (the unbiased variance).
     Evaluation: ``mean`` and ``var`` are the running statistics, which stay as they are.
+    With ``relu``, the output is ``max(out, 0)``: batch norm and the ReLU after it in one pass
+    (:class:`tinyfcn.ops.nn.BatchNorm2d` does this when a :class:`~tinyfcn.networks.graph.Graph`
+    fuses the two), and the backward pass folds in the ReLU's mask.
 
-    How it runs: for each image and channel a kernel sums the plane's values, then their
-    squared deviations from the plane's own mean, in float64 even for float32 input (a
-    variance is a small difference of large sums; float32 keeps 7 digits). The planes combine
-    in a fixed order: ``mean = sum(sums) / m`` and ``var * m = sum(squares) + P * sum((sums / P - mean)^2)``
-    (the squares within the planes plus those of the plane means around the mean, P = H*W).
-    A second kernel then writes ``out`` in one pass. Both run on tinyfcn's threads, by whole images
-    or blocks of channel planes (:data:`BN_BLOCK`).
+    How it runs: for each channel a kernel sums its values, then their squared deviations from
+    the channel's mean, in float64 even for float32 input (a variance is a small difference of
+    large sums; float32 keeps 7 digits): ``mean = sum / m``, ``var = squares / m``. A second kernel
+    then writes ``out`` in one pass. Both run on tinyfcn's threads, by blocks of whole channels
+    (:data:`BN_BLOCK`).
 
     Parameters
     ----------
@@ -634,13 +626,16 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
     training : bool
     momentum : float in [0, 1]
     eps : float > 0
+    relu : bool
+        Rectify the output (batch norm followed by a ReLU).
 
     Returns
     -------
     out : ndarray, shape (N, C, H, W)
-    cache : ``(x, gamma, mean, inv_std, training)`` for :func:`batch_norm2d_backward`
+    cache : ``(x, gamma, mean, inv_std, training, rectified)`` for :func:`batch_norm2d_backward`
         ``mean`` and ``inv_std = 1 / sqrt(var + eps)``, (C,) float64: the statistics x was
-        normalised with (the batch's in training, the running ones in evaluation).
+        normalised with (the batch's in training, the running ones in evaluation); ``rectified``
+        is ``out`` with ``relu`` (the gradient passes where it is positive), else None.
         :func:`tinyfcn.ops.reference.batch_norm2d_forward` gives the same layout.
 
     Raises
@@ -668,10 +663,9 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
                              f"shape {x.shape}; use a batch larger than 1 or eval mode")
         if not (running_mean.flags.writeable and running_var.flags.writeable):
             raise ValueError(f"{op}: running_mean and running_var are updated in place in training; pass writeable arrays")
-        sums, squares = np.empty((N, C)), np.empty((N, C))
-        _for_each_block(N, C, P, lambda n, c: _kernels.batch_norm2d_stats(x3[n, c], sums[n, c], squares[n, c]))
-        mean = sums.sum(axis=0) / m
-        var = (squares.sum(axis=0) + P * ((sums / P - mean) ** 2).sum(axis=0)) / m
+        sums, squares = np.empty(C), np.empty(C)
+        _for_channel_blocks(N, C, P, lambda c0, c1: _kernels.batch_norm2d_stats(x3, c0, c1, sums, squares))
+        mean, var = sums / m, squares / m
         running_mean[...] = (1 - momentum) * running_mean + momentum * mean
         running_var[...] = (1 - momentum) * running_var + momentum * var * (m / (m - 1))
     else:
@@ -680,9 +674,10 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
     mean_x, scale = mean.astype(x.dtype), (gamma * inv_std).astype(x.dtype)
     out = np.empty_like(x)
     out3 = out.reshape(N, C, P)
-    _for_each_block(N, C, P, lambda n, c: _kernels.batch_norm2d_normalize(x3[n, c], mean_x[c], scale[c], beta[c],
-                                                                          out3[n, c]))
-    return out, (x, gamma, mean, inv_std, training)
+    relu = bool(relu)
+    _for_channel_blocks(N, C, P, lambda c0, c1: _kernels.batch_norm2d_normalize(x3, mean_x, scale, beta, relu,
+                                                                                c0, c1, out3))
+    return out, (x, gamma, mean, inv_std, training, out if relu else None)
 
 
 def batch_norm2d_backward(dout, cache):
@@ -704,10 +699,11 @@ def batch_norm2d_backward(dout, cache):
     (up to eps), so the gradient has no part along either direction.
 
     In evaluation mean and sigma are constants, so ``dx = dout * gamma / sigma``.
+    With a fused ReLU (the cache's ``rectified`` is not None) ``dout`` is first the ReLU's
+    backward, ``dout * (rectified > 0)``, inside the same kernels.
 
-    How it runs: one kernel sums ``dout`` and ``dout * (x - mean)`` per image and channel (in float64),
-    combined in image order; a second writes
-    ``dx = scale * (dout - centre - (x - mean) * slope)`` in one pass, with ``scale = gamma / sigma``,
+    How it runs: one kernel sums ``dout`` and ``dout * (x - mean)`` per channel (in float64); a second
+    writes ``dx = scale * (dout - centre - (x - mean) * slope)`` in one pass, with ``scale = gamma / sigma``,
     ``centre = sum(dout) / m`` and ``slope = sum(dout * x_hat) / (m * sigma)`` in training, and
     centre = slope = 0 in evaluation.
 
@@ -721,16 +717,17 @@ def batch_norm2d_backward(dout, cache):
     dx : ndarray, shape (N, C, H, W)
     dgamma, dbeta : ndarray, shape (C,)
     """
-    x, gamma, mean, inv_std, training = cache
+    x, gamma, mean, inv_std, training, rectified = cache
     N, C, H, W = x.shape
     P, m = H * W, N * H * W
     dout = _check_grad("batch_norm2d_backward", dout, x.shape, x.dtype)
     x3, dout3 = np.ascontiguousarray(x).reshape(N, C, P), dout.reshape(N, C, P)
-    sums, products = np.empty((N, C)), np.empty((N, C))
-    _for_each_block(N, C, P, lambda n, c: _kernels.batch_norm2d_grad_sums(dout3[n, c], x3[n, c], mean[c], sums[n, c],
-                                                                          products[n, c]))
-    dbeta = sums.sum(axis=0)
-    dgamma = inv_std * products.sum(axis=0)                            # sum(dout * x_hat)
+    kept = None if rectified is None else np.ascontiguousarray(rectified).reshape(N, C, P)
+    sums, products = np.empty(C), np.empty(C)
+    _for_channel_blocks(N, C, P, lambda c0, c1: _kernels.batch_norm2d_grad_sums(dout3, x3, mean, kept, c0, c1,
+                                                                                sums, products))
+    dbeta = sums
+    dgamma = inv_std * products                                        # sum(dout * x_hat)
     if training:
         centre, slope = dbeta / m, inv_std * dgamma / m
     else:
@@ -738,6 +735,6 @@ def batch_norm2d_backward(dout, cache):
     mean_x, scale, centre, slope = (a.astype(x.dtype) for a in (mean, gamma * inv_std, centre, slope))
     dx = np.empty(x.shape, x.dtype)
     dx3 = dx.reshape(N, C, P)
-    _for_each_block(N, C, P, lambda n, c: _kernels.batch_norm2d_grad_input(dout3[n, c], x3[n, c], mean_x[c], scale[c],
-                                                                           centre[c], slope[c], dx3[n, c]))
+    _for_channel_blocks(N, C, P, lambda c0, c1: _kernels.batch_norm2d_grad_input(dout3, x3, mean_x, scale, centre,
+                                                                                 slope, kept, c0, c1, dx3))
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)

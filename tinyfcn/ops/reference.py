@@ -329,14 +329,15 @@ def adam_update(w, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_deca
 # ---------------------------------------------------------------- batch normalisation
 
 
-def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
+def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5, relu=False):
     """Normalise every channel, then scale and shift it: ``out = gamma * (x - mean) / sqrt(var + eps) + beta``.
 
     Training: mean and the biased variance over the batch, axes (N, H, W) -- m = N*H*W values
     per channel; the running statistics move towards them in place (the variance unbiased,
-    times m / (m - 1)). Evaluation: mean and var are the running statistics.
-    Shapes: x (N, C, H, W), gamma, beta, running_mean, running_var (C,).
-    The cache is ``(x, gamma, mean, inv_std, training)``, mean and ``inv_std = 1 / sqrt(var + eps)`` float64.
+    times m / (m - 1)). Evaluation: mean and var are the running statistics. With ``relu``,
+    ``out = max(out, 0)``. Shapes: x (N, C, H, W), gamma, beta, running_mean, running_var (C,).
+    The cache is ``(x, gamma, mean, inv_std, training, rectified)``, mean and ``inv_std = 1 / sqrt(var + eps)``
+    float64, ``rectified`` the output with ``relu``, else None.
     """
     if training:
         m = x.size // x.shape[1]
@@ -348,18 +349,23 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
     inv_std = 1 / np.sqrt(var + eps)
     x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
-    out = gamma[:, None, None] * x_hat + beta[:, None, None]
-    return out.astype(x.dtype), (x, gamma, mean, inv_std, training)
+    out = (gamma[:, None, None] * x_hat + beta[:, None, None]).astype(x.dtype)
+    if relu:
+        out = np.maximum(out, 0)
+    return out, (x, gamma, mean, inv_std, training, out if relu else None)
 
 
 def batch_norm2d_backward(dout, cache):
     """Gradients of :func:`batch_norm2d_forward`, sums over (N, H, W) per channel, ``sigma = sqrt(var + eps)``.
 
+    With a ReLU (``rectified`` in the cache) ``dout`` first becomes ``dout * (rectified > 0)``. Then
     ``dbeta = sum(dout)``, ``dgamma = sum(dout * x_hat)``; training:
     ``dx = gamma / (m * sigma) * (m * dout - sum(dout) - x_hat * sum(dout * x_hat))`` (mean and var
     depend on every x of the channel); evaluation: ``dx = dout * gamma / sigma``. Returns ``(dx, dgamma, dbeta)``.
     """
-    x, gamma, mean, inv_std, training = cache
+    x, gamma, mean, inv_std, training, rectified = cache
+    if rectified is not None:
+        dout = dout * (rectified > 0)
     x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
     dbeta = dout.sum(axis=(0, 2, 3))
     dgamma = (dout * x_hat).sum(axis=(0, 2, 3))
@@ -372,25 +378,29 @@ def batch_norm2d_backward(dout, cache):
 
 
 # The compiled batch norm in steps (tinyfcn.ops.functional combines them); x, dout: (N, C, P), P = H*W.
+# The kernels fill in a range of channels; these twins give every channel.
 
 
 def batch_norm2d_stats(x):
-    """Per image and channel: the plane's sum and the sum of its squared deviations from its own mean, (N, C) float64 each."""
-    sums = x.sum(axis=2, dtype=np.float64)
-    squares = ((x - sums[:, :, None] / x.shape[2]) ** 2).sum(axis=2)
+    """Per channel: the sum of its values and of their squared deviations from its mean, (C,) float64 each."""
+    sums = x.sum(axis=(0, 2), dtype=np.float64)
+    squares = ((x - sums[:, None] / (x.shape[0] * x.shape[2])) ** 2).sum(axis=(0, 2))
     return sums, squares
 
 
-def batch_norm2d_normalize(x, mean, scale, shift):
-    """``out = (x - mean[c]) * scale[c] + shift[c]`` for every channel c."""
-    return (x - mean[:, None]) * scale[:, None] + shift[:, None]
+def batch_norm2d_normalize(x, mean, scale, shift, relu):
+    """``out = (x - mean[c]) * scale[c] + shift[c]`` for every channel c; with ``relu``, ``max(out, 0)``."""
+    out = (x - mean[:, None]) * scale[:, None] + shift[:, None]
+    return np.maximum(out, 0) if relu else out
 
 
-def batch_norm2d_grad_sums(dout, x, mean):
-    """Per image and channel: ``sum(dout)`` and ``sum(dout * (x - mean[c]))``, (N, C) float64 each."""
-    return dout.sum(axis=2, dtype=np.float64), (dout * (x - mean[:, None])).sum(axis=2, dtype=np.float64)
+def batch_norm2d_grad_sums(dout, x, mean, rectified):
+    """Per channel: ``sum(g)`` and ``sum(g * (x - mean[c]))``, (C,) float64 each; ``g = dout * (rectified > 0)``, or dout if rectified is None."""
+    g = dout if rectified is None else dout * (rectified > 0)
+    return g.sum(axis=(0, 2), dtype=np.float64), (g * (x - mean[:, None])).sum(axis=(0, 2), dtype=np.float64)
 
 
-def batch_norm2d_grad_input(dout, x, mean, scale, centre, slope):
-    """``dx = scale[c] * (dout - centre[c] - (x - mean[c]) * slope[c])`` for every channel c."""
-    return scale[:, None] * (dout - centre[:, None] - (x - mean[:, None]) * slope[:, None])
+def batch_norm2d_grad_input(dout, x, mean, scale, centre, slope, rectified):
+    """``dx = scale[c] * (g - centre[c] - (x - mean[c]) * slope[c])`` for every channel c, g as in :func:`batch_norm2d_grad_sums`."""
+    g = dout if rectified is None else dout * (rectified > 0)
+    return scale[:, None] * (g - centre[:, None] - (x - mean[:, None]) * slope[:, None])
