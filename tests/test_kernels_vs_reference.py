@@ -32,11 +32,14 @@ def data(shape, dtype, seed):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kernel,stride,padding", GEOMETRY)
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv2d(dtype, kernel, stride, padding, bias):
-    x, w = data((3, 2, 9, 8), dtype, 0), data((4, 2, *kernel), dtype, 1)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("size", [(9, 8), (13, 12)])                  # small maps (one product) and image by image
+def test_conv2d(dtype, kernel, stride, padding, bias, relu, size):
+    x, w = data((3, 2, *size), dtype, 0), data((4, 2, *kernel), dtype, 1)
     b = data(4, dtype, 2) if bias else None
-    out, cache = F.conv2d_forward(x, w, b, stride, padding)
-    ref, ref_cache = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64), stride, padding)
+    out, cache = F.conv2d_forward(x, w, b, stride, padding, relu)
+    ref, ref_cache = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64),
+                                      stride, padding, relu)
     assert_close(out, ref, dtype)
     dout = data(out.shape, dtype, 3)
     assert_close(F.conv2d_backward(dout, cache), R.conv2d_backward(dout.astype(np.float64), ref_cache), dtype)
@@ -188,6 +191,7 @@ KERNEL_TWINS = {
     "count_nonfinite": R.count_nonfinite,
     "relu_forward": R.relu_forward,
     "relu_backward": R.relu_backward,
+    "bias_relu": R.bias_relu,
     "softmax_cross_entropy": R.softmax_cross_entropy,
     "sgd_update": R.sgd_update,
     "adam_update": R.adam_update,
@@ -363,6 +367,27 @@ def test_adam_update(dtype, weight_decay, decoupled):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 9), (1, 4, 1), (3, 2, 130)])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+def test_bias_relu(dtype, shape, bias, relu):
+    out, b = data(shape, dtype, 0), data(shape[1], dtype, 1) if bias else None
+    want, count = KERNEL_TWINS["bias_relu"](out, b, relu)
+    assert _kernels.bias_relu(out, b, relu) == count == 0              # in place; returns the count
+    assert_close(out, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_relu_counts_what_a_relu_would_have_refused(dtype):
+    out = data((2, 3, 9), dtype, 0)
+    out[0, 1, 2], out[1, 0, 0], out[1, 2, 8] = np.nan, np.inf, -np.inf
+    assert KERNEL_TWINS["bias_relu"](out, None, True)[1] == 3
+    assert _kernels.bias_relu(out.copy(), None, False) == 0            # no ReLU: nothing is hidden, nothing counted
+    assert _kernels.bias_relu(out, None, True) == 3
+    assert (out[0, 1, 2], out[1, 0, 0], out[1, 2, 8]) == (0, np.inf, 0)   # what a ReLU alone would have refused
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", [0, 1, 5, 63, 64, 65, 1001])
 def test_lane_sums(dtype, size):
     a, b = data(size, dtype, 0) + 3, data(size, dtype, 1)             # fewer values than lanes, and tails
@@ -392,8 +417,9 @@ def test_batch_norm2d_kernels(dtype, shape, relu):
         assert_close((sums[part], squares[part]), tuple(t[part] for t in KERNEL_TWINS["batch_norm2d_stats"](x)),
                      np.float64)
         out = np.full(shape, np.nan, dtype)
-        _kernels.batch_norm2d_normalize(x, mean.astype(dtype), scale, shift, relu, c0, c1, out)
-        want = KERNEL_TWINS["batch_norm2d_normalize"](x, mean.astype(dtype), scale, shift, relu)
+        count = _kernels.batch_norm2d_normalize(x, mean.astype(dtype), scale, shift, relu, c0, c1, out)
+        want, want_count = KERNEL_TWINS["batch_norm2d_normalize"](x, mean.astype(dtype), scale, shift, relu)
+        assert count == want_count == 0
         assert_close(out[:, part], want[:, part], dtype)
         products = np.full(C, np.nan)
         _kernels.batch_norm2d_grad_sums(dout, x, mean, rectified, c0, c1, sums, products)

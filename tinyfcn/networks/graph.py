@@ -22,7 +22,8 @@ one node (FCN-8s's pool3 and pool4 feed both the next stage and a skip) those
 gradients add -- the one rule of backpropagation over a graph, as in micrograd.
 
 Where a :class:`~tinyfcn.ops.nn.ReLU` is the only reader of a layer that can rectify its own
-output (a :class:`~tinyfcn.ops.nn.BatchNorm2d`: it has a ``relu`` flag), the graph fuses the two
+output (a :class:`~tinyfcn.ops.nn.Conv2d` or :class:`~tinyfcn.ops.nn.BatchNorm2d`: it has a
+``relu`` flag), the graph fuses the two
 (:meth:`Graph.fuse_relus`): that layer writes ``max(out, 0)`` in its own pass and folds the
 ReLU's mask into its backward, and the ReLU node passes the map and its gradient through. The
 declaration, the parameters and every result stay the same; one pass over the map is saved in

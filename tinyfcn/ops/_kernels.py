@@ -210,6 +210,33 @@ def relu_backward(dout, out, dx):
 
 
 @jit
+def bias_relu(out, bias, relu):
+    """A convolution's epilogue, in place and in one pass: ``out[n, c, p] += bias[c]`` (no bias: None),
+    then ``out = max(out, 0)`` with ``relu``.
+
+    out: (N, C, P), P = H*W; bias: (C,) of out's dtype, or None.
+    Returns how many values were NaN or inf before the ReLU (0 without ``relu``): the ReLU turns
+    them into 0 or keeps them, so the caller checks the count where a ReLU would have refused them.
+    """
+    N, C, P = out.shape
+    zero = np.zeros(1, out.dtype)[0]                  # a 0 of out's dtype: a literal 0 would turn float32 into float64
+    bad = 0
+    for n in range(N):
+        for c in range(C):
+            plane = out[n, c]
+            b = zero if bias is None else bias[c]
+            if relu:
+                for p in range(P):
+                    v = plane[np.uint64(p)] + b
+                    bad += (v - v) != 0                # NaN for NaN and inf, else 0: no fastmath needed
+                    plane[np.uint64(p)] = v if v > 0 else 0
+            else:
+                for p in range(P):
+                    plane[np.uint64(p)] += b
+    return bad
+
+
+@jit
 def softmax_cross_entropy(scores, target, ignore_index, weights, scale, dscores):
     """Per-pixel class-weighted softmax cross-entropy and its gradient, in one pass over the scores.
 
@@ -389,8 +416,10 @@ def batch_norm2d_normalize(x, mean, scale, shift, relu, c0, c1, out):
 
     x, out: (N, C, P), out's channels c0 to c1 - 1 overwritten; mean, scale, shift: (C,) of x's dtype
     (``scale = gamma / sqrt(var + eps)``, ``shift = beta``).
+    Returns how many values were NaN or inf before the ReLU (0 without ``relu``), as :func:`bias_relu` does.
     """
     N, C, P = x.shape
+    bad = 0
     for n in range(N):
         for c in range(c0, c1):
             m, s, b = mean[c], scale[c], shift[c]
@@ -398,10 +427,12 @@ def batch_norm2d_normalize(x, mean, scale, shift, relu, c0, c1, out):
             if relu:
                 for p in range(P):
                     v = (plane[np.uint64(p)] - m) * s + b
+                    bad += (v - v) != 0
                     result[np.uint64(p)] = v if v > 0 else 0
             else:
                 for p in range(P):
                     result[np.uint64(p)] = (plane[np.uint64(p)] - m) * s + b
+    return bad
 
 
 @jit

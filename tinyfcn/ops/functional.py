@@ -146,10 +146,15 @@ too small for the BLAS to run fast (about 3x slower for 2x2 maps). Threads then 
 that product by blocks of 64 output channels (and the input gradient by blocks of 4 images)."""
 
 
-def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False):
     """2-D convolution (cross-correlation, as in every deep-learning library).
 
     ``out[n, o, i, j] = bias[o] + sum_{c,u,v} weight[o, c, u, v] * xpad[n, c, i*sh + u, j*sw + v]``
+
+    With ``relu`` the output is ``max(out, 0)``: the bias and the ReLU after the convolution are
+    one pass over each image's output (:func:`tinyfcn.ops._kernels.bias_relu`), and the backward
+    pass folds in the ReLU's mask (:class:`tinyfcn.ops.nn.Conv2d` does this when a
+    :class:`~tinyfcn.networks.graph.Graph` fuses the two).
 
     Parameters
     ----------
@@ -158,14 +163,17 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     bias : ndarray, shape (C_out,), or None
     stride, padding : int or (int, int)
         Zero padding is added on both sides.
+    relu : bool
+        Rectify the output (a convolution followed by a ReLU).
 
     Returns
     -------
     out : ndarray, shape (N, C_out, H_out, W_out), ``H_out = floor((H + 2p - kH) / s) + 1``
-    cache : ``(x, weight, has_bias, stride, padding, cols)`` for :func:`conv2d_backward`
+    cache : ``(x, weight, has_bias, stride, padding, cols, rectified)`` for :func:`conv2d_backward`
         stride and padding as (h, w) pairs; ``cols[n] = im2col(x[n:n+1])``, (N, C_in*kH*kW, H_out*W_out):
         each image's columns (the twin's (C_in*kH*kW, N*H_out*W_out) matrix, cut into images);
-        for maps of fewer than :data:`SMALL_MAP` pixels, the twin's matrix itself.
+        for maps of fewer than :data:`SMALL_MAP` pixels, the twin's matrix itself. ``rectified``
+        is ``out`` with ``relu`` (the gradient passes where it is positive), else None.
         :func:`tinyfcn.ops.reference.conv2d_forward` gives the same layout with ``cols=None``.
     """
     op = "conv2d"
@@ -179,6 +187,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
                          f"{H + 2 * padding[0]}x{W + 2 * padding[1]}")
     P = Ho * Wo
     weight2 = weight.reshape(C_out, -1)
+    relu = bool(relu)
     if P < SMALL_MAP:                                                  # one product over the whole batch
         cols = np.empty((C_in * kh * kw, N * P), x.dtype)
         _kernels.im2col(x, kh, kw, *stride, *padding, Ho, Wo, cols)
@@ -186,20 +195,23 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
         threads.parallel_for_blocks(C_out, 64, lambda b: np.matmul(weight2[b], cols, out=rows[b]))
         out = np.empty((N, C_out, P), x.dtype)
         out[...] = rows.reshape(C_out, N, P).transpose(1, 0, 2)        # into NCHW order
-        if bias is not None:
-            out += bias[:, None]
-        return out.reshape(N, C_out, Ho, Wo), (x, weight, bias is not None, stride, padding, cols)
-    cols = np.empty((N, C_in * kh * kw, P), x.dtype)                   # each image's columns, contiguous
-    out = np.empty((N, C_out, P), x.dtype)
+        nonfinite = _kernels.bias_relu(out, bias, relu) if bias is not None or relu else 0
+    else:
+        cols = np.empty((N, C_in * kh * kw, P), x.dtype)               # each image's columns, contiguous
+        out = np.empty((N, C_out, P), x.dtype)
+        counts = np.zeros(N, np.int64)
 
-    def image(n):                                                      # one thread per image at a time
-        _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols[n])
-        np.matmul(weight2, cols[n], out=out[n])
-        if bias is not None:
-            out[n] += bias[:, None]
+        def image(n):                                                  # one thread per image at a time
+            _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols[n])
+            np.matmul(weight2, cols[n], out=out[n])
+            if bias is not None or relu:
+                counts[n] = _kernels.bias_relu(out[n:n + 1], bias, relu)
 
-    threads.parallel_for(N, image)
-    return out.reshape(N, C_out, Ho, Wo), (x, weight, bias is not None, stride, padding, cols)
+        threads.parallel_for(N, image)
+        nonfinite = counts.sum()
+    _check_rectified(op, nonfinite)
+    out = out.reshape(N, C_out, Ho, Wo)
+    return out, (x, weight, bias is not None, stride, padding, cols, out if relu else None)
 
 
 def conv2d_backward(dout, cache):
@@ -208,8 +220,11 @@ def conv2d_backward(dout, cache):
     ``dweight = dout2 @ cols.T``, ``dbias = sum of dout over (N, H_out, W_out)``,
     ``dx = col2im(weight2.T @ dout2)`` -- the input gradient is a transposed convolution of dout.
     Both products run image by image (``dout[n]`` is already a (C_out, H_out*W_out) matrix):
-    ``dweight`` is the sum of the images' ``dout[n] @ cols[n].T``. Small maps (2-D ``cols``)
-    run the two products over the whole batch, as written above.
+    ``dweight`` is the sum of the images' ``dout[n] @ cols[n].T``, ``dbias`` of their
+    ``dout[n].sum(axis=1)``. Small maps (2-D ``cols``) run the two products over the whole batch,
+    as written above. With a fused ReLU (the cache's ``rectified`` is not None) ``dout`` is first
+    the ReLU's backward, ``dout * (rectified > 0)``: image by image into a buffer that the two
+    products then read from the cache.
 
     Parameters
     ----------
@@ -222,11 +237,12 @@ def conv2d_backward(dout, cache):
     dweight : ndarray, shape (C_out, C_in, kH, kW)
     dbias : ndarray, shape (C_out,), or None if the forward pass had no bias
     """
-    x, weight, has_bias, stride, padding, cols = cache
+    x, weight, has_bias, stride, padding, cols, rectified = cache
     N = x.shape[0]
     C_out = weight.shape[0]
     Ho, Wo = conv2d_output_size(x.shape[2:], weight.shape[2:], stride, padding)
     dout = _check_grad("conv2d_backward", dout, (N, C_out, Ho, Wo), x.dtype)
+    kept = None if rectified is None else np.ascontiguousarray(rectified).reshape(N, C_out, -1)
     if cols is None:
         x = np.ascontiguousarray(x)
         if Ho * Wo < SMALL_MAP:
@@ -241,6 +257,8 @@ def conv2d_backward(dout, cache):
     dx = np.empty(x.shape, x.dtype)
     if cols.ndim == 2:                                                 # a small map: the whole batch at once
         P = Ho * Wo
+        if kept is not None:
+            dout3 = _masked(dout3, kept, np.empty(dout3.shape, x.dtype))
         dout2 = dout3.transpose(1, 0, 2).reshape(C_out, -1)            # (C_out, N*Ho*Wo)
         dweight = np.empty(weight2.shape, x.dtype)
 
@@ -256,17 +274,33 @@ def conv2d_backward(dout, cache):
         threads.parallel_for_blocks(N, 4, dx_images)
         return dx, dweight.reshape(weight.shape), dout3.sum(axis=(0, 2)) if has_bias else None
     per_image = np.empty((N, *weight2.shape), x.dtype)                 # each image's share of dweight
+    per_image_bias = np.empty((N, C_out), x.dtype)                     # ... and of dbias
 
     def image(n):
-        np.matmul(dout3[n], cols[n].T, out=per_image[n])
+        g = dout3[n] if kept is None else _masked(dout3[n], kept[n], threads.scratch("masked", dout3.shape[1:], x.dtype))
+        np.matmul(g, cols[n].T, out=per_image[n])
+        if has_bias:
+            g.sum(axis=1, out=per_image_bias[n])
         dcols = threads.scratch("dcols", cols.shape[1:], x.dtype)
-        np.matmul(weight2.T, dout3[n], out=dcols)
+        np.matmul(weight2.T, g, out=dcols)
         _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[n:n + 1])
 
     threads.parallel_for(N, image)
     dweight = per_image.sum(axis=0).reshape(weight.shape)             # a fixed order: the same sum for any thread count
-    dbias = dout3.sum(axis=(0, 2)) if has_bias else None
+    dbias = per_image_bias.sum(axis=0) if has_bias else None
     return dx, dweight, dbias
+
+
+def _check_rectified(op, nonfinite):
+    """Raise where a fused ReLU met NaN or inf (``nonfinite`` of them): the ReLU on its own would have refused them."""
+    if nonfinite:
+        raise NonFiniteError(f"{op}: the output contains NaN or inf (before its ReLU)")
+
+
+def _masked(dout, rectified, out):
+    """``out = dout`` where ``rectified > 0``, else 0 (a fused ReLU's backward); arrays of one shape. Returns out."""
+    _kernels.relu_backward(dout.reshape(-1), rectified.reshape(-1), out.reshape(-1))
+    return out
 
 
 def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
@@ -674,9 +708,13 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
     mean_x, scale = mean.astype(x.dtype), (gamma * inv_std).astype(x.dtype)
     out = np.empty_like(x)
     out3 = out.reshape(N, C, P)
-    relu = bool(relu)
-    _for_channel_blocks(N, C, P, lambda c0, c1: _kernels.batch_norm2d_normalize(x3, mean_x, scale, beta, relu,
-                                                                                c0, c1, out3))
+    relu, counts = bool(relu), np.zeros(C, np.int64)
+
+    def normalize(c0, c1):
+        counts[c0] = _kernels.batch_norm2d_normalize(x3, mean_x, scale, beta, relu, c0, c1, out3)
+
+    _for_channel_blocks(N, C, P, normalize)
+    _check_rectified(op, counts.sum())
     return out, (x, gamma, mean, inv_std, training, out if relu else None)
 
 

@@ -81,6 +81,9 @@ class Conv2d(Layer):
     dtype : float32 (default) or float64
 
     ``params``: ``weight`` (C_out, C_in, kH, kW) and ``bias`` (C_out,).
+    ``relu``: False; True makes the output ``max(out, 0)`` (bias and ReLU in one pass) and folds
+    the ReLU's mask into ``backward`` (a :class:`~tinyfcn.networks.graph.Graph` sets it when a
+    :class:`ReLU` alone reads this layer's map, and marks that ReLU ``fused``).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
@@ -88,6 +91,7 @@ class Conv2d(Layer):
         super().__init__()
         kh, kw = pair(kernel_size, "kernel_size")
         self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding")
+        self.relu = False
         shape = (out_channels, in_channels, kh, kw)
         self.params["weight"] = _initial_weight(init, shape, in_channels * kh * kw, rng, dtype)
         if bias:
@@ -96,7 +100,7 @@ class Conv2d(Layer):
     def forward(self, x):
         self.cache = None          # free the last step's columns (the largest array) before making new ones
         out, self.cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                           self.stride, self.padding)
+                                           self.stride, self.padding, self.relu)
         return out
 
     def backward(self, dout):

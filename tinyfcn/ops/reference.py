@@ -11,8 +11,8 @@ kinds of function live here:
   of their twins in :mod:`tinyfcn.ops.functional` and return the same values (up to the
   rounding of sums added in another order).
 - :func:`im2col`, :func:`col2im`, :func:`count_nonfinite`, :func:`sgd_update`, :func:`adam_update`,
-  :func:`batch_norm2d_stats`, :func:`batch_norm2d_normalize`, :func:`batch_norm2d_grad_sums` and
-  :func:`batch_norm2d_grad_input` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
+  :func:`batch_norm2d_stats`, :func:`batch_norm2d_normalize`, :func:`batch_norm2d_grad_sums`,
+  :func:`batch_norm2d_grad_input` and :func:`bias_relu` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
   only (some ops above are a kernel's twin too). A kernel takes its sizes one by one and fills arrays its caller made, as in
   ``_kernels.im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols)``; its twin takes pairs and
   returns the result, ``im2col(x, kernel, stride, padding)`` (:func:`sgd_update` and
@@ -78,14 +78,16 @@ def col2im(cols, x_shape, kernel, stride, padding):
     return xpad[:, :, ph:ph + H, pw:pw + W]
 
 
-def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False):
     """Cross-correlate ``x`` with ``weight``: a dot product of the kernel with every window.
 
-    ``out[n, o, i, j] = b[o] + sum_{c,u,v} weight[o, c, u, v] * xpad[n, c, i*sh + u, j*sw + v]``
+    ``out[n, o, i, j] = b[o] + sum_{c,u,v} weight[o, c, u, v] * xpad[n, c, i*sh + u, j*sw + v]``;
+    with ``relu``, ``out = max(out, 0)``.
 
     Shapes: x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out,) or None,
     out (N, C_out, H_out, W_out) with ``H_out = floor((H + 2p - kH) / s) + 1``.
-    The cache is ``(x, weight, has_bias, stride, padding, None)``: no unfolded columns here.
+    The cache is ``(x, weight, has_bias, stride, padding, None, rectified)``: no unfolded columns
+    here; ``rectified`` is the output with ``relu``, else None.
     """
     stride, padding = pair(stride), pair(padding)
     (sh, sw), (ph, pw) = stride, padding
@@ -97,9 +99,8 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
         for j in range(Wo):
             window = xpad[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]      # (N, C_in, kH, kW)
             out[:, :, i, j] = np.tensordot(window, weight, axes=([1, 2, 3], [1, 2, 3]))
-    if bias is not None:
-        out += bias[None, :, None, None]
-    return out, (x, weight, bias is not None, stride, padding, None)
+    out, _ = bias_relu(out, bias, relu)
+    return out, (x, weight, bias is not None, stride, padding, None, out if relu else None)
 
 
 def conv2d_backward(dout, cache):
@@ -107,8 +108,11 @@ def conv2d_backward(dout, cache):
 
     ``dweight[o] += dout[n, o, i, j] * window``, ``dxpad[window] += dout[n, o, i, j] * weight[o]``,
     ``dbias[o] = sum_{n,i,j} dout[n, o, i, j]``. Returns ``(dx, dweight, dbias)``; dbias is None without a bias.
+    With a ReLU (``rectified`` in the cache) ``dout`` first becomes ``dout * (rectified > 0)``.
     """
-    x, weight, has_bias, (sh, sw), (ph, pw), _ = cache                      # the columns are not needed
+    x, weight, has_bias, (sh, sw), (ph, pw), _, rectified = cache           # the columns are not needed
+    if rectified is not None:
+        dout = dout * (rectified > 0)
     kh, kw = weight.shape[2:]
     xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     dxpad = np.zeros_like(xpad)
@@ -122,6 +126,17 @@ def conv2d_backward(dout, cache):
     dx = dxpad[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]
     dbias = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dweight, dbias
+
+
+def bias_relu(out, bias, relu):
+    """A convolution's epilogue: ``out + bias[c]`` for every channel c (no bias: None), then ``max(., 0)`` with ``relu``.
+
+    out: (N, C, ...) -- the kernel's (N, C, P) or the op's (N, C, H, W). Returns a new array, and
+    how many values were NaN or inf before the ReLU (0 without ``relu``).
+    """
+    if bias is not None:
+        out = out + bias.reshape(-1, *[1] * (out.ndim - 2))
+    return (np.maximum(out, 0), count_nonfinite(out)) if relu else (out, 0)
 
 
 def conv_transpose2d_copies(x, weight, stride=1):
@@ -389,9 +404,12 @@ def batch_norm2d_stats(x):
 
 
 def batch_norm2d_normalize(x, mean, scale, shift, relu):
-    """``out = (x - mean[c]) * scale[c] + shift[c]`` for every channel c; with ``relu``, ``max(out, 0)``."""
+    """``out = (x - mean[c]) * scale[c] + shift[c]`` for every channel c; with ``relu``, ``max(out, 0)``.
+
+    Returns out, and how many values were NaN or inf before the ReLU (0 without ``relu``).
+    """
     out = (x - mean[:, None]) * scale[:, None] + shift[:, None]
-    return np.maximum(out, 0) if relu else out
+    return (np.maximum(out, 0), count_nonfinite(out)) if relu else (out, 0)
 
 
 def batch_norm2d_grad_sums(dout, x, mean, rectified):
