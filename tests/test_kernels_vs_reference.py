@@ -185,6 +185,7 @@ KERNEL_TWINS = {
     "_valid_range": _valid_range_by_brute_force,
     "im2col": R.im2col,
     "col2im": R.col2im,
+    "conv3x3": R.conv3x3,
     "max_pool2d_forward": R.max_pool2d_forward,
     "max_unpool2d": R.max_unpool2d_forward,
     "max_unpool2d_backward": R.max_unpool2d_backward,
@@ -364,6 +365,15 @@ def test_adam_update(dtype, weight_decay, decoupled):
         KERNEL_TWINS["adam_update"](w_ref, grad, exp_avg_ref, exp_avg_sq_ref, 0.01, 0.8, 0.95, 0.1, weight_decay,
                                     decoupled, step)
     assert_close((w, exp_avg, exp_avg_sq), (w_ref, exp_avg_ref, exp_avg_sq_ref), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c_in,c_out,size", [(1, 4, (3, 3)), (4, 8, (9, 7)), (8, 4, (5, 66)), (3, 12, (13, 12))])
+def test_conv3x3(dtype, c_in, c_out, size):
+    xpad, w = data((c_in, *size), dtype, 0), data((c_out, c_in, 3, 3), dtype, 1)
+    out = np.full((c_out, size[0] - 2, size[1] - 2), np.nan, dtype)
+    _kernels.conv3x3(xpad, w, out)
+    assert_close(out, KERNEL_TWINS["conv3x3"](xpad, w), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -32,6 +32,11 @@ so that each of tinyfcn's threads (:mod:`tinyfcn.threads`) can take whole images
 and ``dweight`` is the sum over images of ``dout[n] @ cols[n].T``, added in image order
 so that every thread count gives the same bits.
 
+Where an image's columns would not fit in the cache and the products would be thin (3x3
+stride-1 convolutions with at most 16 channels on maps of 64x64 or more, FCN's conv1_2), a
+direct kernel (``_kernels.conv3x3``) convolves each padded image without columns, and computes
+the input gradient too, as a convolution of dout with the flipped weight (see ``_direct``).
+
 A transposed convolution runs the same pieces the other way round. Its forward
 pass, ``col2im(weight2.T @ x2)``, is literally the paper's picture: column (n, i, j)
 of ``weight2.T @ x2`` is the kernel weighted by the input pixel x[n, :, i, j], and
@@ -145,11 +150,52 @@ convolved with one matrix product over the whole batch: per image, the products 
 too small for the BLAS to run fast (about 3x slower for 2x2 maps). Threads then share
 that product by blocks of 64 output channels (and the input gradient by blocks of 4 images)."""
 
+DIRECT_CHANNELS = 16
+DIRECT_PIXELS = 4096
+"""The dispatch rule of the direct 3x3 convolution (:func:`_direct`): at most ``DIRECT_CHANNELS``
+input and output channels, and output maps of at least ``DIRECT_PIXELS`` pixels (64x64).
+
+There an image's columns (C_in*9 rows of H_out*W_out: 2.4 MB for 16 channels at 64x64) no longer
+fit in the core's L2 cache, and the products have only 16 rows, so im2col + BLAS ran at about
+25 GFLOP/s where :func:`tinyfcn.ops._kernels.conv3x3` runs at about 50 (one core, single-thread
+CPU time, AVX-512; FCN's conv1_2, 16->16 at 64x64 and 128x128: 2x faster forward; 8->8 at 64x64:
+3x). With 32 channels, or maps of 32x32, the BLAS was as fast or faster (16->32 at 32x32: 1.3x
+faster), so those keep im2col. Measured once and written here; nothing is timed at run time."""
+
+
+def _direct(weight, stride, padding, pixels):
+    """True when a convolution runs :func:`tinyfcn.ops._kernels.conv3x3` (forward, and the input
+    gradient as the same kernel on dout) instead of im2col and matrix products.
+
+    The kernel's own limits: a 3x3 kernel, stride 1, padding at most 2 (the input gradient pads dout
+    by ``2 - padding``) and channel counts that are multiples of 4 (it computes four output channels
+    at a time); then :data:`DIRECT_CHANNELS` and :data:`DIRECT_PIXELS`, from measurements.
+    """
+    C_out, C_in, kh, kw = weight.shape
+    return ((kh, kw) == (3, 3) and tuple(stride) == (1, 1) and max(padding) <= 2 and C_in % 4 == 0
+            and C_out % 4 == 0 and max(C_in, C_out) <= DIRECT_CHANNELS and pixels >= DIRECT_PIXELS)
+
+
+def _padded(name, a, padding):
+    """``a`` (C, H, W) with ``padding`` (ph, pw) zeros around it, in this thread's scratch buffer ``name``."""
+    (ph, pw), (C, H, W) = padding, a.shape
+    buf = threads.scratch(name, (C, H + 2 * ph, W + 2 * pw), a.dtype)
+    buf[:, :ph] = 0
+    buf[:, H + ph:] = 0
+    buf[:, :, :pw] = 0
+    buf[:, :, W + pw:] = 0
+    buf[:, ph:ph + H, pw:pw + W] = a
+    return buf
+
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False):
     """2-D convolution (cross-correlation, as in every deep-learning library).
 
     ``out[n, o, i, j] = bias[o] + sum_{c,u,v} weight[o, c, u, v] * xpad[n, c, i*sh + u, j*sw + v]``
+
+    3x3 stride-1 convolutions with few channels on large maps run a direct kernel instead of
+    im2col and a matrix product (:func:`_direct` gives the rule and the measurements behind it);
+    they agree with the im2col path to float32 rounding (the terms are added in another order).
 
     With ``relu`` the output is ``max(out, 0)``: the bias and the ReLU after the convolution are
     one pass over each image's output (:func:`tinyfcn.ops._kernels.bias_relu`), and the backward
@@ -172,8 +218,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False):
     cache : ``(x, weight, has_bias, stride, padding, cols, rectified)`` for :func:`conv2d_backward`
         stride and padding as (h, w) pairs; ``cols[n] = im2col(x[n:n+1])``, (N, C_in*kH*kW, H_out*W_out):
         each image's columns (the twin's (C_in*kH*kW, N*H_out*W_out) matrix, cut into images);
-        for maps of fewer than :data:`SMALL_MAP` pixels, the twin's matrix itself. ``rectified``
-        is ``out`` with ``relu`` (the gradient passes where it is positive), else None.
+        for maps of fewer than :data:`SMALL_MAP` pixels, the twin's matrix itself; None where the
+        direct kernel ran (:func:`_direct`). ``rectified`` is ``out`` with ``relu`` (the gradient
+        passes where it is positive), else None.
         :func:`tinyfcn.ops.reference.conv2d_forward` gives the same layout with ``cols=None``.
     """
     op = "conv2d"
@@ -197,13 +244,17 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False):
         out[...] = rows.reshape(C_out, N, P).transpose(1, 0, 2)        # into NCHW order
         nonfinite = _kernels.bias_relu(out, bias, relu) if bias is not None or relu else 0
     else:
-        cols = np.empty((N, C_in * kh * kw, P), x.dtype)               # each image's columns, contiguous
+        direct = _direct(weight, stride, padding, P)                   # no columns: none are kept
+        cols = None if direct else np.empty((N, C_in * kh * kw, P), x.dtype)   # each image's, contiguous
         out = np.empty((N, C_out, P), x.dtype)
         counts = np.zeros(N, np.int64)
 
         def image(n):                                                  # one thread per image at a time
-            _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols[n])
-            np.matmul(weight2, cols[n], out=out[n])
+            if direct:
+                _kernels.conv3x3(_padded("xpad", x[n], padding), weight, out[n].reshape(C_out, Ho, Wo))
+            else:
+                _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols[n])
+                np.matmul(weight2, cols[n], out=out[n])
             if bias is not None or relu:
                 counts[n] = _kernels.bias_relu(out[n:n + 1], bias, relu)
 
@@ -226,6 +277,11 @@ def conv2d_backward(dout, cache):
     the ReLU's backward, ``dout * (rectified > 0)``: image by image into a buffer that the two
     products then read from the cache.
 
+    Where the forward pass ran the direct kernel (:func:`_direct`; it keeps no columns), each
+    image's columns are unfolded again for its ``dweight`` product, and ``dx`` is the direct
+    kernel on dout: for stride 1, ``dx = conv2d(dout padded by 2 - p, weight turned into
+    (C_in, C_out, 3, 3) and flipped in both spatial axes)``.
+
     Parameters
     ----------
     dout : ndarray, shape (N, C_out, H_out, W_out)
@@ -243,20 +299,14 @@ def conv2d_backward(dout, cache):
     Ho, Wo = conv2d_output_size(x.shape[2:], weight.shape[2:], stride, padding)
     dout = _check_grad("conv2d_backward", dout, (N, C_out, Ho, Wo), x.dtype)
     kept = None if rectified is None else np.ascontiguousarray(rectified).reshape(N, C_out, -1)
-    if cols is None:
-        x = np.ascontiguousarray(x)
-        if Ho * Wo < SMALL_MAP:
-            cols = np.empty((weight[0].size, N * Ho * Wo), x.dtype)
-            _kernels.im2col(x, *weight.shape[2:], *stride, *padding, Ho, Wo, cols)
-        else:
-            cols = np.empty((N, weight[0].size, Ho * Wo), x.dtype)
-            for n in range(N):
-                _kernels.im2col(x[n:n + 1], *weight.shape[2:], *stride, *padding, Ho, Wo, cols[n])
+    x, P = np.ascontiguousarray(x), Ho * Wo
+    if cols is None and P < SMALL_MAP:                                 # the twin's cache: unfold the batch again
+        cols = np.empty((weight[0].size, N * P), x.dtype)
+        _kernels.im2col(x, *weight.shape[2:], *stride, *padding, Ho, Wo, cols)
     dout3 = dout.reshape(N, C_out, -1)                                 # (N, C_out, Ho*Wo): one matrix per image
     weight2 = weight.reshape(C_out, -1)
     dx = np.empty(x.shape, x.dtype)
-    if cols.ndim == 2:                                                 # a small map: the whole batch at once
-        P = Ho * Wo
+    if P < SMALL_MAP:                                                  # a small map: the whole batch at once
         if kept is not None:
             dout3 = _masked(dout3, kept, np.empty(dout3.shape, x.dtype))
         dout2 = dout3.transpose(1, 0, 2).reshape(C_out, -1)            # (C_out, N*Ho*Wo)
@@ -275,15 +325,26 @@ def conv2d_backward(dout, cache):
         return dx, dweight.reshape(weight.shape), dout3.sum(axis=(0, 2)) if has_bias else None
     per_image = np.empty((N, *weight2.shape), x.dtype)                 # each image's share of dweight
     per_image_bias = np.empty((N, C_out), x.dtype)                     # ... and of dbias
+    direct = _direct(weight, stride, padding, P)
+    flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]) if direct else None
 
     def image(n):
         g = dout3[n] if kept is None else _masked(dout3[n], kept[n], threads.scratch("masked", dout3.shape[1:], x.dtype))
-        np.matmul(g, cols[n].T, out=per_image[n])
+        if cols is None:                                               # the direct kernel's (or the twin's) cache
+            cols_n = threads.scratch("cols", (weight2.shape[1], P), x.dtype)
+            _kernels.im2col(x[n:n + 1], *weight.shape[2:], *stride, *padding, Ho, Wo, cols_n)
+        else:
+            cols_n = cols[n]
+        np.matmul(g, cols_n.T, out=per_image[n])
         if has_bias:
             g.sum(axis=1, out=per_image_bias[n])
-        dcols = threads.scratch("dcols", cols.shape[1:], x.dtype)
-        np.matmul(weight2.T, g, out=dcols)
-        _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[n:n + 1])
+        if direct:
+            flip_padding = (2 - padding[0], 2 - padding[1])
+            _kernels.conv3x3(_padded("doutpad", g.reshape(C_out, Ho, Wo), flip_padding), flipped, dx[n])
+        else:
+            dcols = threads.scratch("dcols", cols_n.shape, x.dtype)
+            np.matmul(weight2.T, g, out=dcols)
+            _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[n:n + 1])
 
     threads.parallel_for(N, image)
     dweight = per_image.sum(axis=0).reshape(weight.shape)             # a fixed order: the same sum for any thread count

@@ -12,7 +12,7 @@ kinds of function live here:
   rounding of sums added in another order).
 - :func:`im2col`, :func:`col2im`, :func:`count_nonfinite`, :func:`sgd_update`, :func:`adam_update`,
   :func:`batch_norm2d_stats`, :func:`batch_norm2d_normalize`, :func:`batch_norm2d_grad_sums`,
-  :func:`batch_norm2d_grad_input` and :func:`bias_relu` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
+  :func:`batch_norm2d_grad_input`, :func:`bias_relu` and :func:`conv3x3` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
   only (some ops above are a kernel's twin too). A kernel takes its sizes one by one and fills arrays its caller made, as in
   ``_kernels.im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols)``; its twin takes pairs and
   returns the result, ``im2col(x, kernel, stride, padding)`` (:func:`sgd_update` and
@@ -126,6 +126,12 @@ def conv2d_backward(dout, cache):
     dx = dxpad[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]
     dbias = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dweight, dbias
+
+
+def conv3x3(xpad, w):
+    """A 3x3 stride-1 convolution of one image already padded: ``xpad`` (C_in, H_out + 2, W_out + 2),
+    ``w`` (C_out, C_in, 3, 3) -> (C_out, H_out, W_out). :func:`conv2d_forward` without padding, on a batch of one."""
+    return conv2d_forward(xpad[None], w)[0][0]
 
 
 def bias_relu(out, bias, relu):
