@@ -1,9 +1,11 @@
 """Worker: where tinyfcn's time goes -- inside each convolution, and inside one training step.
 
 1. Convolution pieces. ``conv2d_forward`` is: check the inputs, ``im2col``, one matrix
-   product per image straight into NCHW, add the bias; ``conv2d_backward`` is: check dout
-   and transpose it to rows, two matrix products (weight gradient, column gradient) and
-   ``col2im``. A transposed convolution runs the same pieces the other way round. A
+   product per image straight into NCHW, add the bias; ``conv2d_backward`` is: check dout,
+   two matrix products per image (weight gradient, column gradient) and ``col2im``. Where
+   tinyfcn runs its direct 3x3 kernel instead (``functional._direct``: FCN's conv1_2), the
+   pieces are: pad the image, the direct kernel; and backward: unfold the image again for
+   the weight gradient's product, pad dout, the direct kernel for the input gradient. A transposed convolution runs the same pieces the other way round. A
    replica of each call, built from tinyfcn's own private helpers (read-only), runs the
    pieces in order with a stopwatch lap after each, at the FCN-8s shapes; the real call
    is timed alongside to show the pieces add up. So a slow op can be pinned on the BLAS,
@@ -69,6 +71,9 @@ def conv_replica(op, rng):
     Ho, Wo = fcn_layers.output_size(op)
     dout = _randn(rng, (N, C_out, Ho, Wo))
 
+    direct = F._direct(w, s, p, Ho * Wo)                 # the direct 3x3 kernel instead of im2col + GEMMs
+    flipped = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+
     def replica():                      # the pieces of one image after another, serially
         t = Laps()
         xc, wc = F._check_array("conv2d", "x", x), F._check_array("conv2d", "weight", w)
@@ -78,24 +83,39 @@ def conv_replica(op, rng):
         cols = np.empty((N, w2.shape[1], Ho * Wo), x.dtype)
         out = np.empty((N, C_out, Ho * Wo), x.dtype)
         for n in range(N):
-            _kernels.im2col(xc[n:n + 1], *k, *s, *p, Ho, Wo, cols[n])
-            t.lap("fwd: im2col")
-            np.matmul(w2, cols[n], out=out[n])
-            t.lap("fwd: GEMM W@cols")
-            out[n] += bc[:, None]
+            if direct:
+                xpad = F._padded("xpad", xc[n], p)
+                t.lap("fwd: pad")
+                _kernels.conv3x3(xpad, wc, out[n].reshape(C_out, Ho, Wo))
+                t.lap("fwd: direct conv3x3")
+            else:
+                _kernels.im2col(xc[n:n + 1], *k, *s, *p, Ho, Wo, cols[n])
+                t.lap("fwd: im2col")
+                np.matmul(w2, cols[n], out=out[n])
+                t.lap("fwd: GEMM W@cols")
+            _kernels.bias_relu(out[n:n + 1], bc, False)
             t.lap("fwd: +bias")
         d3 = F._check_array("conv2d_backward", "dout", dout).reshape(N, C_out, -1)
         t.lap("bwd: check dout")
         dx, dw, dcols = np.empty(x.shape, x.dtype), np.zeros(w2.shape, x.dtype), np.empty(cols.shape[1:], x.dtype)
         for n in range(N):
+            if direct:
+                _kernels.im2col(xc[n:n + 1], *k, *s, *p, Ho, Wo, cols[n])
+                t.lap("bwd: im2col again")
             dw += d3[n] @ cols[n].T
             t.lap("bwd: GEMM dW")
-            np.matmul(w2.T, d3[n], out=dcols)
-            t.lap("bwd: GEMM W.T@dout")
-            _kernels.col2im(dcols, *k, *s, *p, Ho, Wo, dx[n:n + 1])
-            t.lap("bwd: col2im")
-        d3.sum(axis=(0, 2))
-        t.lap("bwd: db")
+            d3[n].sum(axis=1)
+            t.lap("bwd: db")
+            if direct:
+                dpad = F._padded("doutpad", d3[n].reshape(C_out, Ho, Wo), (2 - p[0], 2 - p[1]))
+                t.lap("bwd: pad dout")
+                _kernels.conv3x3(dpad, flipped, dx[n])
+                t.lap("bwd: direct dx")
+            else:
+                np.matmul(w2.T, d3[n], out=dcols)
+                t.lap("bwd: GEMM W.T@dout")
+                _kernels.col2im(dcols, *k, *s, *p, Ho, Wo, dx[n:n + 1])
+                t.lap("bwd: col2im")
         return t.times
 
     def real():
