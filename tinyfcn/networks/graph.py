@@ -35,6 +35,7 @@ checkpoints and a bigger graph treat it like any other layer.
 """
 import numpy as np
 
+from .. import threads
 from ..ops import nn
 from .coord_map import IDENTITY, compose, crop_offset, layer_map, receptive_field
 
@@ -139,17 +140,22 @@ class Graph(nn.Layer):
     # -- the executor
 
     def forward(self, x):
-        """Run every node in order on ``x`` (the map ``"input"``); returns the last node's map."""
+        """Run every node in order on ``x`` (the map ``"input"``); returns the last node's map.
+
+        The whole pass runs inside :func:`tinyfcn.threads.computing`, as does :meth:`backward`:
+        numpy's BLAS is set to one thread once per pass, not once per layer.
+        """
         maps, readers = {"input": x}, dict(self._readers)
         self.shapes = {"input": x.shape}
-        for name, layer in self.layers.items():
-            sources = self.sources[name]
-            maps[name] = layer.forward(*(maps[s] for s in sources))
-            self.shapes[name] = maps[name].shape
-            for s in sources:                              # drop a map once its last reader has run
-                readers[s] -= 1
-                if readers[s] == 0 and s != self.output:
-                    del maps[s]
+        with threads.computing():
+            for name, layer in self.layers.items():
+                sources = self.sources[name]
+                maps[name] = layer.forward(*(maps[s] for s in sources))
+                self.shapes[name] = maps[name].shape
+                for s in sources:                          # drop a map once its last reader has run
+                    readers[s] -= 1
+                    if readers[s] == 0 and s != self.output:
+                        del maps[s]
         return maps[self.output]
 
     def backward(self, dout):
@@ -158,14 +164,15 @@ class Graph(nn.Layer):
         Each node's ``backward`` gets the sum of the gradients its readers sent back to its map.
         """
         grads = {self.output: dout}
-        for name in reversed(self.layers):
-            layer, sources = self.layers[name], self.sources[name]
-            if name not in grads:                          # nothing downstream depends on this map
-                continue
-            back = layer.backward(grads.pop(name))
-            for s, g in zip(sources, back if len(sources) > 1 else (back,)):
-                if g is not None:                          # a Crop's ``like`` only lends its size
-                    grads[s] = grads[s] + g if s in grads else g
+        with threads.computing():
+            for name in reversed(self.layers):
+                layer, sources = self.layers[name], self.sources[name]
+                if name not in grads:                      # nothing downstream depends on this map
+                    continue
+                back = layer.backward(grads.pop(name))
+                for s, g in zip(sources, back if len(sources) > 1 else (back,)):
+                    if g is not None:                      # a Crop's ``like`` only lends its size
+                        grads[s] = grads[s] + g if s in grads else g
         self.grads.clear()
         self.grads.update((f"{node}.{k}", g) for node, layer in self.layers.items() for k, g in layer.grads.items())
         return grads.get("input")

@@ -188,7 +188,7 @@ def _padded(name, a, padding):
     return buf
 
 
-def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False):
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_columns=True):
     """2-D convolution (cross-correlation, as in every deep-learning library).
 
     ``out[n, o, i, j] = bias[o] + sum_{c,u,v} weight[o, c, u, v] * xpad[n, c, i*sh + u, j*sw + v]``
@@ -211,6 +211,11 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False):
         Zero padding is added on both sides.
     relu : bool
         Rectify the output (a convolution followed by a ReLU).
+    keep_columns : bool
+        Keep the unfolded input in the cache for the backward pass (training). False (inference:
+        :class:`tinyfcn.ops.nn.Conv2d` in evaluation mode) unfolds each image into one reused
+        buffer instead, so no (N, C_in*kH*kW, H_out*W_out) array is made; a backward pass
+        then unfolds the images again.
 
     Returns
     -------
@@ -245,7 +250,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False):
         nonfinite = _kernels.bias_relu(out, bias, relu) if bias is not None or relu else 0
     else:
         direct = _direct(weight, stride, padding, P)                   # no columns: none are kept
-        cols = None if direct else np.empty((N, C_in * kh * kw, P), x.dtype)   # each image's, contiguous
+        cols = np.empty((N, C_in * kh * kw, P), x.dtype) if keep_columns and not direct else None
         out = np.empty((N, C_out, P), x.dtype)
         counts = np.zeros(N, np.int64)
 
@@ -253,8 +258,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False):
             if direct:
                 _kernels.conv3x3(_padded("xpad", x[n], padding), weight, out[n].reshape(C_out, Ho, Wo))
             else:
-                _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols[n])
-                np.matmul(weight2, cols[n], out=out[n])
+                cols_n = cols[n] if cols is not None else threads.scratch("cols", (C_in * kh * kw, P), x.dtype)
+                _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols_n)
+                np.matmul(weight2, cols_n, out=out[n])
             if bias is not None or relu:
                 counts[n] = _kernels.bias_relu(out[n:n + 1], bias, relu)
 
@@ -262,7 +268,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False):
         nonfinite = counts.sum()
     _check_rectified(op, nonfinite)
     out = out.reshape(N, C_out, Ho, Wo)
-    return out, (x, weight, bias is not None, stride, padding, cols, out if relu else None)
+    return out, (x, weight, bias is not None, stride, padding, cols if keep_columns else None, out if relu else None)
 
 
 def conv2d_backward(dout, cache):

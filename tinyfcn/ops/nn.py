@@ -81,6 +81,8 @@ class Conv2d(Layer):
     dtype : float32 (default) or float64
 
     ``params``: ``weight`` (C_out, C_in, kH, kW) and ``bias`` (C_out,).
+    In evaluation mode the forward pass keeps no unfolded input (``keep_columns=False``: less
+    memory for inference; a ``backward`` after it unfolds the input again).
     ``relu``: False; True makes the output ``max(out, 0)`` (bias and ReLU in one pass) and folds
     the ReLU's mask into ``backward`` (a :class:`~tinyfcn.networks.graph.Graph` sets it when a
     :class:`ReLU` alone reads this layer's map, and marks that ReLU ``fused``).
@@ -100,7 +102,7 @@ class Conv2d(Layer):
     def forward(self, x):
         self.cache = None          # free the last step's columns (the largest array) before making new ones
         out, self.cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                           self.stride, self.padding, self.relu)
+                                           self.stride, self.padding, self.relu, keep_columns=self.training)
         return out
 
     def backward(self, dout):

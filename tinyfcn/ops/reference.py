@@ -78,11 +78,12 @@ def col2im(cols, x_shape, kernel, stride, padding):
     return xpad[:, :, ph:ph + H, pw:pw + W]
 
 
-def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False):
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_columns=True):
     """Cross-correlate ``x`` with ``weight``: a dot product of the kernel with every window.
 
     ``out[n, o, i, j] = b[o] + sum_{c,u,v} weight[o, c, u, v] * xpad[n, c, i*sh + u, j*sw + v]``;
-    with ``relu``, ``out = max(out, 0)``.
+    with ``relu``, ``out = max(out, 0)``. ``keep_columns`` changes nothing here: this version
+    never unfolds the input.
 
     Shapes: x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out,) or None,
     out (N, C_out, H_out, W_out) with ``H_out = floor((H + 2p - kH) / s) + 1``.
