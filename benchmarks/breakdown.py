@@ -5,7 +5,9 @@
    two matrix products per image (weight gradient, column gradient) and ``col2im``. Where
    tinyfcn runs its direct 3x3 kernel instead (``functional._direct``: FCN's conv1_2), the
    pieces are: pad the image, the direct kernel; and backward: unfold the image again for
-   the weight gradient's product, pad dout, the direct kernel for the input gradient. A transposed convolution runs the same pieces the other way round. A
+   the weight gradient's product, pad dout, the direct kernel for the input gradient. Where it
+   runs Winograd (``functional._winograd``), the pieces are its transforms and its three sets of
+   16 products, over the whole batch. A transposed convolution runs the same pieces the other way round. A
    replica of each call, built from tinyfcn's own private helpers (read-only), runs the
    pieces in order with a stopwatch lap after each, at the FCN-8s shapes; the real call
    is timed alongside to show the pieces add up. So a slow op can be pinned on the BLAS,
@@ -124,6 +126,53 @@ def conv_replica(op, rng):
     return replica, real, 2 * C_out * w[0].size * N * Ho * Wo
 
 
+def winograd_replica(op, rng):
+    """As :func:`conv_replica`, where tinyfcn runs Winograd's F(2x2, 3x3) (``functional._winograd``): the
+    whole batch's tiles at once -- transforms, the 16 products of each pass, and back."""
+    x = _randn(rng, op["x_shape"])
+    w = _randn(rng, op["w_shape"], 0.1)
+    b = _randn(rng, (w.shape[0],))
+    p = op["padding"]
+    N, C_out = x.shape[0], w.shape[0]
+    Ho, Wo = fcn_layers.output_size(op)
+    dout = _randn(rng, (N, C_out, Ho, Wo))
+
+    def replica():
+        t = Laps()
+        xc, wc = F._check_array("conv2d", "x", x), F._check_array("conv2d", "weight", w)
+        bc = F._check_bias("conv2d", b, C_out, x.dtype)
+        t.lap("fwd: checks")
+        V = F._winograd_input(xc, p, Ho, Wo)
+        t.lap("fwd: pad + input transform")
+        U = F._winograd_weight(wc)
+        t.lap("fwd: weight transform")
+        M = F._winograd_products(U, V, np.empty((16, C_out, V.shape[2]), x.dtype))
+        t.lap("fwd: 16 GEMMs U@V")
+        out = np.empty((N, C_out, Ho, Wo), x.dtype)
+        _kernels.winograd_output(M, 0, N, out)
+        t.lap("fwd: output transform")
+        _kernels.bias_relu(out.reshape(N, C_out, -1), bc, False)
+        t.lap("fwd: +bias")
+        d = F._check_array("conv2d_backward", "dout", dout)
+        t.lap("bwd: check dout")
+        dM = np.empty(M.shape, x.dtype)
+        _kernels.winograd_output_adjoint(d, 0, N, dM)
+        t.lap("bwd: output adjoint")
+        F._winograd_products(dM, V, np.empty(U.shape, x.dtype), transpose_b=True)
+        t.lap("bwd: 16 GEMMs dM@V.T (dW)")
+        dV = F._winograd_products(U, dM, np.empty(V.shape, x.dtype), transpose_a=True)
+        t.lap("bwd: 16 GEMMs U.T@dM (dx)")
+        dxpad = np.empty(F._winograd_tiles(x.shape, p, (Ho, Wo))[2], x.dtype)
+        _kernels.winograd_input_adjoint(dV, 0, N, dxpad)
+        t.lap("bwd: input adjoint")
+        return t.times
+
+    def real():
+        F.conv2d_backward(dout, F.conv2d_forward(x, w, b, op["stride"], p)[1])
+
+    return replica, real, 2 * C_out * w[0].size * N * Ho * Wo
+
+
 def convT_replica(op, rng):
     """As :func:`conv_replica`, for ``conv_transpose2d_forward`` + ``conv_transpose2d_backward``."""
     x = _randn(rng, op["x_shape"])
@@ -174,7 +223,12 @@ def op_breakdown(quick):
     for op in fcn_layers.fcn_ops():
         if op["kind"] == "pool" or "fcn8s" not in op["uses"]:
             continue
-        replica, real, flops = (conv_replica if op["kind"] == "conv" else convT_replica)(op, rng)
+        if op["kind"] == "conv":
+            winograd = F._winograd(np.empty(op["w_shape"]), op["stride"], op["padding"], np.prod(fcn_layers.output_size(op)))
+            make = winograd_replica if winograd else conv_replica
+        else:
+            make = convT_replica
+        replica, real, flops = make(op, rng)
         for _ in range(2):                                    # warm-up: numba, BLAS buffers
             replica(), real()
         laps = collections.defaultdict(list)
