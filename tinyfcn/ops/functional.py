@@ -236,7 +236,8 @@ def _winograd_input(x, padding, Ho, Wo):
     """V (16, C_in, N*th*tw): every 4x4 input tile, transformed (:func:`tinyfcn.ops._kernels.winograd_input`)."""
     N, C_in, H, W = x.shape
     (ph, pw), (th, tw, shape) = padding, _winograd_tiles(x.shape, padding, (Ho, Wo))
-    xpad = np.zeros(shape, x.dtype)                                    # the padding, and the odd map's last tile
+    xpad = threads.scratch("winograd xpad", shape, x.dtype)           # reused: fresh large arrays cost page faults
+    xpad.fill(0)                                                       # the padding, and the odd map's last tile
     xpad[:, :, ph:ph + H, pw:pw + W] = x
     V = np.empty((16, C_in, N * th * tw), x.dtype)
     threads.parallel_for(N, lambda n: _kernels.winograd_input(xpad, n, n + 1, V))
@@ -319,7 +320,8 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
     relu = bool(relu)
     if _winograd(weight, stride, padding, P):                          # 16 products over the batch's tiles
         cols = _winograd_input(x, padding, Ho, Wo)                     # the cache keeps V in cols' place
-        M = _winograd_products(_winograd_weight(weight), cols, np.empty((16, C_out, cols.shape[2]), x.dtype))
+        M = _winograd_products(_winograd_weight(weight), cols, threads.scratch("winograd M", (16, C_out, cols.shape[2]),
+                                                                               x.dtype))
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
         threads.parallel_for(N, lambda n: _kernels.winograd_output(M, n, n + 1, out))
         out = out.reshape(N, C_out, P)
@@ -456,19 +458,19 @@ def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo):
     N, C_in, H, W = x.shape
     C_out = weight.shape[0]
     if kept is not None:
-        dout3 = _masked(dout3, kept, np.empty(dout3.shape, x.dtype))
+        dout3 = _masked(dout3, kept, threads.scratch("winograd masked", dout3.shape, x.dtype))
     if V is None:
         V = _winograd_input(x, padding, Ho, Wo)
     dout4 = dout3.reshape(N, C_out, Ho, Wo)
-    dM = np.empty((16, C_out, V.shape[2]), x.dtype)
+    dM = threads.scratch("winograd M", (16, C_out, V.shape[2]), x.dtype)   # the temporaries: this thread's buffers
     threads.parallel_for(N, lambda n: _kernels.winograd_output_adjoint(dout4, n, n + 1, dM))
     dU = _winograd_products(dM, V, np.empty((16, C_out, C_in), x.dtype), transpose_b=True)
     GG = np.kron(WINOGRAD_G, WINOGRAD_G).astype(x.dtype)              # dweight[o, c] = G^T dU[:, o, c] G
     with threads.computing():
         dweight = (dU.reshape(16, -1).T @ GG).reshape(weight.shape)
-    dV = _winograd_products(_winograd_weight(weight), dM, np.empty(V.shape, x.dtype), transpose_a=True)
+    dV = _winograd_products(_winograd_weight(weight), dM, threads.scratch("winograd V", V.shape, x.dtype), transpose_a=True)
     (ph, pw), (_, _, shape) = padding, _winograd_tiles(x.shape, padding, (Ho, Wo))
-    dxpad = np.empty(shape, x.dtype)
+    dxpad = threads.scratch("winograd xpad", shape, x.dtype)
     threads.parallel_for(N, lambda n: _kernels.winograd_input_adjoint(dV, n, n + 1, dxpad))
     dx = np.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
     dbias = dout3.sum(axis=2).sum(axis=0) if has_bias else None
