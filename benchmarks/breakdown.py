@@ -162,7 +162,7 @@ def winograd_replica(op, rng):
         t.lap("bwd: 16 GEMMs dM@V.T (dW)")
         dV = F._winograd_products(U, dM, np.empty(V.shape, x.dtype), transpose_a=True)
         t.lap("bwd: 16 GEMMs U.T@dM (dx)")
-        dxpad = np.empty(F._winograd_tiles(x.shape, p, (Ho, Wo))[2], x.dtype)
+        dxpad = np.empty(F._winograd_tiles(x.shape, (Ho, Wo))[2], x.dtype)
         _kernels.winograd_input_adjoint(dV, 0, N, dxpad)
         t.lap("bwd: input adjoint")
         return t.times

@@ -219,7 +219,7 @@ def _winograd(weight, stride, padding, pixels):
             and pixels >= WINOGRAD_PIXELS and not _direct(weight, stride, padding, pixels))
 
 
-def _winograd_tiles(x_shape, padding, out_shape):
+def _winograd_tiles(x_shape, out_shape):
     """(th, tw, xpad shape): tiles of 2x2 outputs per column and row, and the padded input they read."""
     th, tw = -(-out_shape[0] // 2), -(-out_shape[1] // 2)
     return th, tw, (*x_shape[:2], 2 * th + 2, 2 * tw + 2)
@@ -235,7 +235,7 @@ def _winograd_weight(weight):
 def _winograd_input(x, padding, Ho, Wo):
     """V (16, C_in, N*th*tw): every 4x4 input tile, transformed (:func:`tinyfcn.ops._kernels.winograd_input`)."""
     N, C_in, H, W = x.shape
-    (ph, pw), (th, tw, shape) = padding, _winograd_tiles(x.shape, padding, (Ho, Wo))
+    (ph, pw), (th, tw, shape) = padding, _winograd_tiles(x.shape, (Ho, Wo))
     xpad = threads.scratch("winograd xpad", shape, x.dtype)           # reused: fresh large arrays cost page faults
     xpad.fill(0)                                                       # the padding, and the odd map's last tile
     xpad[:, :, ph:ph + H, pw:pw + W] = x
@@ -302,8 +302,8 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
         each image's columns (the twin's (C_in*kH*kW, N*H_out*W_out) matrix, cut into images);
         for maps of fewer than :data:`SMALL_MAP` pixels, the twin's matrix itself; None where the
         direct kernel ran (:func:`_direct`); Winograd's transformed tiles V (16, C_in, tiles) where
-        it ran (:func:`_winograd`); None in every case with ``keep_columns=False``. ``rectified`` is ``out`` with ``relu`` (the gradient
-        passes where it is positive), else None.
+        it ran (:func:`_winograd`); None in every case with ``keep_columns=False``. ``rectified``
+        is ``out`` with ``relu`` (the gradient passes where it is positive), else None.
         :func:`tinyfcn.ops.reference.conv2d_forward` gives the same layout with ``cols=None``.
     """
     op = "conv2d"
@@ -320,8 +320,8 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
     relu = bool(relu)
     if _winograd(weight, stride, padding, P):                          # 16 products over the batch's tiles
         cols = _winograd_input(x, padding, Ho, Wo)                     # the cache keeps V in cols' place
-        M = _winograd_products(_winograd_weight(weight), cols, threads.scratch("winograd M", (16, C_out, cols.shape[2]),
-                                                                               x.dtype))
+        M = threads.scratch("winograd M", (16, C_out, cols.shape[2]), x.dtype)
+        _winograd_products(_winograd_weight(weight), cols, M)
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
         threads.parallel_for(N, lambda n: _kernels.winograd_output(M, n, n + 1, out))
         out = out.reshape(N, C_out, P)
@@ -469,7 +469,7 @@ def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo):
     with threads.computing():
         dweight = (dU.reshape(16, -1).T @ GG).reshape(weight.shape)
     dV = _winograd_products(_winograd_weight(weight), dM, threads.scratch("winograd V", V.shape, x.dtype), transpose_a=True)
-    (ph, pw), (_, _, shape) = padding, _winograd_tiles(x.shape, padding, (Ho, Wo))
+    (ph, pw), (_, _, shape) = padding, _winograd_tiles(x.shape, (Ho, Wo))
     dxpad = threads.scratch("winograd xpad", shape, x.dtype)
     threads.parallel_for(N, lambda n: _kernels.winograd_input_adjoint(dV, n, n + 1, dxpad))
     dx = np.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
