@@ -800,9 +800,10 @@ def _check_class_weights(op, class_weights, K):
 
 BN_BLOCK = 1 << 16
 """Threads share a batch norm by items of whole channels (every image's plane of each), about this
-many values an item: one channel where a channel is larger, all channels in one item on small maps
-(the threads would cost more than they save). A channel is summed in one piece, in a fixed order,
-so no result depends on the items or the thread count."""
+many values an item (256 KB of float32: the L2 cache holds it between the kernels that read it):
+one channel where a channel is larger, all channels in one item on small maps (the threads would
+cost more than they save). A channel is summed in one piece, in a fixed order, so no result
+depends on the items or the thread count."""
 
 
 def _check_per_channel(op, name, a, channels, dtype):
@@ -833,8 +834,9 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
     How it runs: for each channel a kernel sums its values, then their squared deviations from
     the channel's mean, in float64 even for float32 input (a variance is a small difference of
     large sums; float32 keeps 7 digits): ``mean = sum / m``, ``var = squares / m``. A second kernel
-    then writes ``out`` in one pass. Both run on tinyfcn's threads, by blocks of whole channels
-    (:data:`BN_BLOCK`).
+    then writes ``out`` in one pass. Channels are independent, so tinyfcn's threads take blocks of
+    whole channels (:data:`BN_BLOCK`) and each runs both kernels on its block, one after the other,
+    while the block's values are still in the cache: one hand-over between threads per call.
 
     Parameters
     ----------
@@ -876,31 +878,34 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
         raise ValueError(f"{op}: need 0 <= momentum <= 1 and eps > 0, got momentum={momentum}, eps={eps}")
     if (running_var < 0).any():
         raise ValueError(f"{op}: running_var must not be negative, got a minimum of {running_var.min()}")
-    x3 = x.reshape(N, C, P)
+    x3, out = x.reshape(N, C, P), np.empty_like(x)
+    out3, relu = out.reshape(N, C, P), bool(relu)
     if training:
         if m <= 1:
             raise ValueError(f"{op}: BatchNorm2d in training needs more than one value per channel; got input of "
                              f"shape {x.shape}; use a batch larger than 1 or eval mode")
         if not (running_mean.flags.writeable and running_var.flags.writeable):
             raise ValueError(f"{op}: running_mean and running_var are updated in place in training; pass writeable arrays")
-        sums, squares = np.empty(C), np.empty(C)
-        _for_channel_blocks(N, C, P, lambda c0, c1: _kernels.batch_norm2d_stats(x3, c0, c1, sums, squares))
-        mean, var = sums / m, squares / m
-        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
-        running_var[...] = (1 - momentum) * running_var + momentum * var * (m / (m - 1))
+        mean, var = np.empty(C), np.empty(C)                           # the batch's, block by block
     else:
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
-    inv_std = 1 / np.sqrt(var + eps)
-    mean_x, scale = mean.astype(x.dtype), (gamma * inv_std).astype(x.dtype)
-    out = np.empty_like(x)
-    out3 = out.reshape(N, C, P)
-    relu, counts = bool(relu), np.zeros(C, np.int64)
+    sums, squares, inv_std = np.empty(C), np.empty(C), np.empty(C)
+    mean_x, scale, counts = np.empty(C, x.dtype), np.empty(C, x.dtype), np.zeros(C, np.int64)
 
-    def normalize(c0, c1):
+    def block(c0, c1):                      # a block of channels from start to end, while it is in the cache
+        c = slice(c0, c1)
+        if training:
+            _kernels.batch_norm2d_stats(x3, c0, c1, sums, squares)
+            mean[c], var[c] = sums[c] / m, squares[c] / m
+        inv_std[c] = 1 / np.sqrt(var[c] + eps)
+        mean_x[c], scale[c] = mean[c], gamma[c] * inv_std[c]
         counts[c0] = _kernels.batch_norm2d_normalize(x3, mean_x, scale, beta, relu, c0, c1, out3)
 
-    _for_channel_blocks(N, C, P, normalize)
+    _for_channel_blocks(N, C, P, block)
     _check_rectified(op, counts.sum())
+    if training:
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+        running_var[...] = (1 - momentum) * running_var + momentum * var * (m / (m - 1))
     return out, (x, gamma, mean, inv_std, training, out if relu else None)
 
 
@@ -929,7 +934,7 @@ def batch_norm2d_backward(dout, cache):
     How it runs: one kernel sums ``dout`` and ``dout * (x - mean)`` per channel (in float64); a second
     writes ``dx = scale * (dout - centre - (x - mean) * slope)`` in one pass, with ``scale = gamma / sigma``,
     ``centre = sum(dout) / m`` and ``slope = sum(dout * x_hat) / (m * sigma)`` in training, and
-    centre = slope = 0 in evaluation.
+    centre = slope = 0 in evaluation. Both run on each block of channels in turn, as in the forward pass.
 
     Parameters
     ----------
@@ -947,18 +952,19 @@ def batch_norm2d_backward(dout, cache):
     dout = _check_grad("batch_norm2d_backward", dout, x.shape, x.dtype)
     x3, dout3 = np.ascontiguousarray(x).reshape(N, C, P), dout.reshape(N, C, P)
     kept = None if rectified is None else np.ascontiguousarray(rectified).reshape(N, C, P)
-    sums, products = np.empty(C), np.empty(C)
-    _for_channel_blocks(N, C, P, lambda c0, c1: _kernels.batch_norm2d_grad_sums(dout3, x3, mean, kept, c0, c1,
-                                                                                sums, products))
-    dbeta = sums
-    dgamma = inv_std * products                                        # sum(dout * x_hat)
-    if training:
-        centre, slope = dbeta / m, inv_std * dgamma / m
-    else:
-        centre = slope = np.zeros(C)
-    mean_x, scale, centre, slope = (a.astype(x.dtype) for a in (mean, gamma * inv_std, centre, slope))
+    dbeta, products, dgamma = np.empty(C), np.empty(C), np.empty(C)
+    mean_x, scale, centre, slope = (np.zeros(C, x.dtype) for _ in range(4))   # centre = slope = 0 in evaluation
     dx = np.empty(x.shape, x.dtype)
     dx3 = dx.reshape(N, C, P)
-    _for_channel_blocks(N, C, P, lambda c0, c1: _kernels.batch_norm2d_grad_input(dout3, x3, mean_x, scale, centre,
-                                                                                 slope, kept, c0, c1, dx3))
+
+    def block(c0, c1):                      # a block of channels from start to end, while it is in the cache
+        c = slice(c0, c1)
+        _kernels.batch_norm2d_grad_sums(dout3, x3, mean, kept, c0, c1, dbeta, products)
+        dgamma[c] = inv_std[c] * products[c]                           # sum(dout * x_hat)
+        if training:
+            centre[c], slope[c] = dbeta[c] / m, inv_std[c] * dgamma[c] / m
+        mean_x[c], scale[c] = mean[c], gamma[c] * inv_std[c]
+        _kernels.batch_norm2d_grad_input(dout3, x3, mean_x, scale, centre, slope, kept, c0, c1, dx3)
+
+    _for_channel_blocks(N, C, P, block)
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
