@@ -125,8 +125,10 @@ class Graph(nn.Layer):
     def fuse_relus(self):
         """Fuse every ReLU node that alone reads a layer with a ``relu`` flag into that layer.
 
-        Sets the layer's ``relu`` and the ReLU's ``fused`` (see :class:`~tinyfcn.ops.nn.ReLU`).
-        Returns the fused pairs, ``[(layer node, ReLU node), ...]``.
+        Sets the layer's ``relu`` and the ReLU's ``fused`` (see :class:`~tinyfcn.ops.nn.ReLU`), once,
+        when the graph is built: a layer object belongs to one graph (put into a second graph where
+        no ReLU alone reads it, it would still rectify its output). Returns the fused pairs,
+        ``[(layer node, ReLU node), ...]``.
         """
         pairs = []
         for name, layer in self.layers.items():
