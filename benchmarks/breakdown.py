@@ -1,9 +1,13 @@
 """Worker: where tinyfcn's time goes -- inside each convolution, and inside one training step.
 
 1. Convolution pieces. ``conv2d_forward`` is: check the inputs, ``im2col``, one matrix
-   product per image straight into NCHW, add the bias; ``conv2d_backward`` is: check dout
-   and transpose it to rows, two matrix products (weight gradient, column gradient) and
-   ``col2im``. A transposed convolution runs the same pieces the other way round. A
+   product per image straight into NCHW, add the bias; ``conv2d_backward`` is: check dout,
+   two matrix products per image (weight gradient, column gradient) and ``col2im``. Where
+   tinyfcn runs its direct 3x3 kernel instead (``functional._direct``: FCN's conv1_2), the
+   pieces are: pad the image, the direct kernel; and backward: unfold the image again for
+   the weight gradient's product, pad dout, the direct kernel for the input gradient. Where it
+   runs Winograd (``functional._winograd``), the pieces are its transforms and its three sets of
+   16 products, over the whole batch. A transposed convolution runs the same pieces the other way round. A
    replica of each call, built from tinyfcn's own private helpers (read-only), runs the
    pieces in order with a stopwatch lap after each, at the FCN-8s shapes; the real call
    is timed alongside to show the pieces add up. So a slow op can be pinned on the BLAS,
@@ -69,6 +73,9 @@ def conv_replica(op, rng):
     Ho, Wo = fcn_layers.output_size(op)
     dout = _randn(rng, (N, C_out, Ho, Wo))
 
+    direct = F._direct(w, s, p, Ho * Wo)                 # the direct 3x3 kernel instead of im2col + GEMMs
+    flipped = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+
     def replica():                      # the pieces of one image after another, serially
         t = Laps()
         xc, wc = F._check_array("conv2d", "x", x), F._check_array("conv2d", "weight", w)
@@ -78,28 +85,90 @@ def conv_replica(op, rng):
         cols = np.empty((N, w2.shape[1], Ho * Wo), x.dtype)
         out = np.empty((N, C_out, Ho * Wo), x.dtype)
         for n in range(N):
-            _kernels.im2col(xc[n:n + 1], *k, *s, *p, Ho, Wo, cols[n])
-            t.lap("fwd: im2col")
-            np.matmul(w2, cols[n], out=out[n])
-            t.lap("fwd: GEMM W@cols")
-            out[n] += bc[:, None]
+            if direct:
+                xpad = F._padded("xpad", xc[n], p)
+                t.lap("fwd: pad")
+                _kernels.conv3x3(xpad, wc, out[n].reshape(C_out, Ho, Wo))
+                t.lap("fwd: direct conv3x3")
+            else:
+                _kernels.im2col(xc[n:n + 1], *k, *s, *p, Ho, Wo, cols[n])
+                t.lap("fwd: im2col")
+                np.matmul(w2, cols[n], out=out[n])
+                t.lap("fwd: GEMM W@cols")
+            _kernels.bias_relu(out[n:n + 1], bc, False)
             t.lap("fwd: +bias")
         d3 = F._check_array("conv2d_backward", "dout", dout).reshape(N, C_out, -1)
         t.lap("bwd: check dout")
         dx, dw, dcols = np.empty(x.shape, x.dtype), np.zeros(w2.shape, x.dtype), np.empty(cols.shape[1:], x.dtype)
         for n in range(N):
+            if direct:
+                _kernels.im2col(xc[n:n + 1], *k, *s, *p, Ho, Wo, cols[n])
+                t.lap("bwd: im2col again")
             dw += d3[n] @ cols[n].T
             t.lap("bwd: GEMM dW")
-            np.matmul(w2.T, d3[n], out=dcols)
-            t.lap("bwd: GEMM W.T@dout")
-            _kernels.col2im(dcols, *k, *s, *p, Ho, Wo, dx[n:n + 1])
-            t.lap("bwd: col2im")
-        d3.sum(axis=(0, 2))
-        t.lap("bwd: db")
+            d3[n].sum(axis=1)
+            t.lap("bwd: db")
+            if direct:
+                dpad = F._padded("doutpad", d3[n].reshape(C_out, Ho, Wo), (2 - p[0], 2 - p[1]))
+                t.lap("bwd: pad dout")
+                _kernels.conv3x3(dpad, flipped, dx[n])
+                t.lap("bwd: direct dx")
+            else:
+                np.matmul(w2.T, d3[n], out=dcols)
+                t.lap("bwd: GEMM W.T@dout")
+                _kernels.col2im(dcols, *k, *s, *p, Ho, Wo, dx[n:n + 1])
+                t.lap("bwd: col2im")
         return t.times
 
     def real():
         F.conv2d_backward(dout, F.conv2d_forward(x, w, b, s, p)[1])
+
+    return replica, real, 2 * C_out * w[0].size * N * Ho * Wo
+
+
+def winograd_replica(op, rng):
+    """As :func:`conv_replica`, where tinyfcn runs Winograd's F(2x2, 3x3) (``functional._winograd``): the
+    whole batch's tiles at once -- transforms, the 16 products of each pass, and back."""
+    x = _randn(rng, op["x_shape"])
+    w = _randn(rng, op["w_shape"], 0.1)
+    b = _randn(rng, (w.shape[0],))
+    p = op["padding"]
+    N, C_out = x.shape[0], w.shape[0]
+    Ho, Wo = fcn_layers.output_size(op)
+    dout = _randn(rng, (N, C_out, Ho, Wo))
+
+    def replica():
+        t = Laps()
+        xc, wc = F._check_array("conv2d", "x", x), F._check_array("conv2d", "weight", w)
+        bc = F._check_bias("conv2d", b, C_out, x.dtype)
+        t.lap("fwd: checks")
+        V = F._winograd_input(xc, p, Ho, Wo)
+        t.lap("fwd: pad + input transform")
+        U = F._winograd_weight(wc)
+        t.lap("fwd: weight transform")
+        M = F._winograd_products(U, V, np.empty((16, C_out, V.shape[2]), x.dtype))
+        t.lap("fwd: 16 GEMMs U@V")
+        out = np.empty((N, C_out, Ho, Wo), x.dtype)
+        _kernels.winograd_output(M, 0, N, out)
+        t.lap("fwd: output transform")
+        _kernels.bias_relu(out.reshape(N, C_out, -1), bc, False)
+        t.lap("fwd: +bias")
+        d = F._check_array("conv2d_backward", "dout", dout)
+        t.lap("bwd: check dout")
+        dM = np.empty(M.shape, x.dtype)
+        _kernels.winograd_output_adjoint(d, 0, N, dM)
+        t.lap("bwd: output adjoint")
+        F._winograd_products(dM, V, np.empty(U.shape, x.dtype), transpose_b=True)
+        t.lap("bwd: 16 GEMMs dM@V.T (dW)")
+        dV = F._winograd_products(U, dM, np.empty(V.shape, x.dtype), transpose_a=True)
+        t.lap("bwd: 16 GEMMs U.T@dM (dx)")
+        dxpad = np.empty(F._winograd_tiles(x.shape, (Ho, Wo))[2], x.dtype)
+        _kernels.winograd_input_adjoint(dV, 0, N, dxpad)
+        t.lap("bwd: input adjoint")
+        return t.times
+
+    def real():
+        F.conv2d_backward(dout, F.conv2d_forward(x, w, b, op["stride"], p)[1])
 
     return replica, real, 2 * C_out * w[0].size * N * Ho * Wo
 
@@ -154,7 +223,12 @@ def op_breakdown(quick):
     for op in fcn_layers.fcn_ops():
         if op["kind"] == "pool" or "fcn8s" not in op["uses"]:
             continue
-        replica, real, flops = (conv_replica if op["kind"] == "conv" else convT_replica)(op, rng)
+        if op["kind"] == "conv":
+            winograd = F._winograd(np.empty(op["w_shape"]), op["stride"], op["padding"], np.prod(fcn_layers.output_size(op)))
+            make = winograd_replica if winograd else conv_replica
+        else:
+            make = convT_replica
+        replica, real, flops = make(op, rng)
         for _ in range(2):                                    # warm-up: numba, BLAS buffers
             replica(), real()
         laps = collections.defaultdict(list)

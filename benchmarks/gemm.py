@@ -10,6 +10,8 @@ Run by ``run.py``; by hand: ``python benchmarks/gemm.py '{"out": "g.json", "quic
 """
 import os
 import platform
+import subprocess
+import sys
 
 import numpy as np
 from _common import compare, import_torch, log, read_job, threads_from_env, write_result
@@ -42,18 +44,58 @@ def blas_kernels():
     return ", ".join(map(str, found)) + (f" (OPENBLAS_CORETYPE={forced} is set)" if forced else " (detected)")
 
 
-def machine_info(torch):
-    """Versions and hardware, stored with the results."""
-    cpu = "unknown"
+def cpu_info():
+    """``(model name, widest vector ISA)`` from ``/proc/cpuinfo``: "AVX-512", "AVX2", "AVX" or "SSE only"."""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+            lines = f.read().splitlines()
+    except OSError:
+        return "unknown", "unknown"
+
+    def field(key):
+        return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(key)), "")
+
+    flags = set(field("flags").split())
+    isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags),
+               "SSE only" if flags else "unknown")
+    return field("model name") or "unknown", isa
+
+
+ONEDNN_PROBE = """
+import torch
+x = torch.zeros(8, 16, 32, 32)
+with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+    torch.nn.functional.conv2d(x, torch.zeros(16, 16, 3, 3), padding=1)
+"""
+"""One convolution with oneDNN's verbose mode on (a fresh process: oneDNN prints its ISA line once per process)."""
+
+
+def onednn_isa():
+    """The instruction set oneDNN dispatches to (its ``cpu,isa:`` line), as PyTorch's convolutions run it.
+
+    oneDNN picks the widest the CPU offers unless ``ONEDNN_MAX_CPU_ISA`` caps it. The line is read
+    from one small convolution in a fresh ``python`` with the same environment.
+    """
+    try:
+        done = subprocess.run([sys.executable, "-c", ONEDNN_PROBE], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    isa = [line.split("isa:", 1)[1] for line in done.stdout.splitlines() if ",cpu,isa:" in line]
+    return isa[0] if isa else "unknown (no oneDNN ISA line)"
+
+
+def machine_info(torch):
+    """Versions and hardware, stored with the results: the CPU's vector ISA, numpy's BLAS and the
+    kernels it chose, and the ISA PyTorch's own kernels and its oneDNN convolutions use."""
+    cpu, isa = cpu_info()
     import numba
-    return {"cpu": cpu, "python": platform.python_version(), "numpy": np.__version__, "numpy_blas": blas_name(),
-            "numpy_blas_kernels": blas_kernels(),
+    info = {"cpu": cpu, "vector_isa": isa, "python": platform.python_version(), "numpy": np.__version__,
+            "numpy_blas": blas_name(), "numpy_blas_kernels": blas_kernels(),
             "numba": numba.__version__, "torch": torch.__version__ if torch else None}
+    if torch is not None:
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        info["torch_onednn_isa"] = onednn_isa() if torch.backends.mkldnn.is_available() else "oneDNN not built in"
+    return info
 
 
 def main():

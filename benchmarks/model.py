@@ -1,5 +1,8 @@
 """Worker: one whole model, one library, one input size -- training and inference speed, peak memory.
 
+The job names the architecture and its ``norm`` ("none", or "batch": BatchNorm after every
+backbone and fc convolution, in both libraries).
+
 Each configuration runs in a process of its own so that ``ru_maxrss`` (the peak resident
 memory of this process) belongs to that configuration alone: a torch process never
 imports numba or tinyfcn, a tinyfcn process never imports torch.
@@ -37,12 +40,12 @@ def batch(n, size, rng):
     return x, y
 
 
-def tinyfcn_steps(arch, x, y):
-    """(train_step, infer_step) closures for tinyfcn's ``arch``."""
+def tinyfcn_steps(arch, norm, x, y):
+    """(train_step, infer_step) closures for tinyfcn's ``arch`` with ``norm``."""
     from tinyfcn import nn
     from tinyfcn.networks.models import MODELS
     from tinyfcn.training.optim import SGD
-    model = MODELS[arch](NUM_CLASSES)
+    model = MODELS[arch](NUM_CLASSES, norm=norm)
     loss_fn = nn.SoftmaxCrossEntropy(IGNORE)
     opt = SGD(model.params, **SGD_SETTINGS)
 
@@ -59,10 +62,10 @@ def tinyfcn_steps(arch, x, y):
     return train, infer
 
 
-def torch_steps(torch, arch, x, y):
-    """(train_step, infer_step) closures for the torch twin of ``arch`` (see ``torch_fcn.py``)."""
+def torch_steps(torch, arch, norm, x, y):
+    """(train_step, infer_step) closures for the torch twin of ``arch`` with ``norm`` (see ``torch_fcn.py``)."""
     from torch_fcn import TorchFCN
-    net = TorchFCN(arch, NUM_CLASSES)
+    net = TorchFCN(arch, NUM_CLASSES, norm=norm)
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], **SGD_SETTINGS)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
 
@@ -94,24 +97,24 @@ def time_steps(fn, min_steps, seconds, warmup=2):
 
 def main():
     job = read_job()
-    lib, arch, n, size = job["lib"], job["arch"], job["batch"], job["size"]
+    lib, arch, norm, n, size = job["lib"], job["arch"], job.get("norm", "none"), job["batch"], job["size"]
     x, y = batch(n, size, np.random.default_rng(0))
     if lib == "torch":
         torch = import_torch()
         if torch is None:
             raise SystemExit("model.py: torch requested but not importable")
         import_mb = peak_rss_mb()
-        train, infer = torch_steps(torch, arch, x, y)
+        train, infer = torch_steps(torch, arch, norm, x, y)
         used = torch.get_num_threads()
     else:
         import tinyfcn.networks.models  # noqa: F401  (count the import in the baseline, as for torch)
         from tinyfcn import threads
         import_mb = peak_rss_mb()
-        train, infer = tinyfcn_steps(arch, x, y)
+        train, infer = tinyfcn_steps(arch, norm, x, y)
         used = threads.get_threads()
         log(f"  (tinyfcn from {tinyfcn.__file__}, {used} thread(s))")
     quick = job["quick"]
-    log(f"  {lib:8s} {arch} batch {n} x {size}x{size}")
+    log(f"  {lib:8s} {arch}{' +BN' if norm == 'batch' else ''} batch {n} x {size}x{size}")
     train_times = time_steps(train, 3 if quick else 5, 0.6 if quick else 2.0)
     if lib != "torch":
         used = threads.get_threads()      # tinyfcn's default follows the machine: report where it ended up

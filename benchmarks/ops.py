@@ -133,21 +133,28 @@ def model_sums(entries):
     return sums
 
 
+MIRRORED = [(arch, "none") for arch in fcn_layers.ARCHS] + [("fcn8s", "batch")]
+"""(architecture, norm) pairs whose torch twin is checked: the three FCNs, and FCN-8s with BatchNorm."""
+
+
 def mirror_check(torch):
-    """Max |tinyfcn - torch| of eval-mode outputs, per architecture and input size, with identical weights.
+    """Max |tinyfcn - torch| of eval-mode outputs, per architecture (and norm) and input size, with identical weights.
 
     The score layers start at zero in both libraries, so they are randomised first:
-    otherwise every output would be 0 and the check would prove nothing.
+    otherwise every output would be 0 and the check would prove nothing. So are BatchNorm's
+    scale, shift and running statistics (else each BatchNorm would be the identity in eval mode).
     """
     from torch_fcn import TorchFCN, copy_from_tinyfcn
     rng = np.random.default_rng(1)
     report = {}
-    for arch in fcn_layers.ARCHS:
-        model = MODELS[arch](fcn_layers.NUM_CLASSES).eval()
-        for name, w in model.params.items():
+    for arch, norm in MIRRORED:
+        model = MODELS[arch](fcn_layers.NUM_CLASSES, norm=norm).eval()
+        for name, w in {**model.params, **model.buffers}.items():
             if name.startswith("score"):
                 w[...] = _randn(rng, w.shape, 0.1)
-        net = TorchFCN(arch, fcn_layers.NUM_CLASSES).eval()
+            elif name.startswith("bn"):
+                w[...] = 0.5 + rng.random(w.shape) if name.endswith(("weight", "running_var")) else _randn(rng, w.shape, 0.1)
+        net = TorchFCN(arch, fcn_layers.NUM_CLASSES, norm=norm).eval()
         copy_from_tinyfcn(net, model)
         for size in ((64, 64), (45, 70)):
             x = _randn(rng, (2, 3, *size))
@@ -155,7 +162,8 @@ def mirror_check(torch):
             with torch.no_grad():
                 theirs = net(torch.from_numpy(x)).numpy()
             diff = float(np.abs(mine - theirs).max()) if mine.shape == theirs.shape else float("inf")
-            report[f"{arch} {size[0]}x{size[1]}"] = {"max_abs_diff": diff, "max_abs_output": float(np.abs(mine).max())}
+            label = arch + (" +BN" if norm == "batch" else "")
+            report[f"{label} {size[0]}x{size[1]}"] = {"max_abs_diff": diff, "max_abs_output": float(np.abs(mine).max())}
     return report
 
 

@@ -57,8 +57,10 @@ def gemm_table(res):
     machine = res.get("machine", {})
     return (table(["float32 matrix product", "numpy GFLOP/s", "torch GFLOP/s"], rows,
                   f"Matrix-multiply peak, {res['threads']} thread(s)")
-            + f"\nCPU: {machine.get('cpu')}; numpy's BLAS: {machine.get('numpy_blas')}, "
-              f"kernels {machine.get('numpy_blas_kernels', 'unknown')}")
+            + f"\nCPU: {machine.get('cpu')}; vector ISA: {machine.get('vector_isa', 'unknown')}"
+              f"\nnumpy's BLAS: {machine.get('numpy_blas')}, kernels {machine.get('numpy_blas_kernels', 'unknown')}"
+              f"\ntorch: CPU capability {machine.get('torch_cpu_capability')}, "
+              f"oneDNN ISA {machine.get('torch_onednn_isa')}")
 
 
 def ops_table(res, peak):
@@ -99,11 +101,16 @@ def mirror_table(res):
                  "Check: torch_fcn.TorchFCN computes the same function as tinyfcn (same weights, eval mode)")
 
 
+def model_name(m):
+    """``fcn8s``, or ``fcn8s +BN`` for a model with BatchNorm (results saved before BatchNorm rows: no norm)."""
+    return m["arch"] + (" +BN" if m.get("norm", "none") == "batch" else "")
+
+
 def model_rows(models):
     rows = []
     for m in models["configs"]:
         t, r = m["tinyfcn"], m.get("torch") or {}
-        rows.append([m["arch"], f"{m['batch']} x {m['size']}x{m['size']}",
+        rows.append([model_name(m), f"{m['batch']} x {m['size']}x{m['size']}",
                      num(t["train_img_s"]), num(r.get("train_img_s")), x(m.get("train_ratio")),
                      num(t["infer_img_s"]), num(r.get("infer_img_s")), x(m.get("infer_ratio")),
                      num(t["peak_rss_mb"], 0), num(r.get("peak_rss_mb"), 0),
@@ -128,14 +135,14 @@ def scaling_table(by_threads):
     models = {int(n): sec["model"] for n, sec in by_threads.items() if sec.get("model")}
     if 1 not in models or len(models) < 2:
         return None
-    base = {(m["arch"], m["batch"], m["size"]): m for m in models[1]["configs"]}
+    base = {(model_name(m), m["batch"], m["size"]): m for m in models[1]["configs"]}
     rows = []
     for n in sorted(models):
         for m in models[n]["configs"] if n > 1 else []:
-            one = base.get((m["arch"], m["batch"], m["size"]))
+            one = base.get((model_name(m), m["batch"], m["size"]))
             if one is None:
                 continue
-            cells = [m["arch"], f"{m['batch']} x {m['size']}x{m['size']}", str(n)]
+            cells = [model_name(m), f"{m['batch']} x {m['size']}x{m['size']}", str(n)]
             for mode in ("train_img_s", "infer_img_s"):
                 for lib in ("tinyfcn", "torch"):
                     a, b = (one.get(lib) or {}).get(mode), (m.get(lib) or {}).get(mode)
@@ -147,11 +154,27 @@ def scaling_table(by_threads):
 
 
 def linearity_table(models):
-    rows = [[l["arch"], l["lib"], l["mode"], ms(l["ms_per_image_small"]), ms(l["ms_per_image_large"]),
+    rows = [[model_name(l), l["lib"], l["mode"], ms(l["ms_per_image_small"]), ms(l["ms_per_image_large"]),
              f"{l['ratio']:.2f}", f"{l['per_pixel_ratio']:.2f}", "yes" if l["within_20pct"] else "no"]
             for l in models["linearity"]]
     return table(["model", "lib", "mode", "ms/img 64x64", "ms/img 128x128", "ratio (ideal 4)", "per pixel",
                   "within 20%"], rows, "Linearity: time per image grows with the pixel count")
+
+
+def batchnorm_table(models):
+    """What BatchNorm costs each library: FCN-8s with BatchNorm against FCN-8s without, and tinyfcn's
+    BatchNorm network against torch's."""
+    rows = []
+    for b in models["batchnorm"]:
+        rows.append([f"{b['batch']} x {b['size']}x{b['size']}",
+                     x(b["tinyfcn_train_bn_over_plain"]), x(b.get("torch_train_bn_over_plain")),
+                     verdict(b["tinyfcn_train_bn_over_plain"], b["target"]), x(b.get("bn_train_ratio")),
+                     x(b["tinyfcn_infer_bn_over_plain"]), x(b.get("torch_infer_bn_over_plain")),
+                     x(b.get("bn_infer_ratio"))])
+    return table(["batch x input", "train BN/plain tinyfcn", "torch", f"tinyfcn <= {models['batchnorm'][0]['target']}x",
+                  "train +BN tiny/torch", "infer BN/plain tinyfcn", "torch", "infer +BN tiny/torch"], rows,
+                 f"BatchNorm's cost, FCN-8s, {models['threads']} thread(s) (time with BatchNorm / time without; "
+                 "tiny/torch = tinyfcn's time / torch's, both with BatchNorm)")
 
 
 def startup_table(res):

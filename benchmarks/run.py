@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick         # smoke run (about a minute)
     python benchmarks/run.py --threads 1 2   # adds a separate 2-thread section
     python benchmarks/run.py --only ops      # a subset: gemm, ops, model, startup, breakdown
+    OPENBLAS_CORETYPE=Haswell python benchmarks/run.py   # gemm, ops, model twice: as set, and with it removed
     python benchmarks/run.py --show benchmarks/results/<file>.json   # re-print saved tables
 
 Every measurement group runs in a worker process started with OMP/OpenBLAS/MKL/numba
@@ -34,7 +35,9 @@ RESULTS = HERE / "results"
 SECTIONS = ("gemm", "ops", "model", "epoch", "startup", "breakdown", "busy")
 ONCE = ("epoch", "startup", "breakdown", "busy")
 """Sections measured at the first thread count only (compile time and profiles do not need a second one)."""
-ARCHS = ("fcn32s", "fcn16s", "fcn8s")
+MODELS = (("fcn32s", "none"), ("fcn16s", "none"), ("fcn8s", "none"), ("fcn8s", "batch"))
+"""(architecture, norm) of the whole-model runs: the three FCNs, and FCN-8s with BatchNorm (tinyfcn's
+``FCN8s(K, norm="batch")``, torch's twin with ``BatchNorm2d``) for what BatchNorm costs each library."""
 SIZES = ((8, 64), (4, 128))
 """(batch, input size) of the whole-model runs: the default 64x64 batch, and 4x the pixels at half the batch."""
 
@@ -71,12 +74,30 @@ def background_load():
         _SPINNERS.discard(spinner)
 
 
-def run_worker(script, job, threads, torch_on, busy=False):
+BLAS_VAR = "OPENBLAS_CORETYPE"
+"""Forces OpenBLAS's kernels (e.g. ``Haswell``: AVX2 even on an AVX-512 CPU) instead of its own choice for the CPU."""
+
+BLAS_SECTIONS = ("gemm", "ops", "model")
+"""The sections measured a second time, with :data:`BLAS_VAR` removed, when the environment sets it."""
+
+
+def blas_settings(environ):
+    """``[(key, title, environment)]``: the environment as given, and, when it sets :data:`BLAS_VAR`,
+    the same without it (OpenBLAS choosing its own kernels, what a user's machine does)."""
+    if BLAS_VAR not in environ:
+        return [("environment", f"{BLAS_VAR} not set: OpenBLAS chooses its own kernels", dict(environ))]
+    native = {k: v for k, v in environ.items() if k != BLAS_VAR}
+    return [("environment", f"{BLAS_VAR}={environ[BLAS_VAR]} as the environment sets it", dict(environ)),
+            ("native", f"{BLAS_VAR} removed: OpenBLAS chooses its own kernels", native)]
+
+
+def run_worker(script, job, threads, torch_on, busy=False, environ=None):
     """Run ``benchmarks/<script>`` in a fresh process with ``threads`` threads (0: the libraries'
-    defaults), under a spinning background process if ``busy``; return its JSON result."""
+    defaults), under a spinning background process if ``busy``, in ``environ`` (default: this
+    process's environment); return its JSON result."""
     with tempfile.TemporaryDirectory() as tmp, (background_load() if busy else contextlib.nullcontext()):
         out = os.path.join(tmp, "result.json")
-        env = thread_env(threads)
+        env = thread_env(threads, environ)
         env[NO_TORCH_VAR] = "0" if torch_on else "1"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))  # this checkout's tinyfcn
         done = subprocess.run([sys.executable, str(HERE / script), json.dumps({**job, "out": out})], env=env)
@@ -86,32 +107,34 @@ def run_worker(script, job, threads, torch_on, busy=False):
             return json.load(f)
 
 
-def run_models(threads, quick, torch_on, rounds):
-    """Every (arch, size) x (tinyfcn, torch), each in its own process, ``rounds`` times in alternating order.
+def run_models(threads, quick, torch_on, rounds, environ=None):
+    """Every (arch, norm, size) x (tinyfcn, torch), each in its own process, ``rounds`` times in alternating order.
 
     Step times are pooled over the rounds before taking the median; memory is the
     median of the processes' peaks.
     """
-    archs = ("fcn8s",) if quick else ARCHS
+    models = [m for m in MODELS if m[0] == "fcn8s"] if quick else MODELS
     libs = ["tinyfcn", "torch"] if torch_on else ["tinyfcn"]
     runs = {}
     for r in range(rounds):
-        for arch in archs:
+        for arch, norm in models:
             for batch, size in SIZES:
                 for lib in (libs if r % 2 == 0 else libs[::-1]):
-                    job = {"lib": lib, "arch": arch, "batch": batch, "size": size, "quick": quick}
-                    runs.setdefault((arch, batch, size, lib), []).append(run_worker("model.py", job, threads, torch_on))
+                    job = {"lib": lib, "arch": arch, "norm": norm, "batch": batch, "size": size, "quick": quick}
+                    runs.setdefault((arch, norm, batch, size, lib), []).append(
+                        run_worker("model.py", job, threads, torch_on, environ=environ))
     configs = []
-    for arch in archs:
+    for arch, norm in models:
         for batch, size in SIZES:
-            entry = {"arch": arch, "batch": batch, "size": size}
+            entry = {"arch": arch, "norm": norm, "batch": batch, "size": size}
             for lib in libs:
-                entry[lib] = summarize_model_runs(runs[(arch, batch, size, lib)], batch)
+                entry[lib] = summarize_model_runs(runs[(arch, norm, batch, size, lib)], batch)
             if torch_on:
                 for mode in ("train", "infer"):
                     entry[f"{mode}_ratio"] = entry["tinyfcn"][f"{mode}_s"] / entry["torch"][f"{mode}_s"]
             configs.append(entry)
-    return {"threads": threads, "rounds": rounds, "configs": configs, "linearity": linearity(configs, libs)}
+    return {"threads": threads, "rounds": rounds, "configs": configs, "linearity": linearity(configs, libs),
+            "batchnorm": batchnorm_cost(configs, libs)}
 
 
 BUSY_CONFIGS = (("tinyfcn", 0), ("tinyfcn", 1), ("torch", 0), ("torch", 1))
@@ -152,17 +175,39 @@ def summarize_model_runs(runs, batch):
 def linearity(configs, libs):
     """Time per image at 128x128 over 64x64: 4 if time grows exactly with the pixel count (goal: within 20 %)."""
     rows = []
-    by_key = {(c["arch"], c["size"]): c for c in configs}
-    for arch in dict.fromkeys(c["arch"] for c in configs):
-        small, large = by_key[(arch, SIZES[0][1])], by_key[(arch, SIZES[1][1])]
+    by_key = {(c["arch"], c["norm"], c["size"]): c for c in configs}
+    for arch, norm in dict.fromkeys((c["arch"], c["norm"]) for c in configs):
+        small, large = by_key[(arch, norm, SIZES[0][1])], by_key[(arch, norm, SIZES[1][1])]
         pixels = (SIZES[1][1] / SIZES[0][1]) ** 2
         for lib in libs:
             for mode in ("train", "infer"):
                 a = small[lib][f"{mode}_s"] / small["batch"]
                 b = large[lib][f"{mode}_s"] / large["batch"]
-                rows.append({"arch": arch, "lib": lib, "mode": mode, "ms_per_image_small": a * 1e3,
+                rows.append({"arch": arch, "norm": norm, "lib": lib, "mode": mode, "ms_per_image_small": a * 1e3,
                              "ms_per_image_large": b * 1e3, "ratio": b / a, "per_pixel_ratio": b / a / pixels,
                              "within_20pct": abs(b / a / pixels - 1) <= 0.2})
+    return rows
+
+
+BN_STEP_TARGET = 1.15
+"""tinyfcn's FCN-8s training step with BatchNorm should take at most this times its step without."""
+
+
+def batchnorm_cost(configs, libs):
+    """Per batch size: each library's FCN-8s training step with BatchNorm over its step without, and
+    the two libraries' BatchNorm steps against each other (tinyfcn's time / torch's)."""
+    rows = []
+    by_key = {(c["arch"], c["norm"], c["size"]): c for c in configs}
+    for batch, size in SIZES:
+        plain, batch_norm = by_key.get(("fcn8s", "none", size)), by_key.get(("fcn8s", "batch", size))
+        if plain is None or batch_norm is None:
+            continue
+        row = {"batch": batch, "size": size, "target": BN_STEP_TARGET,
+               "bn_train_ratio": batch_norm.get("train_ratio"), "bn_infer_ratio": batch_norm.get("infer_ratio")}
+        for lib in libs:
+            for mode in ("train", "infer"):
+                row[f"{lib}_{mode}_bn_over_plain"] = batch_norm[lib][f"{mode}_s"] / plain[lib][f"{mode}_s"]
+        rows.append(row)
     return rows
 
 
@@ -206,6 +251,8 @@ def print_section(name, res, gemm_peak):
             text += "\n\n" + report.mirror_table(res)
     elif name == "model":
         text = report.models_table(res) + "\n\n" + report.linearity_table(res)
+        if res.get("batchnorm"):
+            text += "\n\n" + report.batchnorm_table(res)
     elif name == "startup":
         text = report.startup_table(res)
     elif name == "busy":
@@ -234,30 +281,33 @@ def parse_args(argv=None):
 
 
 def show(path):
-    """Print every table of a saved results file."""
+    """Print every table of a saved results file (both BLAS settings, where it has two)."""
     results = json.loads(path.read_text())
-    for threads, sections in results["by_threads"].items():
-        print(f"\n######## {threads} thread(s) ########")
-        peak = (sections.get("gemm") or {}).get("gemm", [{}])[0].get("numpy_gflops")
-        for name, res in sections.items():
-            print_section(name, res, peak)
-            if "load_average" in res:
-                print(busy_warning(res, int(threads), results["by_threads"]))
-    scaling = report.scaling_table(results["by_threads"])
-    if scaling:
-        print("\n" + scaling)
+    for store in (results, results.get("native")):
+        if store is None:
+            continue
+        for threads, sections in store["by_threads"].items():
+            print(f"\n######## {threads} thread(s); {store.get('blas', 'BLAS setting not recorded')} ########")
+            peak = (sections.get("gemm") or {}).get("gemm", [{}])[0].get("numpy_gflops")
+            for name, res in sections.items():
+                print_section(name, res, peak)
+                if "load_average" in res:
+                    print(busy_warning(res, int(threads), store["by_threads"]))
+        scaling = report.scaling_table(store["by_threads"])
+        if scaling:
+            print("\n" + scaling)
 
 
-def run_section(name, threads, args, torch_on):
-    """Measure one section at one thread count; the result carries the load average around it."""
+def run_section(name, threads, args, torch_on, environ=None):
+    """Measure one section at one thread count (in ``environ``); the result carries the load average around it."""
     log(f"[{threads} thread(s)] {name} ...")
     load_before = os.getloadavg()[0]
     if name == "model":
-        res = run_models(threads, args.quick, torch_on, args.rounds or (1 if args.quick else 2))
+        res = run_models(threads, args.quick, torch_on, args.rounds or (1 if args.quick else 2), environ)
     elif name == "busy":
         res = run_busy(args.quick, torch_on, args.rounds or (1 if args.quick else 2))
     else:
-        res = run_worker(f"{name}.py", {"quick": args.quick}, threads, torch_on)
+        res = run_worker(f"{name}.py", {"quick": args.quick}, threads, torch_on, environ=environ)
     res["load_average"] = [load_before, os.getloadavg()[0]]
     return res
 
@@ -278,22 +328,26 @@ def main(argv=None):
     results = {"started": stamp, "quick": args.quick, "torch": torch_on, "git": git_state(), "by_threads": {}}
     if not torch_on:
         print("torch is not importable (or --no-torch): reporting tinyfcn only; torch columns stay empty.")
-    for i, threads in enumerate(args.threads):
-        print(f"\n######## {threads} thread(s) ########", flush=True)
-        sections = results["by_threads"][str(threads)] = {}
-        for name in SECTIONS:
-            if name not in args.only or (name in ONCE and i > 0):
-                continue
-            res = sections[name] = run_section(name, threads, args, torch_on)
-            if name == "gemm":
-                results.setdefault("machine", res["machine"])
-            peak = (sections.get("gemm") or {}).get("gemm", [{}])[0].get("numpy_gflops")
-            print_section(name, res, peak)
-            print(busy_warning(res, threads, results["by_threads"]), flush=True)
-            out.write_text(json.dumps(results, indent=1))      # after every section: a crash loses little
-    scaling = report.scaling_table(results["by_threads"])
-    if scaling:
-        print("\n" + scaling + "\n", flush=True)
+    for key, title, environ in blas_settings(os.environ):
+        store = results if key == "environment" else results.setdefault(key, {"by_threads": {}})
+        store["blas"] = title
+        for i, threads in enumerate(args.threads):
+            print(f"\n######## {threads} thread(s); {title} ########", flush=True)
+            sections = store["by_threads"][str(threads)] = {}
+            for name in SECTIONS:
+                if (name not in args.only or (name in ONCE and i > 0)
+                        or (key != "environment" and name not in BLAS_SECTIONS)):
+                    continue
+                res = sections[name] = run_section(name, threads, args, torch_on, environ)
+                if name == "gemm":
+                    store.setdefault("machine", res["machine"])
+                peak = (sections.get("gemm") or {}).get("gemm", [{}])[0].get("numpy_gflops")
+                print_section(name, res, peak)
+                print(busy_warning(res, threads, store["by_threads"]), flush=True)
+                out.write_text(json.dumps(results, indent=1))      # after every section: a crash loses little
+        scaling = report.scaling_table(store["by_threads"])
+        if scaling:
+            print("\n" + scaling + "\n", flush=True)
     print(f"results written to {out}")
 
 

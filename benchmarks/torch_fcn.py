@@ -5,6 +5,8 @@ two 3x3 convolutions (padding 1) + ReLU, each followed by a 2x2 max-pool in ceil
 fc6 (3x3, padding 1) and fc7 (1x1) with ReLU and dropout 0.5; 1x1 score layers
 initialised to zero; upsampling by frozen bilinear ``ConvTranspose2d`` without bias
 (kernel 2s, stride s, padding s/2); skip fusions by sum; the output cropped to the input.
+With ``norm="batch"`` (tinyfcn's ``FCN8s(K, norm="batch")``) every backbone and fc convolution
+loses its bias and is followed by ``BatchNorm2d`` before its ReLU.
 
 With these settings every crop offset is 0 (tinyfcn computes them from coordinate maps;
 :func:`copy_from_tinyfcn` plus a forward-pass comparison in ``ops.py`` checks that the two
@@ -39,29 +41,37 @@ def upsample(channels, factor):
     return layer
 
 
-def _conv(c_in, c_out, kernel, padding, zero=False):
-    layer = nn.Conv2d(c_in, c_out, kernel, padding=padding)
+def _conv(c_in, c_out, kernel, padding, zero=False, bias=True):
+    layer = nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=bias)
     if zero:
         nn.init.zeros_(layer.weight)
     else:
         nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")   # tinyfcn's he_normal
-    nn.init.zeros_(layer.bias)
+    if bias:
+        nn.init.zeros_(layer.bias)
     return layer
 
 
-class TorchFCN(nn.Module):
-    """FCN-32s, 16s or 8s (``arch``) mirroring tinyfcn's default configuration."""
+def _conv_block(c_in, c_out, kernel, padding, norm):
+    """[convolution, (BatchNorm2d,) ReLU]: tinyfcn's ``conv_block``; with BatchNorm the convolution has no bias."""
+    if norm == "batch":
+        return [_conv(c_in, c_out, kernel, padding, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    return [_conv(c_in, c_out, kernel, padding), nn.ReLU()]
 
-    def __init__(self, arch, num_classes, in_channels=3, widths=WIDTHS, fc_width=FC_WIDTH, dropout=0.5):
+
+class TorchFCN(nn.Module):
+    """FCN-32s, 16s or 8s (``arch``) mirroring tinyfcn's default configuration, or its ``norm="batch"`` one."""
+
+    def __init__(self, arch, num_classes, in_channels=3, widths=WIDTHS, fc_width=FC_WIDTH, dropout=0.5, norm="none"):
         super().__init__()
         stages, c = [], in_channels
         for width in widths:
-            stages.append(nn.Sequential(_conv(c, width, 3, 1), nn.ReLU(), _conv(width, width, 3, 1), nn.ReLU(),
+            stages.append(nn.Sequential(*_conv_block(c, width, 3, 1, norm), *_conv_block(width, width, 3, 1, norm),
                                         nn.MaxPool2d(2, 2, ceil_mode=True)))
             c = width
         self.stages = nn.ModuleList(stages)
-        self.fc = nn.Sequential(_conv(c, fc_width, 3, 1), nn.ReLU(), nn.Dropout(dropout),
-                                _conv(fc_width, fc_width, 1, 0), nn.ReLU(), nn.Dropout(dropout))
+        self.fc = nn.Sequential(*_conv_block(c, fc_width, 3, 1, norm), nn.Dropout(dropout),
+                                *_conv_block(fc_width, fc_width, 1, 0, norm), nn.Dropout(dropout))
         self.score_fr = _conv(fc_width, num_classes, 1, 0, zero=True)
         factors = UPSAMPLING[arch]
         self.ups = nn.ModuleList(upsample(num_classes, f) for f in factors)
@@ -83,18 +93,23 @@ class TorchFCN(nn.Module):
 
 
 def copy_from_tinyfcn(net, model):
-    """Copy every parameter of a tinyfcn model (same architecture) into ``net``, in place."""
-    p = model.params
-    pairs = []
-    for s, stage in enumerate(net.stages, start=1):
-        pairs += [(stage[0], f"conv{s}_1"), (stage[2], f"conv{s}_2")]
-    pairs += [(net.fc[0], "fc6"), (net.fc[3], "fc7"), (net.score_fr, "score_fr")]
-    pairs += list(zip(net.skips, ("score_pool4", "score_pool3")))
+    """Copy every parameter (and BatchNorm's running statistics) of a tinyfcn model of the same
+    architecture and norm into ``net``, in place."""
+    p, b = model.params, model.buffers
+    layers = [layer for block in (*net.stages, net.fc) for layer in block]       # conv1_1 ... fc7, in order
+    convs = [layer for layer in layers if isinstance(layer, nn.Conv2d)]
+    norms = [layer for layer in layers if isinstance(layer, nn.BatchNorm2d)]
+    names = [f"{s}_{i}" for s in range(1, len(net.stages) + 1) for i in (1, 2)] + ["6", "7"]
+    pairs = [(conv, f"conv{n}" if "_" in n else f"fc{n}") for conv, n in zip(convs, names)]
+    pairs += [(net.score_fr, "score_fr")] + list(zip(net.skips, ("score_pool4", "score_pool3")))
     ups = {"fcn32s": ("upscore",), "fcn16s": ("upscore2", "upscore16"),
            "fcn8s": ("upscore2", "upscore_pool4", "upscore8")}[model.config["arch"]]
     pairs += list(zip(net.ups, ups))
     with torch.no_grad():
-        for layer, name in pairs:
+        for layer, name in pairs + [(bn, f"bn{n}") for bn, n in zip(norms, names)]:
             layer.weight.copy_(torch.from_numpy(p[f"{name}.weight"]))
             if layer.bias is not None:
                 layer.bias.copy_(torch.from_numpy(p[f"{name}.bias"]))
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.running_mean.copy_(torch.from_numpy(b[f"{name}.running_mean"]))
+                layer.running_var.copy_(torch.from_numpy(b[f"{name}.running_var"]))

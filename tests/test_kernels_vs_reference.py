@@ -32,11 +32,14 @@ def data(shape, dtype, seed):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kernel,stride,padding", GEOMETRY)
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv2d(dtype, kernel, stride, padding, bias):
-    x, w = data((3, 2, 9, 8), dtype, 0), data((4, 2, *kernel), dtype, 1)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("size", [(9, 8), (13, 12)])                  # small maps (one product) and image by image
+def test_conv2d(dtype, kernel, stride, padding, bias, relu, size):
+    x, w = data((3, 2, *size), dtype, 0), data((4, 2, *kernel), dtype, 1)
     b = data(4, dtype, 2) if bias else None
-    out, cache = F.conv2d_forward(x, w, b, stride, padding)
-    ref, ref_cache = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64), stride, padding)
+    out, cache = F.conv2d_forward(x, w, b, stride, padding, relu)
+    ref, ref_cache = R.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None if b is None else b.astype(np.float64),
+                                      stride, padding, relu)
     assert_close(out, ref, dtype)
     dout = data(out.shape, dtype, 3)
     assert_close(F.conv2d_backward(dout, cache), R.conv2d_backward(dout.astype(np.float64), ref_cache), dtype)
@@ -159,29 +162,47 @@ def _valid_range_by_brute_force(n_out, n_in, offset, stride):
     return [o for o in range(n_out) if 0 <= o * stride + offset < n_in]
 
 
-def _sum_by_numpy(a):
-    return np.sum(a, dtype=np.float64)
+def _lanes_by_numpy(values):
+    """Each value added into lane p % LANES of a plane of the values."""
+    lanes = np.zeros(_kernels.LANES)
+    np.add.at(lanes, np.arange(values.size) % _kernels.LANES, values)
+    return lanes
 
 
-def _dot_by_numpy(a, a0, b, b0):
-    return np.sum((a.astype(np.float64) - a0) * (b.astype(np.float64) - b0))
+def _sum_by_numpy(a, lanes):
+    return lanes + _lanes_by_numpy(a.astype(np.float64))
+
+
+def _dot_by_numpy(a, a0, b, b0, lanes):
+    return lanes + _lanes_by_numpy((a.astype(np.float64) - a0) * (b.astype(np.float64) - b0))
+
+
+def _reduce_by_numpy(lanes):
+    return np.sum(lanes)
 
 
 KERNEL_TWINS = {
     "_valid_range": _valid_range_by_brute_force,
     "im2col": R.im2col,
     "col2im": R.col2im,
+    "conv3x3": R.conv3x3,
+    "winograd_input": R.winograd_input,
+    "winograd_output": R.winograd_output,
+    "winograd_output_adjoint": R.winograd_output_adjoint,
+    "winograd_input_adjoint": R.winograd_input_adjoint,
     "max_pool2d_forward": R.max_pool2d_forward,
     "max_unpool2d": R.max_unpool2d_forward,
     "max_unpool2d_backward": R.max_unpool2d_backward,
     "count_nonfinite": R.count_nonfinite,
     "relu_forward": R.relu_forward,
     "relu_backward": R.relu_backward,
+    "bias_relu": R.bias_relu,
     "softmax_cross_entropy": R.softmax_cross_entropy,
     "sgd_update": R.sgd_update,
     "adam_update": R.adam_update,
     "_sum": _sum_by_numpy,
     "_dot": _dot_by_numpy,
+    "_reduce": _reduce_by_numpy,
     "batch_norm2d_stats": R.batch_norm2d_stats,
     "batch_norm2d_normalize": R.batch_norm2d_normalize,
     "batch_norm2d_grad_sums": R.batch_norm2d_grad_sums,
@@ -351,52 +372,141 @@ def test_adam_update(dtype, weight_decay, decoupled):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c_in,c_out,size", [(1, 4, (3, 3)), (4, 8, (9, 7)), (8, 4, (5, 66)), (3, 12, (13, 12))])
+def test_conv3x3(dtype, c_in, c_out, size):
+    xpad, w = data((c_in, *size), dtype, 0), data((c_out, c_in, 3, 3), dtype, 1)
+    out = np.full((c_out, size[0] - 2, size[1] - 2), np.nan, dtype)
+    _kernels.conv3x3(xpad, w, out)
+    assert_close(out, KERNEL_TWINS["conv3x3"](xpad, w), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("out_size", [(1, 1), (2, 2), (5, 4), (6, 9), (8, 7)])     # odd maps: tiles cut at the edge
+def test_winograd_transforms(dtype, out_size):
+    N, C = 3, 2
+    th, tw = -(-out_size[0] // 2), -(-out_size[1] // 2)
+    T = N * th * tw
+    xpad, dout = data((N, C, 2 * th + 2, 2 * tw + 2), dtype, 0), data((N, C, *out_size), dtype, 1)
+    M, dV = data((16, C, T), dtype, 2), data((16, C, T), dtype, 3)
+    later = slice(th * tw, None)                                       # the kernels fill images 1 and 2 only
+    V = np.full((16, C, T), np.nan, dtype)
+    _kernels.winograd_input(xpad, 1, N, V)
+    assert_close(V[:, :, later], KERNEL_TWINS["winograd_input"](xpad)[:, :, later], dtype)
+    assert np.isnan(V[:, :, :th * tw]).all()
+    out = np.full((N, C, *out_size), np.nan, dtype)
+    _kernels.winograd_output(M, 1, N, out)
+    assert_close(out[1:], KERNEL_TWINS["winograd_output"](M, out.shape)[1:], dtype)
+    dM = np.full((16, C, T), np.nan, dtype)
+    _kernels.winograd_output_adjoint(dout, 1, N, dM)
+    assert_close(dM[:, :, later], KERNEL_TWINS["winograd_output_adjoint"](dout)[:, :, later], dtype)
+    dxpad = np.full(xpad.shape, np.nan, dtype)
+    _kernels.winograd_input_adjoint(dV, 1, N, dxpad)
+    assert_close(dxpad[1:], KERNEL_TWINS["winograd_input_adjoint"](dV, xpad.shape)[1:], dtype)
+
+
+def test_the_winograd_adjoints_are_adjoints():
+    xpad, dout = data((2, 3, 8, 10), np.float64, 0), data((2, 3, 5, 7), np.float64, 1)
+    V, M = data((16, 3, 2 * 3 * 4), np.float64, 2), data((16, 3, 2 * 3 * 4), np.float64, 3)
+    assert np.vdot(R.winograd_input(xpad), V) == pytest.approx(np.vdot(xpad, R.winograd_input_adjoint(V, xpad.shape)))
+    assert np.vdot(R.winograd_output(M, dout.shape), dout) == pytest.approx(np.vdot(M, R.winograd_output_adjoint(dout)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 9), (1, 4, 1), (3, 2, 130)])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+def test_bias_relu(dtype, shape, bias, relu):
+    out, b = data(shape, dtype, 0), data(shape[1], dtype, 1) if bias else None
+    want, count = KERNEL_TWINS["bias_relu"](out, b, relu)
+    assert _kernels.bias_relu(out, b, relu) == count == 0              # in place; returns the count
+    assert_close(out, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_relu_counts_what_a_relu_would_have_refused(dtype):
+    out = data((2, 3, 9), dtype, 0)
+    out[0, 1, 2], out[1, 0, 0], out[1, 2, 8] = np.nan, np.inf, -np.inf
+    assert KERNEL_TWINS["bias_relu"](out, None, True)[1] == 3
+    assert _kernels.bias_relu(out.copy(), None, False) == 0            # no ReLU: nothing is hidden, nothing counted
+    assert _kernels.bias_relu(out, None, True) == 3
+    assert (out[0, 1, 2], out[1, 0, 0], out[1, 2, 8]) == (0, np.inf, 0)   # what a ReLU alone would have refused
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", [0, 1, 5, 63, 64, 65, 1001])
 def test_lane_sums(dtype, size):
     a, b = data(size, dtype, 0) + 3, data(size, dtype, 1)             # fewer values than lanes, and tails
-    lanes = np.full(_kernels.LANES, np.nan)                            # scratch: whatever was left in it
-    assert _kernels._sum(a, lanes) == pytest.approx(KERNEL_TWINS["_sum"](a), rel=1e-12, abs=1e-12)
-    assert _kernels._dot(a, 3.0, b, -0.5, lanes) == pytest.approx(KERNEL_TWINS["_dot"](a, 3.0, b, -0.5),
-                                                                   rel=1e-12, abs=1e-12)
+    start = data(_kernels.LANES, np.float64, 2)                        # lanes already holding earlier planes' sums
+    lanes = start.copy()
+    _kernels._sum(a, lanes)
+    np.testing.assert_allclose(lanes, KERNEL_TWINS["_sum"](a, start), rtol=1e-12, atol=1e-12)
+    lanes = start.copy()
+    _kernels._dot(a, 3.0, b, -0.5, lanes)
+    np.testing.assert_allclose(lanes, KERNEL_TWINS["_dot"](a, 3.0, b, -0.5, start), rtol=1e-12, atol=1e-12)
+    assert _kernels._reduce(lanes.copy()) == pytest.approx(KERNEL_TWINS["_reduce"](lanes), rel=1e-12, abs=1e-12)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(2, 3, 9), (1, 4, 1), (3, 2, 37), (2, 3, 200), (2, 1, 4096)])
-def test_batch_norm2d_kernels(dtype, shape):
+@pytest.mark.parametrize("relu", [False, True])
+def test_batch_norm2d_kernels(dtype, shape, relu):
     N, C, P = shape
     x, dout = data(shape, dtype, 0) * 2 + 5, data(shape, dtype, 1)
     mean = data(C, np.float64, 2)
     scale, shift, centre, slope = (data(C, dtype, seed) for seed in (3, 4, 5, 6))
-    sums, squares = np.empty((N, C)), np.empty((N, C))
-    _kernels.batch_norm2d_stats(x, sums, squares)
-    assert_close((sums, squares), KERNEL_TWINS["batch_norm2d_stats"](x), np.float64)
-    out = np.empty(shape, dtype)
-    _kernels.batch_norm2d_normalize(x, mean.astype(dtype), scale, shift, out)
-    assert_close(out, KERNEL_TWINS["batch_norm2d_normalize"](x, mean.astype(dtype), scale, shift), dtype)
-    products = np.empty((N, C))
-    _kernels.batch_norm2d_grad_sums(dout, x, mean, sums, products)
-    assert_close((sums, products), KERNEL_TWINS["batch_norm2d_grad_sums"](dout, x, mean), np.float64)
-    dx = np.empty(shape, dtype)
-    _kernels.batch_norm2d_grad_input(dout, x, mean.astype(dtype), scale, centre, slope, dx)
-    assert_close(dx, KERNEL_TWINS["batch_norm2d_grad_input"](dout, x, mean.astype(dtype), scale, centre, slope), dtype)
+    rectified = data(shape, dtype, 7) if relu else None                # positive where the ReLU passed
+    for c0, c1 in ((0, C), (C // 2, C)):                               # every channel, and the last half only
+        part = slice(c0, c1)
+        sums, squares = np.full(C, np.nan), np.full(C, np.nan)
+        _kernels.batch_norm2d_stats(x, c0, c1, sums, squares)
+        assert_close((sums[part], squares[part]), tuple(t[part] for t in KERNEL_TWINS["batch_norm2d_stats"](x)),
+                     np.float64)
+        out = np.full(shape, np.nan, dtype)
+        count = _kernels.batch_norm2d_normalize(x, mean.astype(dtype), scale, shift, relu, c0, c1, out)
+        want, want_count = KERNEL_TWINS["batch_norm2d_normalize"](x, mean.astype(dtype), scale, shift, relu)
+        assert count == want_count == 0
+        assert_close(out[:, part], want[:, part], dtype)
+        products = np.full(C, np.nan)
+        _kernels.batch_norm2d_grad_sums(dout, x, mean, rectified, c0, c1, sums, products)
+        want = KERNEL_TWINS["batch_norm2d_grad_sums"](dout, x, mean, rectified)
+        assert_close((sums[part], products[part]), tuple(t[part] for t in want), np.float64)
+        dx = np.full(shape, np.nan, dtype)
+        _kernels.batch_norm2d_grad_input(dout, x, mean.astype(dtype), scale, centre, slope, rectified, c0, c1, dx)
+        want = KERNEL_TWINS["batch_norm2d_grad_input"](dout, x, mean.astype(dtype), scale, centre, slope, rectified)
+        assert_close(dx[:, part], want[:, part], dtype)
+        assert np.isnan(dx[:, :c0]).all()                              # channels outside the range untouched
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("shape", [(2, 3, 9, 8), (1, 2, 7, 5), (4, 5, 1, 1)])
-def test_batch_norm2d(dtype, training, shape):
+@pytest.mark.parametrize("relu", [False, True])
+def test_batch_norm2d(dtype, training, shape, relu):
     C = shape[1]
     x, dout = data(shape, dtype, 0) * 3 + 2, data(shape, dtype, 1)
     gamma, beta, running_mean = data(C, dtype, 2), data(C, dtype, 3), data(C, dtype, 4)
     running_var = np.abs(data(C, dtype, 5)) + 0.5
     ref_running = running_mean.astype(np.float64), running_var.astype(np.float64)
-    out, cache = F.batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training, 0.3)
-    ref, ref_cache = R.batch_norm2d_forward(*(a.astype(np.float64) for a in (x, gamma, beta)), *ref_running, training, 0.3)
+    out, cache = F.batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training, 0.3, relu=relu)
+    ref, ref_cache = R.batch_norm2d_forward(*(a.astype(np.float64) for a in (x, gamma, beta)), *ref_running, training, 0.3,
+                                            relu=relu)
     assert_close(out, ref, dtype)
+    assert (out >= 0).all() if relu else (out < 0).any()
     assert_close((running_mean, running_var), ref_running, dtype)     # updated in place alike (or left alone)
     assert_close(F.batch_norm2d_backward(dout, cache), R.batch_norm2d_backward(dout.astype(np.float64), ref_cache), dtype)
     if dtype == np.float64:                                           # either backward takes either cache, in both modes
         assert_close(F.batch_norm2d_backward(dout, ref_cache), R.batch_norm2d_backward(dout, cache), dtype)
+
+
+def test_batch_norm2d_with_relu_is_batch_norm2d_then_relu():
+    x, dout = data((3, 4, 5, 6), np.float64, 0), data((3, 4, 5, 6), np.float64, 1)
+    gamma, beta = data(4, np.float64, 2), data(4, np.float64, 3)
+    fused, cache = F.batch_norm2d_forward(x, gamma, beta, np.zeros(4), np.ones(4), relu=True)
+    normalized, bn_cache = F.batch_norm2d_forward(x, gamma, beta, np.zeros(4), np.ones(4))
+    rectified, relu_cache = F.relu_forward(normalized)
+    np.testing.assert_array_equal(fused, rectified)
+    assert_close(F.batch_norm2d_backward(dout, cache), F.batch_norm2d_backward(F.relu_backward(dout, relu_cache), bn_cache),
+                 np.float64)
 
 
 @pytest.mark.parametrize("kernel,stride,padding", CONV_GEOMETRY)

@@ -80,6 +80,215 @@ def im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
 
 
 @jit
+def conv3x3(xpad, w, out):
+    """A 3x3 stride-1 convolution of one padded image, computed directly (no columns):
+    ``out[o, i, j] = sum_{c,u,v} w[o, c, u, v] * xpad[c, i + u, j + v]``.
+
+    xpad: (C_in, H_out + 2, W_out + 2), the image with its zero padding already in place;
+    w: (C_out, C_in, 3, 3) with C_out a multiple of 4; out: (C_out, H_out, W_out), overwritten.
+
+    For four output channels at a time, each output row is a running sum over the input
+    channels and kernel rows: one statement adds the three taps of a kernel row for all four
+    channels, ``out[o, i, :] += w0 * r[0:W_out] + w1 * r[1:W_out + 1] + w2 * r[2:W_out + 2]`` with
+    ``r = xpad[c, i + u]``, so each input value is loaded once for twelve multiplications and
+    the loop over the row becomes vector instructions. Four rows of output and three of input
+    stay in the L1 cache; no (C_in*9, H_out*W_out) matrix is written or read. Without
+    ``fastmath`` every output adds its terms in this fixed order (c, u, then v).
+    """
+    C_out, C_in = w.shape[0], w.shape[1]
+    Ho, Wo = out.shape[1], out.shape[2]
+    one, two = np.uint64(1), np.uint64(2)
+    for o in range(0, C_out, 4):
+        for i in range(Ho):
+            a0, a1, a2, a3 = out[o, i], out[o + 1, i], out[o + 2, i], out[o + 3, i]
+            a0[:] = 0
+            a1[:] = 0
+            a2[:] = 0
+            a3[:] = 0
+            for c in range(C_in):
+                for u in range(3):
+                    r = xpad[c, i + u]
+                    p0, p1, p2 = w[o, c, u, 0], w[o, c, u, 1], w[o, c, u, 2]
+                    q0, q1, q2 = w[o + 1, c, u, 0], w[o + 1, c, u, 1], w[o + 1, c, u, 2]
+                    s0, s1, s2 = w[o + 2, c, u, 0], w[o + 2, c, u, 1], w[o + 2, c, u, 2]
+                    t0, t1, t2 = w[o + 3, c, u, 0], w[o + 3, c, u, 1], w[o + 3, c, u, 2]
+                    for j in range(Wo):
+                        k = np.uint64(j)
+                        x0, x1, x2 = r[k], r[k + one], r[k + two]
+                        a0[k] += p0 * x0 + p1 * x1 + p2 * x2
+                        a1[k] += q0 * x0 + q1 * x1 + q2 * x2
+                        a2[k] += s0 * x0 + s1 * x1 + s2 * x2
+                        a3[k] += t0 * x0 + t1 * x1 + t2 * x2
+
+
+@jit
+def winograd_input(xpad, n0, n1, V):
+    """Winograd F(2x2, 3x3)'s input transform: ``V[:, c, t] = B^T d B`` (flattened row-major) for every
+    4x4 tile ``d = xpad[n, c, 2i:2i+4, 2j:2j+4]``, tile ``t = (n*th + i)*tw + j``, images n0 to n1 - 1.
+
+    ``B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]``: each row of ``e = B^T d`` is
+    a sum or difference of two rows of d, each entry of ``e B`` of two columns of e. A row of tiles at
+    a time: the four rows of e over the whole width, split into even and odd columns, so that tile j
+    reads ``even[j], odd[j], even[j + 1], odd[j + 1]`` and every loop over j runs on contiguous memory.
+    xpad: (N, C, 2*th + 2, 2*tw + 2); V: (16, C, N*th*tw), those images' tiles overwritten.
+    """
+    C = xpad.shape[1]
+    th, tw = (xpad.shape[2] - 2) // 2, (xpad.shape[3] - 2) // 2
+    even, odd = np.empty((4, tw + 1), xpad.dtype), np.empty((4, tw + 1), xpad.dtype)
+    for n in range(n0, n1):
+        for c in range(C):
+            for i in range(th):
+                r0, r1, r2, r3 = xpad[n, c, 2 * i], xpad[n, c, 2 * i + 1], xpad[n, c, 2 * i + 2], xpad[n, c, 2 * i + 3]
+                for q in range(tw + 1):
+                    for half, k in ((even, 2 * q), (odd, 2 * q + 1)):
+                        half[0, q] = r0[k] - r2[k]
+                        half[1, q] = r1[k] + r2[k]
+                        half[2, q] = r2[k] - r1[k]
+                        half[3, q] = r1[k] - r3[k]
+                t0 = (n * th + i) * tw
+                for a in range(4):
+                    e, o = even[a], odd[a]
+                    v0, v1, v2, v3 = V[4 * a, c, t0:t0 + tw], V[4 * a + 1, c, t0:t0 + tw], \
+                        V[4 * a + 2, c, t0:t0 + tw], V[4 * a + 3, c, t0:t0 + tw]
+                    for j in range(tw):
+                        v0[j] = e[j] - e[j + 1]
+                        v1[j] = o[j] + e[j + 1]
+                        v2[j] = e[j + 1] - o[j]
+                        v3[j] = o[j] - o[j + 1]
+
+
+@jit
+def winograd_output(M, n0, n1, out):
+    """Winograd F(2x2, 3x3)'s output transform: each tile's 2x2 outputs ``A^T m A`` from its 16 products
+    ``m = M[:, o, t]`` (as 4x4, row-major), ``A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]``, images n0 to n1 - 1.
+
+    A row of tiles at a time (j contiguous in M), into the even and odd columns of two output rows.
+    M: (16, C_out, N*th*tw); out: (N, C_out, H_out, W_out) with ``th = ceil(H_out / 2)``,
+    ``tw = ceil(W_out / 2)``, those images overwritten (an odd map drops its tiles' last row or column).
+    """
+    C, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    f = np.empty((2, 4, tw), M.dtype)                 # A^T m: the rows of m combined
+    y = np.empty((2, 2, tw), M.dtype)                 # output row r, even (0) or odd (1) column
+    for n in range(n0, n1):
+        for o in range(C):
+            for i in range(th):
+                t0 = (n * th + i) * tw
+                for b in range(4):
+                    m0, m1, m2, m3 = M[b, o, t0:t0 + tw], M[4 + b, o, t0:t0 + tw], M[8 + b, o, t0:t0 + tw], \
+                        M[12 + b, o, t0:t0 + tw]
+                    f0, f1 = f[0, b], f[1, b]
+                    for j in range(tw):
+                        f0[j] = m0[j] + m1[j] + m2[j]
+                        f1[j] = m1[j] - m2[j] - m3[j]
+                for r in range(2):
+                    g0, g1, g2, g3, ye, yo = f[r, 0], f[r, 1], f[r, 2], f[r, 3], y[r, 0], y[r, 1]
+                    for j in range(tw):
+                        ye[j] = g0[j] + g1[j] + g2[j]
+                        yo[j] = g1[j] - g2[j] - g3[j]
+                for r in range(min(2, Ho - 2 * i)):
+                    row = out[n, o, 2 * i + r]
+                    for j in range(Wo // 2):
+                        row[2 * j] = y[r, 0, j]
+                        row[2 * j + 1] = y[r, 1, j]
+                    if Wo % 2:
+                        row[Wo - 1] = y[r, 0, tw - 1]
+
+
+@jit
+def winograd_output_adjoint(dout, n0, n1, dM):
+    """The adjoint of :func:`winograd_output`: ``dM[:, o, t] = A dy A^T`` for each tile's 2x2 gradient
+    ``dy = dout[n, o, 2i:2i+2, 2j:2j+2]`` (0 past an odd map's edge), images n0 to n1 - 1.
+
+    With ``A = [[1, 0], [1, 1], [1, -1], [0, -1]]``, row a of ``A dy`` is ``(p, q)`` = dy's first row,
+    the sum of its rows, their difference, minus its second row; then ``dM[4a:4a+4] = (p, p + q, p - q, -q)``.
+    dout: (N, C_out, H_out, W_out); dM: (16, C_out, N*th*tw), those images' tiles overwritten.
+    """
+    C, Ho, Wo = dout.shape[1], dout.shape[2], dout.shape[3]
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    y = np.zeros((2, 2, tw), dout.dtype)              # dy's row r, column 0 or 1 of every tile of the row
+    g = np.empty((4, 2, tw), dout.dtype)              # A dy
+    for n in range(n0, n1):
+        for o in range(C):
+            for i in range(th):
+                y[:] = 0
+                for r in range(min(2, Ho - 2 * i)):
+                    row = dout[n, o, 2 * i + r]
+                    for j in range(Wo // 2):
+                        y[r, 0, j] = row[2 * j]
+                        y[r, 1, j] = row[2 * j + 1]
+                    if Wo % 2:
+                        y[r, 0, tw - 1] = row[Wo - 1]
+                for s in range(2):
+                    a0, a1, b0, b1, b2, b3 = y[0, s], y[1, s], g[0, s], g[1, s], g[2, s], g[3, s]
+                    for j in range(tw):
+                        b0[j] = a0[j]
+                        b1[j] = a0[j] + a1[j]
+                        b2[j] = a0[j] - a1[j]
+                        b3[j] = -a1[j]
+                t0 = (n * th + i) * tw
+                for a in range(4):
+                    p, q = g[a, 0], g[a, 1]
+                    d0, d1, d2, d3 = dM[4 * a, o, t0:t0 + tw], dM[4 * a + 1, o, t0:t0 + tw], \
+                        dM[4 * a + 2, o, t0:t0 + tw], dM[4 * a + 3, o, t0:t0 + tw]
+                    for j in range(tw):
+                        d0[j] = p[j]
+                        d1[j] = p[j] + q[j]
+                        d2[j] = p[j] - q[j]
+                        d3[j] = -q[j]
+
+
+@jit
+def winograd_input_adjoint(dV, n0, n1, dxpad):
+    """The adjoint of :func:`winograd_input`: every tile adds ``B dv B^T`` (``dv = dV[:, c, t]`` as 4x4)
+    into its window ``dxpad[n, c, 2i:2i+4, 2j:2j+4]``; windows overlap by two rows and columns.
+
+    A row of tiles at a time: ``E = dv B^T`` combines the columns of dv, ``B E`` the rows of E; each
+    window's columns 0 and 1 are the even and odd columns at j, its columns 2 and 3 those at j + 1,
+    added up in even and odd halves before they go into the rows of dxpad.
+    dV: (16, C, N*th*tw); dxpad: (N, C, 2*th + 2, 2*tw + 2), images n0 to n1 - 1 overwritten.
+    """
+    C = dxpad.shape[1]
+    th, tw = (dxpad.shape[2] - 2) // 2, (dxpad.shape[3] - 2) // 2
+    E = np.empty((4, 4, tw), dV.dtype)                # row a, column b of dv B^T, for every tile j
+    R = np.empty((4, 4, tw), dV.dtype)                # row r, column b of B dv B^T
+    half = np.empty((2, tw + 1), dV.dtype)            # one window row's even and odd columns, summed
+    for n in range(n0, n1):
+        dxpad[n] = 0
+        for c in range(C):
+            for i in range(th):
+                t0 = (n * th + i) * tw
+                for a in range(4):
+                    v0, v1, v2, v3 = dV[4 * a, c, t0:t0 + tw], dV[4 * a + 1, c, t0:t0 + tw], \
+                        dV[4 * a + 2, c, t0:t0 + tw], dV[4 * a + 3, c, t0:t0 + tw]
+                    e0, e1, e2, e3 = E[a, 0], E[a, 1], E[a, 2], E[a, 3]
+                    for j in range(tw):
+                        e0[j] = v0[j]
+                        e1[j] = v1[j] - v2[j] + v3[j]
+                        e2[j] = v1[j] + v2[j] - v0[j]
+                        e3[j] = -v3[j]
+                for b in range(4):
+                    s0, s1, s2, s3 = E[0, b], E[1, b], E[2, b], E[3, b]
+                    q0, q1, q2, q3 = R[0, b], R[1, b], R[2, b], R[3, b]
+                    for j in range(tw):
+                        q0[j] = s0[j]
+                        q1[j] = s1[j] - s2[j] + s3[j]
+                        q2[j] = s1[j] + s2[j] - s0[j]
+                        q3[j] = -s3[j]
+                for r in range(4):
+                    row = dxpad[n, c, 2 * i + r]
+                    for s in range(2):                # columns 2j + s and 2j + 2 + s
+                        h, first, second = half[s], R[r, s], R[r, 2 + s]
+                        h[0] = first[0]
+                        for j in range(1, tw):
+                            h[j] = first[j] + second[j - 1]
+                        h[tw] = second[tw - 1]
+                    for q in range(tw + 1):
+                        row[2 * q] += half[0, q]
+                        row[2 * q + 1] += half[1, q]
+
+
+@jit
 def col2im(cols, kh, kw, sh, sw, ph, pw, Ho, Wo, x):
     """Fold columns back onto the image, adding where windows overlap: the adjoint of :func:`im2col`.
 
@@ -210,6 +419,33 @@ def relu_backward(dout, out, dx):
 
 
 @jit
+def bias_relu(out, bias, relu):
+    """A convolution's epilogue, in place and in one pass: ``out[n, c, p] += bias[c]`` (no bias: None),
+    then ``out = max(out, 0)`` with ``relu``.
+
+    out: (N, C, P), P = H*W; bias: (C,) of out's dtype, or None.
+    Returns how many values were NaN or inf before the ReLU (0 without ``relu``): the ReLU turns
+    them into 0 or keeps them, so the caller checks the count where a ReLU would have refused them.
+    """
+    N, C, P = out.shape
+    zero = np.zeros(1, out.dtype)[0]                  # a 0 of out's dtype: a literal 0 would turn float32 into float64
+    bad = 0
+    for n in range(N):
+        for c in range(C):
+            plane = out[n, c]
+            b = zero if bias is None else bias[c]
+            if relu:
+                for p in range(P):
+                    v = plane[np.uint64(p)] + b
+                    bad += (v - v) != 0                # NaN for NaN and inf, else 0: no fastmath needed
+                    plane[np.uint64(p)] = v if v > 0 else 0
+            else:
+                for p in range(P):
+                    plane[np.uint64(p)] += b
+    return bad
+
+
+@jit
 def softmax_cross_entropy(scores, target, ignore_index, weights, scale, dscores):
     """Per-pixel class-weighted softmax cross-entropy and its gradient, in one pass over the scores.
 
@@ -306,32 +542,47 @@ LANES = 64
 and add them at the end, in a fixed order. Without ``fastmath`` LLVM may not reorder the
 additions of one running sum, so each would wait for the one before it; 64 independent
 sums become vector instructions, about 7x faster than one sum (4 sums: about 3x). The
-arithmetic is fixed by the lanes, not by the compiler: the same bits on every run."""
+arithmetic is fixed by the lanes, not by the compiler: the same bits on every run.
+
+A channel's planes (one per image) all add into the same lanes, which are added up once per
+channel, pairwise (:func:`_reduce`): on small maps (FCN's 8x8 to 1x1 at a 64x64 input) adding
+64 lanes one after the other for every plane cost more than the plane's own sum."""
+
+
+@jit
+def _reduce(lanes):
+    """``sum(lanes)`` pairwise: lane k gets lane k + 32, then k + 16, ... (a fixed order, 6 steps deep).
+
+    lanes: (LANES,) float64, overwritten.
+    """
+    width = LANES // 2
+    while width:
+        for k in range(width):
+            lanes[k] += lanes[k + width]
+        width //= 2
+    return lanes[0]
 
 
 @jit
 def _sum(a, lanes):
-    """``sum_p a[p]`` in float64, whatever a's dtype. a: 1-D; lanes: (LANES,) float64 scratch, overwritten."""
+    """Add ``a[p]`` into ``lanes[p % LANES]``, in float64, whatever a's dtype. a: 1-D; lanes: (LANES,) float64."""
     P = a.size
-    used, whole = min(LANES, P), P - P % LANES
-    lanes[:used] = 0
+    whole = P - P % LANES
     for p in range(0, whole, LANES):
         for k in range(LANES):
             lanes[k] += a[np.uint64(p + k)]
     for p in range(whole, P):
         lanes[p - whole] += a[np.uint64(p)]
-    return lanes[:used].sum()
 
 
 @jit
 def _dot(a, a0, b, b0, lanes):
-    """``sum_p (a[p] - a0) * (b[p] - b0)`` in float64, whatever the arrays' dtype, with the lanes of :func:`_sum`.
+    """Add ``(a[p] - a0) * (b[p] - b0)`` into ``lanes[p % LANES]`` in float64, as :func:`_sum` does.
 
-    a, b: 1-D of equal size; lanes: (LANES,) float64 scratch, overwritten.
+    a, b: 1-D of equal size; lanes: (LANES,) float64.
     """
     P = a.size
-    used, whole = min(LANES, P), P - P % LANES
-    lanes[:used] = 0
+    whole = P - P % LANES
     for p in range(0, whole, LANES):
         for k in range(LANES):
             i = np.uint64(p + k)
@@ -339,73 +590,109 @@ def _dot(a, a0, b, b0, lanes):
     for p in range(whole, P):
         i = np.uint64(p)
         lanes[p - whole] += (a[i] - a0) * (b[i] - b0)
-    return lanes[:used].sum()
 
 
 @jit
-def batch_norm2d_stats(x, sums, squares):
-    """Per image and channel: the plane's sum, and the sum of its squared deviations from the plane's own mean.
+def batch_norm2d_stats(x, c0, c1, sums, squares):
+    """Per channel c in ``[c0, c1)``: the sum of its values and of their squared deviations from its mean.
 
-    ``sums[n, c] = sum_p x[n, c, p]``, ``squares[n, c] = sum_p (x[n, c, p] - sums[n, c] / P)^2``,
-    both in float64. The second pass reads the plane again from the cache; deviations from the
-    plane's mean do not cancel, as ``sum(x^2) - sum(x)^2 / P`` would for values far from 0.
+    ``sums[c] = sum_{n,p} x[n, c, p]``, ``squares[c] = sum_{n,p} (x[n, c, p] - sums[c] / (N*P))^2``,
+    both in float64. The second pass reads the channel again (from the cache for all but the
+    largest maps); deviations from the mean do not cancel, as ``sum(x^2) - sum(x)^2 / m`` would
+    for values far from 0.
 
-    x: (N, C, P), P = H*W; sums, squares: (N, C) float64, overwritten.
+    x: (N, C, P), P = H*W; sums, squares: (C,) float64, entries c0 to c1 - 1 overwritten.
     """
     N, C, P = x.shape
     lanes = np.empty(LANES)
-    for n in range(N):
-        for c in range(C):
-            plane = x[n, c]
-            total = _sum(plane, lanes)
-            mean = total / P
-            sums[n, c] = total
-            squares[n, c] = _dot(plane, mean, plane, mean, lanes)
+    for c in range(c0, c1):
+        lanes[:] = 0
+        for n in range(N):
+            _sum(x[n, c], lanes)
+        total = _reduce(lanes)
+        mean = total / (N * P)
+        lanes[:] = 0
+        for n in range(N):
+            _dot(x[n, c], mean, x[n, c], mean, lanes)
+        sums[c] = total
+        squares[c] = _reduce(lanes)
 
 
 @jit
-def batch_norm2d_normalize(x, mean, scale, shift, out):
-    """``out[n, c, p] = (x[n, c, p] - mean[c]) * scale[c] + shift[c]``: batch norm's forward pass, once the statistics are known.
+def batch_norm2d_normalize(x, mean, scale, shift, relu, c0, c1, out):
+    """``out[n, c, p] = (x[n, c, p] - mean[c]) * scale[c] + shift[c]`` for channels c in ``[c0, c1)``:
+    batch norm's forward pass once the statistics are known; with ``relu``, ``max`` of that and 0.
 
-    x, out: (N, C, P), out overwritten; mean, scale, shift: (C,) of x's dtype
+    x, out: (N, C, P), out's channels c0 to c1 - 1 overwritten; mean, scale, shift: (C,) of x's dtype
     (``scale = gamma / sqrt(var + eps)``, ``shift = beta``).
+    Returns how many values were NaN or inf before the ReLU (0 without ``relu``), as :func:`bias_relu` does.
     """
     N, C, P = x.shape
+    bad = 0
     for n in range(N):
-        for c in range(C):
+        for c in range(c0, c1):
             m, s, b = mean[c], scale[c], shift[c]
             plane, result = x[n, c], out[n, c]
-            for p in range(P):
-                result[np.uint64(p)] = (plane[np.uint64(p)] - m) * s + b
+            if relu:
+                for p in range(P):
+                    v = (plane[np.uint64(p)] - m) * s + b
+                    bad += (v - v) != 0
+                    result[np.uint64(p)] = v if v > 0 else 0
+            else:
+                for p in range(P):
+                    result[np.uint64(p)] = (plane[np.uint64(p)] - m) * s + b
+    return bad
 
 
 @jit
-def batch_norm2d_grad_sums(dout, x, mean, sums, products):
-    """Per image and channel: ``sums[n, c] = sum_p dout[n, c, p]`` and ``products[n, c] = sum_p dout[n, c, p] * (x[n, c, p] - mean[c])``.
+def batch_norm2d_grad_sums(dout, x, mean, rectified, c0, c1, sums, products):
+    """Per channel c in ``[c0, c1)``: ``sums[c] = sum_{n,p} g[n, c, p]`` and ``products[c] = sum_{n,p} g[n, c, p] * (x[n, c, p] - mean[c])``.
 
-    Summed over the images they give dbeta, and dgamma once multiplied by ``1 / sqrt(var + eps)``.
-    dout, x: (N, C, P); mean: (C,) float64; sums, products: (N, C) float64, overwritten.
+    ``g = dout``; with a fused ReLU (``rectified``, the forward output, not None) ``g = dout`` where
+    ``rectified > 0``, else 0. They give dbeta, and dgamma once multiplied by ``1 / sqrt(var + eps)``.
+    dout, x, rectified: (N, C, P); mean: (C,) float64; sums, products: (C,) float64, entries c0 to c1 - 1 overwritten.
     """
     N, C, P = x.shape
-    lanes = np.empty(LANES)
-    for n in range(N):
-        for c in range(C):
-            sums[n, c] = _sum(dout[n, c], lanes)
-            products[n, c] = _dot(dout[n, c], 0.0, x[n, c], mean[c], lanes)
+    lanes, dots = np.empty(LANES), np.empty(LANES)
+    masked = np.empty(P, dout.dtype)                  # g of one plane, with a fused ReLU
+    for c in range(c0, c1):
+        lanes[:] = 0
+        dots[:] = 0
+        for n in range(N):
+            g = dout[n, c]
+            if rectified is not None:
+                kept = rectified[n, c]
+                for p in range(P):
+                    i = np.uint64(p)
+                    masked[i] = g[i] if kept[i] > 0 else 0
+                g = masked
+            _sum(g, lanes)
+            _dot(g, 0.0, x[n, c], mean[c], dots)
+        sums[c] = _reduce(lanes)
+        products[c] = _reduce(dots)
 
 
 @jit
-def batch_norm2d_grad_input(dout, x, mean, scale, centre, slope, dx):
-    """``dx[n, c, p] = scale[c] * (dout[n, c, p] - centre[c] - (x[n, c, p] - mean[c]) * slope[c])``: batch norm's input gradient.
+def batch_norm2d_grad_input(dout, x, mean, scale, centre, slope, rectified, c0, c1, dx):
+    """``dx[n, c, p] = scale[c] * (g[n, c, p] - centre[c] - (x[n, c, p] - mean[c]) * slope[c])`` for channels c in ``[c0, c1)``:
+    batch norm's input gradient, with ``g`` as in :func:`batch_norm2d_grad_sums`.
 
-    Training: ``scale = gamma / sigma``, ``centre = sum(dout) / m``, ``slope = sum(dout * x_hat) / (m * sigma)``;
-    evaluation: centre = slope = 0. dout, x, dx: (N, C, P), dx overwritten; the rest (C,) of x's dtype.
+    Training: ``scale = gamma / sigma``, ``centre = sum(g) / m``, ``slope = sum(g * x_hat) / (m * sigma)``;
+    evaluation: centre = slope = 0. dout, x, rectified, dx: (N, C, P), dx's channels c0 to c1 - 1
+    overwritten; the rest (C,) of x's dtype.
     """
     N, C, P = x.shape
+    zero = np.zeros(1, dx.dtype)[0]                   # a 0 of x's dtype: a literal 0 would turn float32 into float64
     for n in range(N):
-        for c in range(C):
+        for c in range(c0, c1):
             m, s, a, b = mean[c], scale[c], centre[c], slope[c]
             g, plane, result = dout[n, c], x[n, c], dx[n, c]
-            for p in range(P):
-                i = np.uint64(p)
-                result[i] = s * (g[i] - a - (plane[i] - m) * b)
+            if rectified is None:
+                for p in range(P):
+                    i = np.uint64(p)
+                    result[i] = s * (g[i] - a - (plane[i] - m) * b)
+            else:
+                kept = rectified[n, c]
+                for p in range(P):
+                    i = np.uint64(p)
+                    result[i] = s * ((g[i] if kept[i] > 0 else zero) - a - (plane[i] - m) * b)

@@ -32,6 +32,16 @@ so that each of tinyfcn's threads (:mod:`tinyfcn.threads`) can take whole images
 and ``dweight`` is the sum over images of ``dout[n] @ cols[n].T``, added in image order
 so that every thread count gives the same bits.
 
+Where an image's columns would not fit in the cache and the products would be thin (3x3
+stride-1 convolutions with at most 16 channels on maps of 64x64 or more, FCN's conv1_2), a
+direct kernel (``_kernels.conv3x3``) convolves each padded image without columns, and computes
+the input gradient too, as a convolution of dout with the flipped weight (see ``_direct``).
+Where there are 32 channels or more on maps of 32x32 or more (FCN's conv2_2), Winograd's
+F(2x2, 3x3) replaces each 3x3 window's 9 multiplications per output by 4 (16 per 2x2 block):
+``out = A^T [(G w G^T) * (B^T d B)] A`` per 4x4 input tile d, the products for all tiles as 16
+matrix products (``_kernels.winograd_*``; see ``WINOGRAD_CHANNELS``), backward the same steps
+in reverse.
+
 A transposed convolution runs the same pieces the other way round. Its forward
 pass, ``col2im(weight2.T @ x2)``, is literally the paper's picture: column (n, i, j)
 of ``weight2.T @ x2`` is the kernel weighted by the input pixel x[n, :, i, j], and
@@ -149,11 +159,129 @@ convolved with one matrix product over the whole batch: per image, the products 
 too small for the BLAS to run fast (about 3x slower for 2x2 maps). Threads then share
 that product by blocks of 64 output channels (and the input gradient by blocks of 4 images)."""
 
+DIRECT_CHANNELS = 16
+DIRECT_PIXELS = 4096
+"""The dispatch rule of the direct 3x3 convolution (:func:`_direct`): at most ``DIRECT_CHANNELS``
+input and output channels, and output maps of at least ``DIRECT_PIXELS`` pixels (64x64).
 
-def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
+There an image's columns (C_in*9 rows of H_out*W_out: 2.4 MB for 16 channels at 64x64) no longer
+fit in the core's L2 cache, and the products have only 16 rows, so im2col + BLAS ran at about
+25 GFLOP/s where :func:`tinyfcn.ops._kernels.conv3x3` runs at about 50 (one core, single-thread
+CPU time, AVX-512; FCN's conv1_2, 16->16 at 64x64 and 128x128: 2x faster forward; 8->8 at 64x64:
+3x). With 32 channels, or maps of 32x32, the BLAS was as fast or faster (16->32 at 32x32: 1.3x
+faster), so those keep im2col. Measured once and written here; nothing is timed at run time."""
+
+
+def _direct(weight, stride, padding, pixels):
+    """True when a convolution runs :func:`tinyfcn.ops._kernels.conv3x3` (forward, and the input
+    gradient as the same kernel on dout) instead of im2col and matrix products.
+
+    The kernel's own limits: a 3x3 kernel, stride 1, padding at most 2 (the input gradient pads dout
+    by ``2 - padding``) and channel counts that are multiples of 4 (it computes four output channels
+    at a time); then :data:`DIRECT_CHANNELS` and :data:`DIRECT_PIXELS`, from measurements.
+    """
+    C_out, C_in, kh, kw = weight.shape
+    return ((kh, kw) == (3, 3) and tuple(stride) == (1, 1) and max(padding) <= 2 and C_in % 4 == 0
+            and C_out % 4 == 0 and max(C_in, C_out) <= DIRECT_CHANNELS and pixels >= DIRECT_PIXELS)
+
+
+WINOGRAD_CHANNELS = 32
+WINOGRAD_PIXELS = 1024
+"""The dispatch rule of Winograd's F(2x2, 3x3) (:func:`_winograd`): 3x3 stride-1 convolutions with at
+least ``WINOGRAD_CHANNELS`` input and output channels and output maps of at least ``WINOGRAD_PIXELS``
+pixels (32x32).
+
+Winograd computes each 2x2 block of outputs from a 4x4 tile of input with 16 products instead of
+36: 16 matrix products (C_out x C_in) @ (C_in x tiles), 2.25x fewer multiplications than im2col's,
+between elementwise transforms that cost about as much again as the products on these sizes.
+Forward+backward against im2col, FCN's layers at batch 8 x 64x64 (one core, single-thread CPU
+time, AVX-512): conv2_2 (32->32 at 32x32) 1.2x faster, conv3_1/conv3_2 (at 16x16) 1.1x/1.3x,
+conv4_1/conv4_2 (at 8x8) 1.05x/1.2x; conv2_1 (16->32) no faster; conv5 (at 4x4) 1.2x and fc6
+(at 2x2) 2x slower, too few tiles for the transforms to pay.
+
+Why not from 8x8 on: its float32 results differ from im2col's by rounding of the same size (RMS
+2e-7 to 6e-7 of the values), but not in the same places (each of a tile's four outputs has its own
+formula, where im2col computes every pixel alike), and networks that normalise a few values per
+channel (BatchNorm over 1x2 maps of two images) magnify that past the 1e-5 agreement with PyTorch
+that the export tests hold training steps to. From 32x32 on (FCN's conv2_2 at a 64x64 input;
+conv2_2, conv3_1 and conv3_2 at 128x128) the gain is kept: a training step 2 % faster at
+8 x 64x64 and 8 % at 4 x 128x128 (from 8x8 on: 9 % and 14 %). Measured once and written here;
+nothing is timed at run time."""
+
+WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+"""Winograd F(2x2, 3x3)'s weight transform: a 3x3 kernel g becomes the 4x4 ``G g G^T``, i.e.
+``kron(G, G) @ g.ravel()`` (16 values from 9): one matrix product for all kernels at once."""
+
+
+def _winograd(weight, stride, padding, pixels):
+    """True when a convolution runs Winograd's F(2x2, 3x3) (see :data:`WINOGRAD_CHANNELS`): a 3x3
+    kernel, stride 1, at least :data:`WINOGRAD_CHANNELS` channels in and out, output maps of at
+    least :data:`WINOGRAD_PIXELS` pixels, and not :func:`_direct`. Any padding (the tiles read a
+    zero-padded copy of the input)."""
+    C_out, C_in, kh, kw = weight.shape
+    return ((kh, kw) == (3, 3) and tuple(stride) == (1, 1) and min(C_in, C_out) >= WINOGRAD_CHANNELS
+            and pixels >= WINOGRAD_PIXELS and not _direct(weight, stride, padding, pixels))
+
+
+def _winograd_tiles(x_shape, out_shape):
+    """(th, tw, xpad shape): tiles of 2x2 outputs per column and row, and the padded input they read."""
+    th, tw = -(-out_shape[0] // 2), -(-out_shape[1] // 2)
+    return th, tw, (*x_shape[:2], 2 * th + 2, 2 * tw + 2)
+
+
+def _winograd_weight(weight):
+    """U (16, C_out, C_in): every 3x3 kernel transformed, ``U[4a + b, o, c] = (G weight[o, c] G^T)[a, b]``."""
+    GG = np.kron(WINOGRAD_G, WINOGRAD_G).astype(weight.dtype)         # (16, 9); its halves are exact in float32
+    with threads.computing():                                          # a one-thread BLAS: the same bits for any count
+        return (GG @ weight.reshape(-1, 9).T).reshape(16, *weight.shape[:2])
+
+
+def _winograd_input(x, padding, Ho, Wo):
+    """V (16, C_in, N*th*tw): every 4x4 input tile, transformed (:func:`tinyfcn.ops._kernels.winograd_input`)."""
+    N, C_in, H, W = x.shape
+    (ph, pw), (th, tw, shape) = padding, _winograd_tiles(x.shape, (Ho, Wo))
+    xpad = threads.scratch("winograd xpad", shape, x.dtype)           # reused: fresh large arrays cost page faults
+    xpad.fill(0)                                                       # the padding, and the odd map's last tile
+    xpad[:, :, ph:ph + H, pw:pw + W] = x
+    V = np.empty((16, C_in, N * th * tw), x.dtype)
+    threads.parallel_for(N, lambda n: _kernels.winograd_input(xpad, n, n + 1, V))
+    return V
+
+
+def _winograd_products(a, b, out, transpose_a=False, transpose_b=False):
+    """``out[k] = a[k] @ b[k]`` (each optionally transposed) for the 16 tile positions k, shared by the threads."""
+    def product(k):
+        np.matmul(a[k].T if transpose_a else a[k], b[k].T if transpose_b else b[k], out=out[k])
+    threads.parallel_for(16, product)
+    return out
+
+
+def _padded(name, a, padding):
+    """``a`` (C, H, W) with ``padding`` (ph, pw) zeros around it, in this thread's scratch buffer ``name``."""
+    (ph, pw), (C, H, W) = padding, a.shape
+    buf = threads.scratch(name, (C, H + 2 * ph, W + 2 * pw), a.dtype)
+    buf[:, :ph] = 0
+    buf[:, H + ph:] = 0
+    buf[:, :, :pw] = 0
+    buf[:, :, W + pw:] = 0
+    buf[:, ph:ph + H, pw:pw + W] = a
+    return buf
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_columns=True):
     """2-D convolution (cross-correlation, as in every deep-learning library).
 
     ``out[n, o, i, j] = bias[o] + sum_{c,u,v} weight[o, c, u, v] * xpad[n, c, i*sh + u, j*sw + v]``
+
+    3x3 stride-1 convolutions with few channels on large maps run a direct kernel instead of
+    im2col and a matrix product (:func:`_direct` gives the rule and the measurements behind it),
+    with 32 channels or more on maps of 32x32 or more Winograd's F(2x2, 3x3) (:func:`_winograd`);
+    both agree with the im2col path to float32 rounding (the terms are added in another order).
+
+    With ``relu`` the output is ``max(out, 0)``: the bias and the ReLU after the convolution are
+    one pass over each image's output (:func:`tinyfcn.ops._kernels.bias_relu`), and the backward
+    pass folds in the ReLU's mask (:class:`tinyfcn.ops.nn.Conv2d` does this when a
+    :class:`~tinyfcn.networks.graph.Graph` fuses the two).
 
     Parameters
     ----------
@@ -162,14 +290,24 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
     bias : ndarray, shape (C_out,), or None
     stride, padding : int or (int, int)
         Zero padding is added on both sides.
+    relu : bool
+        Rectify the output (a convolution followed by a ReLU).
+    keep_columns : bool
+        Keep the unfolded input in the cache for the backward pass (training). False (inference:
+        :class:`tinyfcn.ops.nn.Conv2d` in evaluation mode) unfolds each image into one reused
+        buffer instead, so no (N, C_in*kH*kW, H_out*W_out) array is made; a backward pass
+        then unfolds the images again.
 
     Returns
     -------
     out : ndarray, shape (N, C_out, H_out, W_out), ``H_out = floor((H + 2p - kH) / s) + 1``
-    cache : ``(x, weight, has_bias, stride, padding, cols)`` for :func:`conv2d_backward`
+    cache : ``(x, weight, has_bias, stride, padding, cols, rectified)`` for :func:`conv2d_backward`
         stride and padding as (h, w) pairs; ``cols[n] = im2col(x[n:n+1])``, (N, C_in*kH*kW, H_out*W_out):
         each image's columns (the twin's (C_in*kH*kW, N*H_out*W_out) matrix, cut into images);
-        for maps of fewer than :data:`SMALL_MAP` pixels, the twin's matrix itself.
+        for maps of fewer than :data:`SMALL_MAP` pixels, the twin's matrix itself; None where the
+        direct kernel ran (:func:`_direct`); Winograd's transformed tiles V (16, C_in, tiles) where
+        it ran (:func:`_winograd`); None in every case with ``keep_columns=False``. ``rectified``
+        is ``out`` with ``relu`` (the gradient passes where it is positive), else None.
         :func:`tinyfcn.ops.reference.conv2d_forward` gives the same layout with ``cols=None``.
     """
     op = "conv2d"
@@ -183,27 +321,44 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
                          f"{H + 2 * padding[0]}x{W + 2 * padding[1]}")
     P = Ho * Wo
     weight2 = weight.reshape(C_out, -1)
-    if P < SMALL_MAP:                                                  # one product over the whole batch
+    relu = bool(relu)
+    if _winograd(weight, stride, padding, P):                          # 16 products over the batch's tiles
+        cols = _winograd_input(x, padding, Ho, Wo)                     # the cache keeps V in cols' place
+        M = threads.scratch("winograd M", (16, C_out, cols.shape[2]), x.dtype)
+        _winograd_products(_winograd_weight(weight), cols, M)
+        out = np.empty((N, C_out, Ho, Wo), x.dtype)
+        threads.parallel_for(N, lambda n: _kernels.winograd_output(M, n, n + 1, out))
+        out = out.reshape(N, C_out, P)
+        nonfinite = _kernels.bias_relu(out, bias, relu) if bias is not None or relu else 0
+    elif P < SMALL_MAP:                                                # one product over the whole batch
         cols = np.empty((C_in * kh * kw, N * P), x.dtype)
         _kernels.im2col(x, kh, kw, *stride, *padding, Ho, Wo, cols)
         rows = np.empty((C_out, N * P), x.dtype)                       # threads share it by blocks of rows
         threads.parallel_for_blocks(C_out, 64, lambda b: np.matmul(weight2[b], cols, out=rows[b]))
         out = np.empty((N, C_out, P), x.dtype)
         out[...] = rows.reshape(C_out, N, P).transpose(1, 0, 2)        # into NCHW order
-        if bias is not None:
-            out += bias[:, None]
-        return out.reshape(N, C_out, Ho, Wo), (x, weight, bias is not None, stride, padding, cols)
-    cols = np.empty((N, C_in * kh * kw, P), x.dtype)                   # each image's columns, contiguous
-    out = np.empty((N, C_out, P), x.dtype)
+        nonfinite = _kernels.bias_relu(out, bias, relu) if bias is not None or relu else 0
+    else:
+        direct = _direct(weight, stride, padding, P)                   # no columns: none are kept
+        cols = np.empty((N, C_in * kh * kw, P), x.dtype) if keep_columns and not direct else None
+        out = np.empty((N, C_out, P), x.dtype)
+        counts = np.zeros(N, np.int64)
 
-    def image(n):                                                      # one thread per image at a time
-        _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols[n])
-        np.matmul(weight2, cols[n], out=out[n])
-        if bias is not None:
-            out[n] += bias[:, None]
+        def image(n):                                                  # one thread per image at a time
+            if direct:
+                _kernels.conv3x3(_padded("xpad", x[n], padding), weight, out[n].reshape(C_out, Ho, Wo))
+            else:
+                cols_n = cols[n] if cols is not None else threads.scratch("cols", (C_in * kh * kw, P), x.dtype)
+                _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols_n)
+                np.matmul(weight2, cols_n, out=out[n])
+            if bias is not None or relu:
+                counts[n] = _kernels.bias_relu(out[n:n + 1], bias, relu)
 
-    threads.parallel_for(N, image)
-    return out.reshape(N, C_out, Ho, Wo), (x, weight, bias is not None, stride, padding, cols)
+        threads.parallel_for(N, image)
+        nonfinite = counts.sum()
+    _check_rectified(op, nonfinite)
+    out = out.reshape(N, C_out, Ho, Wo)
+    return out, (x, weight, bias is not None, stride, padding, cols if keep_columns else None, out if relu else None)
 
 
 def conv2d_backward(dout, cache):
@@ -212,8 +367,17 @@ def conv2d_backward(dout, cache):
     ``dweight = dout2 @ cols.T``, ``dbias = sum of dout over (N, H_out, W_out)``,
     ``dx = col2im(weight2.T @ dout2)`` -- the input gradient is a transposed convolution of dout.
     Both products run image by image (``dout[n]`` is already a (C_out, H_out*W_out) matrix):
-    ``dweight`` is the sum of the images' ``dout[n] @ cols[n].T``. Small maps (2-D ``cols``)
-    run the two products over the whole batch, as written above.
+    ``dweight`` is the sum of the images' ``dout[n] @ cols[n].T``, ``dbias`` of their
+    ``dout[n].sum(axis=1)``. Small maps (2-D ``cols``) run the two products over the whole batch,
+    as written above. With a fused ReLU (the cache's ``rectified`` is not None) ``dout`` is first
+    the ReLU's backward, ``dout * (rectified > 0)``: image by image into a buffer that the two
+    products then read from the cache.
+
+    Where the forward pass ran the direct kernel (:func:`_direct`; it keeps no columns), each
+    image's columns are unfolded again for its ``dweight`` product, and ``dx`` is the direct
+    kernel on dout: for stride 1, ``dx = conv2d(dout padded by 2 - p, weight turned into
+    (C_in, C_out, 3, 3) and flipped in both spatial axes)``. Where it ran Winograd, see
+    :func:`_winograd_backward`.
 
     Parameters
     ----------
@@ -226,25 +390,24 @@ def conv2d_backward(dout, cache):
     dweight : ndarray, shape (C_out, C_in, kH, kW)
     dbias : ndarray, shape (C_out,), or None if the forward pass had no bias
     """
-    x, weight, has_bias, stride, padding, cols = cache
+    x, weight, has_bias, stride, padding, cols, rectified = cache
     N = x.shape[0]
     C_out = weight.shape[0]
     Ho, Wo = conv2d_output_size(x.shape[2:], weight.shape[2:], stride, padding)
     dout = _check_grad("conv2d_backward", dout, (N, C_out, Ho, Wo), x.dtype)
-    if cols is None:
-        x = np.ascontiguousarray(x)
-        if Ho * Wo < SMALL_MAP:
-            cols = np.empty((weight[0].size, N * Ho * Wo), x.dtype)
-            _kernels.im2col(x, *weight.shape[2:], *stride, *padding, Ho, Wo, cols)
-        else:
-            cols = np.empty((N, weight[0].size, Ho * Wo), x.dtype)
-            for n in range(N):
-                _kernels.im2col(x[n:n + 1], *weight.shape[2:], *stride, *padding, Ho, Wo, cols[n])
+    kept = None if rectified is None else np.ascontiguousarray(rectified).reshape(N, C_out, -1)
+    x, P = np.ascontiguousarray(x), Ho * Wo
     dout3 = dout.reshape(N, C_out, -1)                                 # (N, C_out, Ho*Wo): one matrix per image
+    if _winograd(weight, stride, padding, P):
+        return _winograd_backward(dout3, kept, x, weight, has_bias, padding, cols, Ho, Wo)
+    if cols is None and P < SMALL_MAP:                                 # the twin's cache: unfold the batch again
+        cols = np.empty((weight[0].size, N * P), x.dtype)
+        _kernels.im2col(x, *weight.shape[2:], *stride, *padding, Ho, Wo, cols)
     weight2 = weight.reshape(C_out, -1)
     dx = np.empty(x.shape, x.dtype)
-    if cols.ndim == 2:                                                 # a small map: the whole batch at once
-        P = Ho * Wo
+    if P < SMALL_MAP:                                                  # a small map: the whole batch at once
+        if kept is not None:
+            dout3 = _masked(dout3, kept, np.empty(dout3.shape, x.dtype))
         dout2 = dout3.transpose(1, 0, 2).reshape(C_out, -1)            # (C_out, N*Ho*Wo)
         dweight = np.empty(weight2.shape, x.dtype)
 
@@ -260,17 +423,74 @@ def conv2d_backward(dout, cache):
         threads.parallel_for_blocks(N, 4, dx_images)
         return dx, dweight.reshape(weight.shape), dout3.sum(axis=(0, 2)) if has_bias else None
     per_image = np.empty((N, *weight2.shape), x.dtype)                 # each image's share of dweight
+    per_image_bias = np.empty((N, C_out), x.dtype)                     # ... and of dbias
+    direct = _direct(weight, stride, padding, P)
+    flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]) if direct else None
 
     def image(n):
-        np.matmul(dout3[n], cols[n].T, out=per_image[n])
-        dcols = threads.scratch("dcols", cols.shape[1:], x.dtype)
-        np.matmul(weight2.T, dout3[n], out=dcols)
-        _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[n:n + 1])
+        g = dout3[n] if kept is None else _masked(dout3[n], kept[n], threads.scratch("masked", dout3.shape[1:], x.dtype))
+        if cols is None:                                               # the direct kernel's (or the twin's) cache
+            cols_n = threads.scratch("cols", (weight2.shape[1], P), x.dtype)
+            _kernels.im2col(x[n:n + 1], *weight.shape[2:], *stride, *padding, Ho, Wo, cols_n)
+        else:
+            cols_n = cols[n]
+        np.matmul(g, cols_n.T, out=per_image[n])
+        if has_bias:
+            g.sum(axis=1, out=per_image_bias[n])
+        if direct:
+            flip_padding = (2 - padding[0], 2 - padding[1])
+            _kernels.conv3x3(_padded("doutpad", g.reshape(C_out, Ho, Wo), flip_padding), flipped, dx[n])
+        else:
+            dcols = threads.scratch("dcols", cols_n.shape, x.dtype)
+            np.matmul(weight2.T, g, out=dcols)
+            _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[n:n + 1])
 
     threads.parallel_for(N, image)
     dweight = per_image.sum(axis=0).reshape(weight.shape)             # a fixed order: the same sum for any thread count
-    dbias = dout3.sum(axis=(0, 2)) if has_bias else None
+    dbias = per_image_bias.sum(axis=0) if has_bias else None
     return dx, dweight, dbias
+
+
+def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo):
+    """:func:`conv2d_backward` where the forward pass ran Winograd: back through each step.
+
+    ``dM = A dy A^T`` per tile (:func:`tinyfcn.ops._kernels.winograd_output_adjoint`);
+    ``dU[k] = dM[k] @ V[k].T`` and ``dweight = G^T dU G``; ``dV[k] = U[k].T @ dM[k]`` and
+    ``dx`` adds ``B dv B^T`` of each tile into its window (:func:`tinyfcn.ops._kernels.winograd_input_adjoint`).
+    V is recomputed when the cache holds none (the twin's cache, or evaluation mode).
+    """
+    N, C_in, H, W = x.shape
+    C_out = weight.shape[0]
+    if kept is not None:
+        dout3 = _masked(dout3, kept, threads.scratch("winograd masked", dout3.shape, x.dtype))
+    if V is None:
+        V = _winograd_input(x, padding, Ho, Wo)
+    dout4 = dout3.reshape(N, C_out, Ho, Wo)
+    dM = threads.scratch("winograd M", (16, C_out, V.shape[2]), x.dtype)   # the temporaries: this thread's buffers
+    threads.parallel_for(N, lambda n: _kernels.winograd_output_adjoint(dout4, n, n + 1, dM))
+    dU = _winograd_products(dM, V, np.empty((16, C_out, C_in), x.dtype), transpose_b=True)
+    GG = np.kron(WINOGRAD_G, WINOGRAD_G).astype(x.dtype)              # dweight[o, c] = G^T dU[:, o, c] G
+    with threads.computing():
+        dweight = (dU.reshape(16, -1).T @ GG).reshape(weight.shape)
+    dV = _winograd_products(_winograd_weight(weight), dM, threads.scratch("winograd V", V.shape, x.dtype), transpose_a=True)
+    (ph, pw), (_, _, shape) = padding, _winograd_tiles(x.shape, (Ho, Wo))
+    dxpad = threads.scratch("winograd xpad", shape, x.dtype)
+    threads.parallel_for(N, lambda n: _kernels.winograd_input_adjoint(dV, n, n + 1, dxpad))
+    dx = np.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
+    dbias = dout3.sum(axis=2).sum(axis=0) if has_bias else None
+    return dx, dweight, dbias
+
+
+def _check_rectified(op, nonfinite):
+    """Raise where a fused ReLU met NaN or inf (``nonfinite`` of them): the ReLU on its own would have refused them."""
+    if nonfinite:
+        raise NonFiniteError(f"{op}: the output contains NaN or inf (before its ReLU)")
+
+
+def _masked(dout, rectified, out):
+    """``out = dout`` where ``rectified > 0``, else 0 (a fused ReLU's backward); arrays of one shape. Returns out."""
+    _kernels.relu_backward(dout.reshape(-1), rectified.reshape(-1), out.reshape(-1))
+    return out
 
 
 def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
@@ -583,10 +803,11 @@ def _check_class_weights(op, class_weights, K):
 # ---------------------------------------------------------------- batch normalisation
 
 BN_BLOCK = 1 << 16
-"""Threads share a batch norm by items of about this many values: several whole images where an
-image is smaller (small maps run in one piece, as the threads would cost more than they save),
-else blocks of whole channel planes of one image. Each plane is summed in one piece, in a fixed
-order, so no result depends on the items or the thread count."""
+"""Threads share a batch norm by items of whole channels (every image's plane of each), about this
+many values an item (256 KB of float32: the L2 cache holds it between the kernels that read it):
+one channel where a channel is larger, all channels in one item on small maps (the threads would
+cost more than they save). A channel is summed in one piece, in a fixed order, so no result
+depends on the items or the thread count."""
 
 
 def _check_per_channel(op, name, a, channels, dtype):
@@ -597,21 +818,12 @@ def _check_per_channel(op, name, a, channels, dtype):
     return checked
 
 
-def _for_each_block(N, C, P, body):
-    """Run ``body(images, channels)`` (two slices) for items of about :data:`BN_BLOCK` values, on tinyfcn's threads.
-
-    The items cover the (N, C) planes of P values once each, so every body writes only its own planes.
-    """
-    if C * P <= BN_BLOCK:
-        threads.parallel_for_blocks(N, max(1, BN_BLOCK // max(C * P, 1)), lambda images: body(images, slice(0, C)))
-        return
-    per = max(1, BN_BLOCK // max(P, 1))
-    blocks = -(-C // per)
-    threads.parallel_for(N * blocks, lambda i: body(slice(i // blocks, i // blocks + 1),
-                                                    slice(i % blocks * per, min(C, (i % blocks + 1) * per))))
+def _for_channel_blocks(N, C, P, body):
+    """Run ``body(c0, c1)`` for blocks of channels ``[c0, c1)`` of about :data:`BN_BLOCK` values (N*P per channel), on tinyfcn's threads."""
+    threads.parallel_for_blocks(C, max(1, BN_BLOCK // max(N * P, 1)), lambda b: body(b.start, b.stop))
 
 
-def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
+def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5, relu=False):
     """Batch normalisation, PyTorch's ``BatchNorm2d``: ``out = gamma * (x - mean) / sqrt(var + eps) + beta`` per channel.
 
     Training: ``mean`` and the biased variance ``var`` of each channel over the batch, axes
@@ -619,14 +831,16 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
     ``running_mean = (1 - momentum) * running_mean + momentum * mean`` and
     ``running_var = (1 - momentum) * running_var + momentum * var * m / (m - 1)`` (the unbiased variance).
     Evaluation: ``mean`` and ``var`` are the running statistics, which stay as they are.
+    With ``relu``, the output is ``max(out, 0)``: batch norm and the ReLU after it in one pass
+    (:class:`tinyfcn.ops.nn.BatchNorm2d` does this when a :class:`~tinyfcn.networks.graph.Graph`
+    fuses the two), and the backward pass folds in the ReLU's mask.
 
-    How it runs: for each image and channel a kernel sums the plane's values, then their
-    squared deviations from the plane's own mean, in float64 even for float32 input (a
-    variance is a small difference of large sums; float32 keeps 7 digits). The planes combine
-    in a fixed order: ``mean = sum(sums) / m`` and ``var * m = sum(squares) + P * sum((sums / P - mean)^2)``
-    (the squares within the planes plus those of the plane means around the mean, P = H*W).
-    A second kernel then writes ``out`` in one pass. Both run on tinyfcn's threads, by whole images
-    or blocks of channel planes (:data:`BN_BLOCK`).
+    How it runs: for each channel a kernel sums its values, then their squared deviations from
+    the channel's mean, in float64 even for float32 input (a variance is a small difference of
+    large sums; float32 keeps 7 digits): ``mean = sum / m``, ``var = squares / m``. A second kernel
+    then writes ``out`` in one pass. Channels are independent, so tinyfcn's threads take blocks of
+    whole channels (:data:`BN_BLOCK`) and each runs both kernels on its block, one after the other,
+    while the block's values are still in the cache: one hand-over between threads per call.
 
     Parameters
     ----------
@@ -638,13 +852,16 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
     training : bool
     momentum : float in [0, 1]
     eps : float > 0
+    relu : bool
+        Rectify the output (batch norm followed by a ReLU).
 
     Returns
     -------
     out : ndarray, shape (N, C, H, W)
-    cache : ``(x, gamma, mean, inv_std, training)`` for :func:`batch_norm2d_backward`
+    cache : ``(x, gamma, mean, inv_std, training, rectified)`` for :func:`batch_norm2d_backward`
         ``mean`` and ``inv_std = 1 / sqrt(var + eps)``, (C,) float64: the statistics x was
-        normalised with (the batch's in training, the running ones in evaluation).
+        normalised with (the batch's in training, the running ones in evaluation); ``rectified``
+        is ``out`` with ``relu`` (the gradient passes where it is positive), else None.
         :func:`tinyfcn.ops.reference.batch_norm2d_forward` gives the same layout.
 
     Raises
@@ -665,28 +882,35 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
         raise ValueError(f"{op}: need 0 <= momentum <= 1 and eps > 0, got momentum={momentum}, eps={eps}")
     if (running_var < 0).any():
         raise ValueError(f"{op}: running_var must not be negative, got a minimum of {running_var.min()}")
-    x3 = x.reshape(N, C, P)
+    x3, out = x.reshape(N, C, P), np.empty_like(x)
+    out3, relu = out.reshape(N, C, P), bool(relu)
     if training:
         if m <= 1:
             raise BatchStatisticsError(f"{op}: BatchNorm2d in training needs more than one value per channel; got input of "
                              f"shape {x.shape}; use a batch larger than 1 or eval mode")
         if not (running_mean.flags.writeable and running_var.flags.writeable):
             raise ValueError(f"{op}: running_mean and running_var are updated in place in training; pass writeable arrays")
-        sums, squares = np.empty((N, C)), np.empty((N, C))
-        _for_each_block(N, C, P, lambda n, c: _kernels.batch_norm2d_stats(x3[n, c], sums[n, c], squares[n, c]))
-        mean = sums.sum(axis=0) / m
-        var = (squares.sum(axis=0) + P * ((sums / P - mean) ** 2).sum(axis=0)) / m
-        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
-        running_var[...] = (1 - momentum) * running_var + momentum * var * (m / (m - 1))
+        mean, var = np.empty(C), np.empty(C)                           # the batch's, block by block
     else:
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
-    inv_std = 1 / np.sqrt(var + eps)
-    mean_x, scale = mean.astype(x.dtype), (gamma * inv_std).astype(x.dtype)
-    out = np.empty_like(x)
-    out3 = out.reshape(N, C, P)
-    _for_each_block(N, C, P, lambda n, c: _kernels.batch_norm2d_normalize(x3[n, c], mean_x[c], scale[c], beta[c],
-                                                                          out3[n, c]))
-    return out, (x, gamma, mean, inv_std, training)
+    sums, squares, inv_std = np.empty(C), np.empty(C), np.empty(C)
+    mean_x, scale, counts = np.empty(C, x.dtype), np.empty(C, x.dtype), np.zeros(C, np.int64)
+
+    def block(c0, c1):                      # a block of channels from start to end, while it is in the cache
+        c = slice(c0, c1)
+        if training:
+            _kernels.batch_norm2d_stats(x3, c0, c1, sums, squares)
+            mean[c], var[c] = sums[c] / m, squares[c] / m
+        inv_std[c] = 1 / np.sqrt(var[c] + eps)
+        mean_x[c], scale[c] = mean[c], gamma[c] * inv_std[c]
+        counts[c0] = _kernels.batch_norm2d_normalize(x3, mean_x, scale, beta, relu, c0, c1, out3)
+
+    _for_channel_blocks(N, C, P, block)
+    _check_rectified(op, counts.sum())
+    if training:
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+        running_var[...] = (1 - momentum) * running_var + momentum * var * (m / (m - 1))
+    return out, (x, gamma, mean, inv_std, training, out if relu else None)
 
 
 def batch_norm2d_backward(dout, cache):
@@ -708,12 +932,13 @@ def batch_norm2d_backward(dout, cache):
     (up to eps), so the gradient has no part along either direction.
 
     In evaluation mean and sigma are constants, so ``dx = dout * gamma / sigma``.
+    With a fused ReLU (the cache's ``rectified`` is not None) ``dout`` is first the ReLU's
+    backward, ``dout * (rectified > 0)``, inside the same kernels.
 
-    How it runs: one kernel sums ``dout`` and ``dout * (x - mean)`` per image and channel (in float64),
-    combined in image order; a second writes
-    ``dx = scale * (dout - centre - (x - mean) * slope)`` in one pass, with ``scale = gamma / sigma``,
+    How it runs: one kernel sums ``dout`` and ``dout * (x - mean)`` per channel (in float64); a second
+    writes ``dx = scale * (dout - centre - (x - mean) * slope)`` in one pass, with ``scale = gamma / sigma``,
     ``centre = sum(dout) / m`` and ``slope = sum(dout * x_hat) / (m * sigma)`` in training, and
-    centre = slope = 0 in evaluation.
+    centre = slope = 0 in evaluation. Both run on each block of channels in turn, as in the forward pass.
 
     Parameters
     ----------
@@ -725,23 +950,25 @@ def batch_norm2d_backward(dout, cache):
     dx : ndarray, shape (N, C, H, W)
     dgamma, dbeta : ndarray, shape (C,)
     """
-    x, gamma, mean, inv_std, training = cache
+    x, gamma, mean, inv_std, training, rectified = cache
     N, C, H, W = x.shape
     P, m = H * W, N * H * W
     dout = _check_grad("batch_norm2d_backward", dout, x.shape, x.dtype)
     x3, dout3 = np.ascontiguousarray(x).reshape(N, C, P), dout.reshape(N, C, P)
-    sums, products = np.empty((N, C)), np.empty((N, C))
-    _for_each_block(N, C, P, lambda n, c: _kernels.batch_norm2d_grad_sums(dout3[n, c], x3[n, c], mean[c], sums[n, c],
-                                                                          products[n, c]))
-    dbeta = sums.sum(axis=0)
-    dgamma = inv_std * products.sum(axis=0)                            # sum(dout * x_hat)
-    if training:
-        centre, slope = dbeta / m, inv_std * dgamma / m
-    else:
-        centre = slope = np.zeros(C)
-    mean_x, scale, centre, slope = (a.astype(x.dtype) for a in (mean, gamma * inv_std, centre, slope))
+    kept = None if rectified is None else np.ascontiguousarray(rectified).reshape(N, C, P)
+    dbeta, products, dgamma = np.empty(C), np.empty(C), np.empty(C)
+    mean_x, scale, centre, slope = (np.zeros(C, x.dtype) for _ in range(4))   # centre = slope = 0 in evaluation
     dx = np.empty(x.shape, x.dtype)
     dx3 = dx.reshape(N, C, P)
-    _for_each_block(N, C, P, lambda n, c: _kernels.batch_norm2d_grad_input(dout3[n, c], x3[n, c], mean_x[c], scale[c],
-                                                                           centre[c], slope[c], dx3[n, c]))
+
+    def block(c0, c1):                      # a block of channels from start to end, while it is in the cache
+        c = slice(c0, c1)
+        _kernels.batch_norm2d_grad_sums(dout3, x3, mean, kept, c0, c1, dbeta, products)
+        dgamma[c] = inv_std[c] * products[c]                           # sum(dout * x_hat)
+        if training:
+            centre[c], slope[c] = dbeta[c] / m, inv_std[c] * dgamma[c] / m
+        mean_x[c], scale[c] = mean[c], gamma[c] * inv_std[c]
+        _kernels.batch_norm2d_grad_input(dout3, x3, mean_x, scale, centre, slope, kept, c0, c1, dx3)
+
+    _for_channel_blocks(N, C, P, block)
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)

@@ -81,6 +81,11 @@ class Conv2d(Layer):
     dtype : float32 (default) or float64
 
     ``params``: ``weight`` (C_out, C_in, kH, kW) and ``bias`` (C_out,).
+    In evaluation mode the forward pass keeps no unfolded input (``keep_columns=False``: less
+    memory for inference; a ``backward`` after it unfolds the input again).
+    ``relu``: False; True makes the output ``max(out, 0)`` (bias and ReLU in one pass) and folds
+    the ReLU's mask into ``backward`` (a :class:`~tinyfcn.networks.graph.Graph` sets it when a
+    :class:`ReLU` alone reads this layer's map, and marks that ReLU ``fused``).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
@@ -88,6 +93,7 @@ class Conv2d(Layer):
         super().__init__()
         kh, kw = pair(kernel_size, "kernel_size")
         self.stride, self.padding = pair(stride, "stride"), pair(padding, "padding")
+        self.relu = False
         shape = (out_channels, in_channels, kh, kw)
         self.params["weight"] = _initial_weight(init, shape, in_channels * kh * kw, rng, dtype)
         if bias:
@@ -96,7 +102,7 @@ class Conv2d(Layer):
     def forward(self, x):
         self.cache = None          # free the last step's columns (the largest array) before making new ones
         out, self.cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                           self.stride, self.padding)
+                                           self.stride, self.padding, self.relu, keep_columns=self.training)
         return out
 
     def backward(self, dout):
@@ -222,14 +228,27 @@ class MaxUnpool2d(Layer):
 
 
 class ReLU(Layer):
-    """``max(x, 0)``."""
+    """``max(x, 0)``.
+
+    ``fused``: False, or True when the layer before it rectifies its own output (its ``relu``,
+    set with this flag by :class:`~tinyfcn.networks.graph.Graph`, which fuses the two). Then
+    ``forward`` passes the already rectified map through (keeping it as ``cache``, as it keeps its
+    output otherwise) and ``backward`` passes dout through: that layer's backward applies the mask.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.fused = False
 
     def forward(self, x):
+        if self.fused:
+            self.cache = x
+            return x
         out, self.cache = F.relu_forward(x)
         return out
 
     def backward(self, dout):
-        return F.relu_backward(dout, self.cache)
+        return dout if self.fused else F.relu_backward(dout, self.cache)
 
 
 class BatchNorm2d(Layer):
@@ -250,11 +269,14 @@ class BatchNorm2d(Layer):
 
     ``params``: ``weight`` (C,) ones and ``bias`` (C,) zeros (gamma and beta).
     ``buffers``: ``running_mean`` (C,) zeros and ``running_var`` (C,) ones.
+    ``relu``: False; True makes the output ``max(out, 0)`` and folds the ReLU's mask into
+    ``backward`` (a :class:`~tinyfcn.networks.graph.Graph` sets it when a :class:`ReLU` alone reads
+    this layer's map, and marks that ReLU ``fused``).
     """
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5, dtype=np.float32):
         super().__init__()
-        self.momentum, self.eps = momentum, eps
+        self.momentum, self.eps, self.relu = momentum, eps, False
         self.params["weight"] = np.ones(num_features, dtype)
         self.params["bias"] = zeros(num_features, dtype)
         self.buffers["running_mean"] = zeros(num_features, dtype)
@@ -263,7 +285,7 @@ class BatchNorm2d(Layer):
     def forward(self, x):
         out, self.cache = F.batch_norm2d_forward(x, self.params["weight"], self.params["bias"],
                                                  self.buffers["running_mean"], self.buffers["running_var"],
-                                                 self.training, self.momentum, self.eps)
+                                                 self.training, self.momentum, self.eps, self.relu)
         return out
 
     def backward(self, dout):

@@ -11,8 +11,9 @@ kinds of function live here:
   of their twins in :mod:`tinyfcn.ops.functional` and return the same values (up to the
   rounding of sums added in another order).
 - :func:`im2col`, :func:`col2im`, :func:`count_nonfinite`, :func:`sgd_update`, :func:`adam_update`,
-  :func:`batch_norm2d_stats`, :func:`batch_norm2d_normalize`, :func:`batch_norm2d_grad_sums` and
-  :func:`batch_norm2d_grad_input` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
+  :func:`batch_norm2d_stats`, :func:`batch_norm2d_normalize`, :func:`batch_norm2d_grad_sums`,
+  :func:`batch_norm2d_grad_input`, :func:`bias_relu`, :func:`conv3x3`, :func:`winograd_input`,
+  :func:`winograd_output`, :func:`winograd_output_adjoint` and :func:`winograd_input_adjoint` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
   only (some ops above are a kernel's twin too). A kernel takes its sizes one by one and fills arrays its caller made, as in
   ``_kernels.im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols)``; its twin takes pairs and
   returns the result, ``im2col(x, kernel, stride, padding)`` (:func:`sgd_update` and
@@ -78,14 +79,17 @@ def col2im(cols, x_shape, kernel, stride, padding):
     return xpad[:, :, ph:ph + H, pw:pw + W]
 
 
-def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_columns=True):
     """Cross-correlate ``x`` with ``weight``: a dot product of the kernel with every window.
 
-    ``out[n, o, i, j] = b[o] + sum_{c,u,v} weight[o, c, u, v] * xpad[n, c, i*sh + u, j*sw + v]``
+    ``out[n, o, i, j] = b[o] + sum_{c,u,v} weight[o, c, u, v] * xpad[n, c, i*sh + u, j*sw + v]``;
+    with ``relu``, ``out = max(out, 0)``. ``keep_columns`` changes nothing here: this version
+    never unfolds the input.
 
     Shapes: x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out,) or None,
     out (N, C_out, H_out, W_out) with ``H_out = floor((H + 2p - kH) / s) + 1``.
-    The cache is ``(x, weight, has_bias, stride, padding, None)``: no unfolded columns here.
+    The cache is ``(x, weight, has_bias, stride, padding, None, rectified)``: no unfolded columns
+    here; ``rectified`` is the output with ``relu``, else None.
     """
     stride, padding = pair(stride), pair(padding)
     (sh, sw), (ph, pw) = stride, padding
@@ -97,9 +101,8 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0):
         for j in range(Wo):
             window = xpad[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]      # (N, C_in, kH, kW)
             out[:, :, i, j] = np.tensordot(window, weight, axes=([1, 2, 3], [1, 2, 3]))
-    if bias is not None:
-        out += bias[None, :, None, None]
-    return out, (x, weight, bias is not None, stride, padding, None)
+    out, _ = bias_relu(out, bias, relu)
+    return out, (x, weight, bias is not None, stride, padding, None, out if relu else None)
 
 
 def conv2d_backward(dout, cache):
@@ -107,8 +110,11 @@ def conv2d_backward(dout, cache):
 
     ``dweight[o] += dout[n, o, i, j] * window``, ``dxpad[window] += dout[n, o, i, j] * weight[o]``,
     ``dbias[o] = sum_{n,i,j} dout[n, o, i, j]``. Returns ``(dx, dweight, dbias)``; dbias is None without a bias.
+    With a ReLU (``rectified`` in the cache) ``dout`` first becomes ``dout * (rectified > 0)``.
     """
-    x, weight, has_bias, (sh, sw), (ph, pw), _ = cache                      # the columns are not needed
+    x, weight, has_bias, (sh, sw), (ph, pw), _, rectified = cache           # the columns are not needed
+    if rectified is not None:
+        dout = dout * (rectified > 0)
     kh, kw = weight.shape[2:]
     xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     dxpad = np.zeros_like(xpad)
@@ -122,6 +128,73 @@ def conv2d_backward(dout, cache):
     dx = dxpad[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]
     dbias = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dweight, dbias
+
+
+def conv3x3(xpad, w):
+    """A 3x3 stride-1 convolution of one image already padded: ``xpad`` (C_in, H_out + 2, W_out + 2),
+    ``w`` (C_out, C_in, 3, 3) -> (C_out, H_out, W_out). :func:`conv2d_forward` without padding, on a batch of one."""
+    return conv2d_forward(xpad[None], w)[0][0]
+
+
+# Winograd's F(2x2, 3x3): Lavin & Gray's matrices. A 3x3 convolution's 2x2 block of outputs from a 4x4 tile d
+# of input and a kernel g is ``A^T [(G g G^T) * (B^T d B)] A`` (``*`` elementwise; G in tinyfcn.ops.functional).
+WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
+WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+
+
+def winograd_input(xpad):
+    """``B^T d B`` of every 4x4 tile ``d = xpad[n, c, 2i:2i+4, 2j:2j+4]``, tiles overlapping by 2.
+
+    xpad: (N, C, 2*th + 2, 2*tw + 2) -> (16, C, N*th*tw), position ``4a + b``, tile ``(n*th + i)*tw + j``.
+    """
+    N, C, Hp, Wp = xpad.shape
+    th, tw = (Hp - 2) // 2, (Wp - 2) // 2
+    tiles = np.array([[xpad[:, :, 2 * i:2 * i + 4, 2 * j:2 * j + 4] for j in range(tw)] for i in range(th)])
+    return np.einsum("ar,ijncrs,bs->abcnij", WINOGRAD_BT, tiles, WINOGRAD_BT).reshape(16, C, N * th * tw)
+
+
+def winograd_output(M, out_shape):
+    """``A^T m A`` of every tile's 16 products ``m = M[:, o, t]`` (as 4x4): its 2x2 block of the output.
+
+    M: (16, C, N*th*tw) -> out_shape (N, C, H_out, W_out), ``th = ceil(H_out / 2)``; an odd map drops the last row or column.
+    """
+    N, C, Ho, Wo = out_shape
+    th, tw = -(-Ho // 2), -(-Wo // 2)
+    y = np.einsum("ra,abcnij,sb->ncirjs", WINOGRAD_AT, M.reshape(4, 4, C, N, th, tw), WINOGRAD_AT)
+    return y.reshape(N, C, 2 * th, 2 * tw)[:, :, :Ho, :Wo]
+
+
+def winograd_output_adjoint(dout):
+    """The adjoint of :func:`winograd_output`: ``A dy A^T`` of each tile's 2x2 block of dout (0 past the edge), (16, C, N*th*tw)."""
+    N, C, Ho, Wo = dout.shape
+    th, tw = -(-Ho // 2), -(-Wo // 2)
+    dy = np.zeros((N, C, 2 * th, 2 * tw), dout.dtype)
+    dy[:, :, :Ho, :Wo] = dout
+    dm = np.einsum("ra,ncirjs,sb->abcnij", WINOGRAD_AT, dy.reshape(N, C, th, 2, tw, 2), WINOGRAD_AT)
+    return dm.reshape(16, C, N * th * tw)
+
+
+def winograd_input_adjoint(dV, xpad_shape):
+    """The adjoint of :func:`winograd_input`: ``B dv B^T`` of every tile added into its 4x4 window of a zero (N, C, Hp, Wp) array."""
+    N, C, Hp, Wp = xpad_shape
+    th, tw = (Hp - 2) // 2, (Wp - 2) // 2
+    dd = np.einsum("ar,abcnij,bs->ncijrs", WINOGRAD_BT, dV.reshape(4, 4, C, N, th, tw), WINOGRAD_BT)
+    dxpad = np.zeros(xpad_shape, dV.dtype)
+    for i in range(th):
+        for j in range(tw):
+            dxpad[:, :, 2 * i:2 * i + 4, 2 * j:2 * j + 4] += dd[:, :, i, j]
+    return dxpad
+
+
+def bias_relu(out, bias, relu):
+    """A convolution's epilogue: ``out + bias[c]`` for every channel c (no bias: None), then ``max(., 0)`` with ``relu``.
+
+    out: (N, C, ...) -- the kernel's (N, C, P) or the op's (N, C, H, W). Returns a new array, and
+    how many values were NaN or inf before the ReLU (0 without ``relu``).
+    """
+    if bias is not None:
+        out = out + bias.reshape(-1, *[1] * (out.ndim - 2))
+    return (np.maximum(out, 0), count_nonfinite(out)) if relu else (out, 0)
 
 
 def conv_transpose2d_copies(x, weight, stride=1):
@@ -329,14 +402,15 @@ def adam_update(w, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_deca
 # ---------------------------------------------------------------- batch normalisation
 
 
-def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
+def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5, relu=False):
     """Normalise every channel, then scale and shift it: ``out = gamma * (x - mean) / sqrt(var + eps) + beta``.
 
     Training: mean and the biased variance over the batch, axes (N, H, W) -- m = N*H*W values
     per channel; the running statistics move towards them in place (the variance unbiased,
-    times m / (m - 1)). Evaluation: mean and var are the running statistics.
-    Shapes: x (N, C, H, W), gamma, beta, running_mean, running_var (C,).
-    The cache is ``(x, gamma, mean, inv_std, training)``, mean and ``inv_std = 1 / sqrt(var + eps)`` float64.
+    times m / (m - 1)). Evaluation: mean and var are the running statistics. With ``relu``,
+    ``out = max(out, 0)``. Shapes: x (N, C, H, W), gamma, beta, running_mean, running_var (C,).
+    The cache is ``(x, gamma, mean, inv_std, training, rectified)``, mean and ``inv_std = 1 / sqrt(var + eps)``
+    float64, ``rectified`` the output with ``relu``, else None.
     """
     if training:
         m = x.size // x.shape[1]
@@ -348,18 +422,23 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
     inv_std = 1 / np.sqrt(var + eps)
     x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
-    out = gamma[:, None, None] * x_hat + beta[:, None, None]
-    return out.astype(x.dtype), (x, gamma, mean, inv_std, training)
+    out = (gamma[:, None, None] * x_hat + beta[:, None, None]).astype(x.dtype)
+    if relu:
+        out = np.maximum(out, 0)
+    return out, (x, gamma, mean, inv_std, training, out if relu else None)
 
 
 def batch_norm2d_backward(dout, cache):
     """Gradients of :func:`batch_norm2d_forward`, sums over (N, H, W) per channel, ``sigma = sqrt(var + eps)``.
 
+    With a ReLU (``rectified`` in the cache) ``dout`` first becomes ``dout * (rectified > 0)``. Then
     ``dbeta = sum(dout)``, ``dgamma = sum(dout * x_hat)``; training:
     ``dx = gamma / (m * sigma) * (m * dout - sum(dout) - x_hat * sum(dout * x_hat))`` (mean and var
     depend on every x of the channel); evaluation: ``dx = dout * gamma / sigma``. Returns ``(dx, dgamma, dbeta)``.
     """
-    x, gamma, mean, inv_std, training = cache
+    x, gamma, mean, inv_std, training, rectified = cache
+    if rectified is not None:
+        dout = dout * (rectified > 0)
     x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
     dbeta = dout.sum(axis=(0, 2, 3))
     dgamma = (dout * x_hat).sum(axis=(0, 2, 3))
@@ -372,25 +451,32 @@ def batch_norm2d_backward(dout, cache):
 
 
 # The compiled batch norm in steps (tinyfcn.ops.functional combines them); x, dout: (N, C, P), P = H*W.
+# The kernels fill in a range of channels; these twins give every channel.
 
 
 def batch_norm2d_stats(x):
-    """Per image and channel: the plane's sum and the sum of its squared deviations from its own mean, (N, C) float64 each."""
-    sums = x.sum(axis=2, dtype=np.float64)
-    squares = ((x - sums[:, :, None] / x.shape[2]) ** 2).sum(axis=2)
+    """Per channel: the sum of its values and of their squared deviations from its mean, (C,) float64 each."""
+    sums = x.sum(axis=(0, 2), dtype=np.float64)
+    squares = ((x - sums[:, None] / (x.shape[0] * x.shape[2])) ** 2).sum(axis=(0, 2))
     return sums, squares
 
 
-def batch_norm2d_normalize(x, mean, scale, shift):
-    """``out = (x - mean[c]) * scale[c] + shift[c]`` for every channel c."""
-    return (x - mean[:, None]) * scale[:, None] + shift[:, None]
+def batch_norm2d_normalize(x, mean, scale, shift, relu):
+    """``out = (x - mean[c]) * scale[c] + shift[c]`` for every channel c; with ``relu``, ``max(out, 0)``.
+
+    Returns out, and how many values were NaN or inf before the ReLU (0 without ``relu``).
+    """
+    out = (x - mean[:, None]) * scale[:, None] + shift[:, None]
+    return (np.maximum(out, 0), count_nonfinite(out)) if relu else (out, 0)
 
 
-def batch_norm2d_grad_sums(dout, x, mean):
-    """Per image and channel: ``sum(dout)`` and ``sum(dout * (x - mean[c]))``, (N, C) float64 each."""
-    return dout.sum(axis=2, dtype=np.float64), (dout * (x - mean[:, None])).sum(axis=2, dtype=np.float64)
+def batch_norm2d_grad_sums(dout, x, mean, rectified):
+    """Per channel: ``sum(g)`` and ``sum(g * (x - mean[c]))``, (C,) float64 each; ``g = dout * (rectified > 0)``, or dout if rectified is None."""
+    g = dout if rectified is None else dout * (rectified > 0)
+    return g.sum(axis=(0, 2), dtype=np.float64), (g * (x - mean[:, None])).sum(axis=(0, 2), dtype=np.float64)
 
 
-def batch_norm2d_grad_input(dout, x, mean, scale, centre, slope):
-    """``dx = scale[c] * (dout - centre[c] - (x - mean[c]) * slope[c])`` for every channel c."""
-    return scale[:, None] * (dout - centre[:, None] - (x - mean[:, None]) * slope[:, None])
+def batch_norm2d_grad_input(dout, x, mean, scale, centre, slope, rectified):
+    """``dx = scale[c] * (g - centre[c] - (x - mean[c]) * slope[c])`` for every channel c, g as in :func:`batch_norm2d_grad_sums`."""
+    g = dout if rectified is None else dout * (rectified > 0)
+    return scale[:, None] * (g - centre[:, None] - (x - mean[:, None]) * slope[:, None])
