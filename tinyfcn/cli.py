@@ -162,7 +162,8 @@ def _initial_model(args, num_classes, in_channels):
         raise UsageError(f"--init {args.init} was trained for {_count(c['num_classes'], 'class')} and "
                          f"{_count(c['in_channels'], 'channel')}, but the data has {_count(num_classes, 'class')} "
                          f"and {_count(in_channels, 'channel')}")
-    if c["arch"] == "classifier":
+    if c["arch"] == "classifier":                   # a new FCN: the recipe's upsampling, the classifier's norm
+        options.setdefault("learn_upsampling", RECIPES[args.recipe]["learn_upsampling"])
         try:
             return from_classifier(source, args.model, **options).train(), source
         except ValueError as e:
