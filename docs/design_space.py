@@ -17,7 +17,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipe import RUNS, SEEDS, dataset_folder, figure, history, run_name, seconds, train  # noqa: E402
+from recipe import (  # noqa: E402
+    RUNS,
+    SEEDS,
+    dataset_folder,
+    figure,
+    history,
+    run_name,
+    seconds,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "docs" / "design_space_table.md"
