@@ -594,16 +594,25 @@ def _say_threads(args):
     print(f"tinyfcn: computing with {_count(threads.get_threads(), 'thread')} ({how})")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose mistakes are one line and status 2, as every other error of the command line:
+    ``tinyfcn train: error: argument --norm: invalid choice: 'group' (choose from 'none', 'batch')``.
+    ``--help`` still prints the whole usage."""
+
+    def error(self, message):
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser():
     from .datasets import DATASETS
     from .networks.models import MODELS
     from .training.optim import OPTIMIZERS, SCHEDULES
     from .training.recipes import NORMALIZATIONS, RECIPES
     shared = _shared_options()
-    parser = argparse.ArgumentParser(prog="tinyfcn", description="Fully Convolutional Networks from scratch in NumPy.")
+    parser = OneLineParser(prog="tinyfcn", description="Fully Convolutional Networks from scratch in NumPy.")
     version = sys.modules[__package__].__version__      # the package, imported before any module of it
     parser.add_argument("--version", action="version", version=f"tinyfcn {version}", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser,
                                 help="what to do; tinyfcn COMMAND --help tells more")
 
     p = sub.add_parser("data", help="generate a toy dataset in the Pascal VOC layout")
