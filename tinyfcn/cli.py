@@ -325,7 +325,7 @@ def cmd_train(args):
           f"{_count(train_set.num_classes, 'class')}); run folder {out}")
     _say_init(args.init, source, model, val_set)
     shown = [val_set[i] for i in viz.pick_examples(val_set.labels, 4)]
-    title = f"{args.model} on {data.resolve().name}, seed {args.seed} — {out}"
+    title = f"{args.model} on {data.resolve().name}, seed {args.seed} — run {out.name}"
 
     def plots(history):
         viz.plot_curves(history, out / "curves.png", title=title)
@@ -489,7 +489,7 @@ def cmd_pretrain(args):
     scores = net.forward(datasets.normalize(image)[None])[0]
     viz.plot_heatmap(image, scores, net.coords["score"], train_set.classes, out / "heatmap.png",
                      title=f"classifier of {args.crop_size}x{args.crop_size} crops of {Path(args.data).name}, "
-                           f"seed {args.seed} — {out}")
+                           f"seed {args.seed} — run {out.name}")
     print(f"validation crop accuracy {accuracy(model, *val_crops):.3f}; done: {out / 'classifier.npz'}, "
           f"history.json, heatmap.png ({scores.shape[1]}x{scores.shape[2]} score map of a "
           f"{image.shape[0]}x{image.shape[1]} mosaic)")
