@@ -151,6 +151,8 @@ def test_warnings_name_the_pattern_once_per_run(shapes, tmp_path):
              predicted_share=[1.0, 0, 0, 0], true_share=[0.7, 0.1, 0.1, 0.1])] * 2}
     kinds = dict(instruments.warnings_for(history, ["background", "disk", "triangle", "square"]))
     assert set(kinds) == {"collapse", "slow", "fast", "dead"}
+    decayed = dict(history, lr=[1e-3, 1e-3, 5e-5])         # a schedule's last steps are small on purpose
+    assert "slow" not in dict(instruments.warnings_for(decayed))
     assert "collapsed to 'background' for 2 epochs" in kinds["collapse"] and "layer conv1_1 (" in kinds["slow"]
     assert "layer fc6" in kinds["fast"] and "relu6" in kinds["dead"]
     model = FCN8s(4, **SMALL, seed=0)
@@ -165,8 +167,9 @@ def test_the_diagnostics_figure_draws_a_run(shapes, tmp_path):
     _, train, val = shapes
     history = fit(FCN8s(4, **SMALL, seed=0), train, val, epochs=2, batch_size=4, progress=False, verbose=False)
     assert len(history["diagnostics"]) == 2 and history["diagnostics"][0]["grad_norm"]
-    fig = viz.plot_diagnostics(history, train.classes, tmp_path / "d.png")
+    fig = viz.plot_diagnostics(history, train.classes, tmp_path / "d.png", title="fcn8s on shapes")
     assert (tmp_path / "d.png").stat().st_size > 10_000 and len(fig.axes) == 6
+    assert fig.get_suptitle() == "fcn8s on shapes: diagnostics, 2 epochs"
 
 
 def test_batch_norm_on_one_value_per_channel_is_one_line_and_writes_nothing(tmp_path, capsys):
