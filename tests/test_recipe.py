@@ -138,6 +138,14 @@ def test_instruments_measure_norms_ratios_and_dead_channels():
     assert record["dead_relu"]["3"] == 0.5 and "predicted_share" not in record
 
 
+def test_instruments_watch_filters_not_batchnorm_scales():
+    """BatchNorm's scales start at 1 and move by millionths per step in a healthy run: no 'barely learns' for them."""
+    model = FCN8s(4, **SMALL, norm="batch", seed=0)
+    watch = instruments.Instruments(model, np.zeros((2, 3, 32, 32), np.float32), steps_per_epoch=1)
+    layers = {k.rsplit(".", 1)[0] for k in watch.weights}
+    assert {"conv1_1", "fc6", "score_fr"} <= layers and not any(name.startswith("bn") for name in layers)
+
+
 def test_collapse_is_judged_against_the_true_shares():
     assert instruments.collapsed([0.999, 0.001], [0.95, 0.05]) == 0         # 0.1 % of the 5 % foreground
     assert instruments.collapsed([0.97, 0.03], [0.95, 0.05]) is None

@@ -1,6 +1,8 @@
 """Instruments that show why a training run works or fails, and the warnings a learner can act on.
 
-Per epoch, for every layer with weights (frozen layers left out):
+Per epoch, for every layer with filters (convolutions, transposed convolutions and dense layers; frozen
+layers left out, and BatchNorm too: its per-channel scales start at 1 and move by a few millionths
+per step in a healthy run, which would read as "barely learns"):
 
 - **gradient norm** ``||dL/dw||``, the mean over the sampled steps of the epoch: a layer whose
   gradient is orders of magnitude below the others learns nothing (a vanishing gradient);
@@ -61,7 +63,7 @@ class Instruments:
 
     def __init__(self, model, probe, steps_per_epoch):
         self.model, self.probe, self.every = model, probe, max(1, min(EVERY, steps_per_epoch))
-        self.weights = [k for k in model.params if k.endswith(".weight")]
+        self.weights = [k for k, w in model.params.items() if k.endswith(".weight") and w.ndim >= 2]
         self.before = None
         self._reset()
 
@@ -148,8 +150,9 @@ def warnings_for(history, classes=None):
         name = classes[tops[0]] if classes else f"class {tops[0]}"
         share = recent[-1]["predicted_share"][tops[0]]
         messages.append(("collapse", f"the predictions have collapsed to {name!r} for 2 epochs ({share:.1%} of the "
-                                     f"pixels): the network has found the easy answer; try the default recipe "
-                                     f"(AdamW), a lower learning rate, or --norm batch"))
+                                     f"pixels): the network has found the easy answer; if more epochs do not "
+                                     f"lift it, try a lower learning rate, --norm batch, or (from --recipe paper) the "
+                                     f"default recipe"))
     ratios, dead_share = last["update_ratio"], last["dead_relu"]
     rates = [r for r in history.get("lr", []) if r]
     decayed = bool(rates) and rates[-1] < 0.1 * max(rates)   # the schedule, not the layer, made the steps small
