@@ -363,5 +363,5 @@ def test_the_run_figures_are_titled_with_the_run(shapes, tmp_path, monkeypatch):
         monkeypatch.setattr(viz, name, lambda *a, title=None, _name=name, **k: titles.setdefault(_name, title))
     run = tmp_path / "run"
     assert main(["train", "--data", str(shapes), "--model", "fcn32s", "--out", str(run), "--seed", "3", *FAST]) == 0
-    assert titles == {"plot_curves": f"fcn32s on shapes, seed 3 — {run}",
-                      "plot_predictions": f"fcn32s on shapes, seed 3 — {run}"}
+    assert titles == {"plot_curves": f"fcn32s on shapes, seed 3 — run {run.name}",
+                      "plot_predictions": f"fcn32s on shapes, seed 3 — run {run.name}"}

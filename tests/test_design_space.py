@@ -305,6 +305,7 @@ def test_cli_pretrain_then_train_from_the_classifier(tiny_digits, tmp_path, caps
                  "--out", str(tmp_path / "ft"), "--epochs", "1", "--batch-size", "3", "--quiet"]) == 0
     config = load_checkpoint(tmp_path / "ft" / "last.npz")["meta"]["config"]
     assert config["arch"] == "fcn8s" and config["fc6_kernel"] == 1 and config["fc6_padding"] == 0
+    assert config["learn_upsampling"] and config["norm"] == "none"        # the recipe's upsampling, the classifier's norm
     capsys.readouterr()
     assert main(["train", "--data", str(tiny_digits), "--model", "fcn8s", "--init", str(run / "classifier.npz"),
                  "--downsample", "conv", "--out", str(tmp_path / "x"), "--epochs", "1", "--quiet"]) == 2

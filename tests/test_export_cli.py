@@ -65,3 +65,30 @@ def test_mistakes_are_one_line_and_status_2(problem, checkpoint, tmp_path, error
     assert {"missing checkpoint": "does not exist", "bad checkpoint": "not a tinyfcn checkpoint",
             "unknown format": "choose torch or onnx"}[problem] in message
     assert not out.exists()
+
+
+def test_a_batchnorm_checkpoint_exports_to_torch_and_onnx_with_its_eval_scores(tmp_path):
+    """The default recipe's networks have BatchNorm: through the command line, both exports reproduce
+    the evaluation-mode scores (running statistics that are not 0 and 1) at odd sizes."""
+    torch = pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    model = random_model("fcn8s-bn")                           # trained a few steps: real running statistics
+    save_checkpoint(tmp_path / "bn.npz", model)
+    assert main(["export", "--checkpoint", str(tmp_path / "bn.npz"), "--to", "torch", str(tmp_path / "bn.pt")]) == 0
+    assert main(["export", "--checkpoint", str(tmp_path / "bn.npz"), "--to", "onnx", str(tmp_path / "bn.onnx")]) == 0
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from bn_model import load
+    finally:
+        sys.path.remove(str(tmp_path))
+    net = load(tmp_path / "bn.pt")
+    session = ort.InferenceSession(str(tmp_path / "bn.onnx"), providers=["CPUExecutionProvider"])
+    model.eval()
+    for size in ((35, 29), (64, 64)):
+        x = inputs(size)
+        ours = model.forward(x)
+        with torch.no_grad():
+            diff, tolerance = worst(net(torch.from_numpy(x)).numpy(), ours)
+        assert diff <= 1e-4 * np.ptp(ours) and diff <= tolerance
+        diff, tolerance = worst(session.run(None, {"input": x})[0], ours)
+        assert diff <= 1e-4 * np.ptp(ours) and diff <= tolerance

@@ -151,6 +151,8 @@ def test_warnings_name_the_pattern_once_per_run(shapes, tmp_path):
              predicted_share=[1.0, 0, 0, 0], true_share=[0.7, 0.1, 0.1, 0.1])] * 2}
     kinds = dict(instruments.warnings_for(history, ["background", "disk", "triangle", "square"]))
     assert set(kinds) == {"collapse", "slow", "fast", "dead"}
+    decayed = dict(history, lr=[1e-3, 1e-3, 5e-5])         # a schedule's last steps are small on purpose
+    assert "slow" not in dict(instruments.warnings_for(decayed))
     assert "collapsed to 'background' for 2 epochs" in kinds["collapse"] and "layer conv1_1 (" in kinds["slow"]
     assert "layer fc6" in kinds["fast"] and "relu6" in kinds["dead"]
     model = FCN8s(4, **SMALL, seed=0)
@@ -165,8 +167,9 @@ def test_the_diagnostics_figure_draws_a_run(shapes, tmp_path):
     _, train, val = shapes
     history = fit(FCN8s(4, **SMALL, seed=0), train, val, epochs=2, batch_size=4, progress=False, verbose=False)
     assert len(history["diagnostics"]) == 2 and history["diagnostics"][0]["grad_norm"]
-    fig = viz.plot_diagnostics(history, train.classes, tmp_path / "d.png")
+    fig = viz.plot_diagnostics(history, train.classes, tmp_path / "d.png", title="fcn8s on shapes")
     assert (tmp_path / "d.png").stat().st_size > 10_000 and len(fig.axes) == 6
+    assert fig.get_suptitle() == "fcn8s on shapes: diagnostics, 2 epochs"
 
 
 def test_batch_norm_on_one_value_per_channel_is_one_line_and_writes_nothing(tmp_path, capsys):
@@ -178,7 +181,49 @@ def test_batch_norm_on_one_value_per_channel_is_one_line_and_writes_nothing(tmp_
     assert not (tmp_path / "run").exists()
 
 
-def test_an_unknown_norm_is_refused_by_name(tmp_path, capsys):
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--norm", "group"], "tinyfcn train: error: argument --norm: invalid choice: 'group' (choose from "
+                                   "'none', 'batch'); see tinyfcn train --help"),
+    (["train", "--optimizer", "rmsprop"], "tinyfcn train: error: argument --optimizer: invalid choice: 'rmsprop'"),
+    (["frobnicate"], "tinyfcn: error: argument COMMAND: invalid choice: 'frobnicate'"),
+])
+def test_a_mistyped_option_is_one_line_and_status_2(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as stop:
-        main(["train", "--data", str(tmp_path), "--norm", "group"])
-    assert stop.value.code == 2 and "invalid choice: 'group' (choose from 'none', 'batch')" in capsys.readouterr().err
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith(message)
+
+
+def test_a_batchnorm_fcn8s_resumed_after_a_kill_ends_with_the_weights_of_a_straight_run(shapes, tmp_path):
+    """The default recipe's networks: BatchNorm's running statistics and AdamW's moments are part of
+    the state a checkpoint holds, so a run stopped mid-epoch and resumed ends bit for bit where a
+    straight run does (weights and running statistics)."""
+    import os
+    import signal
+
+    class StopAt:                                          # Ctrl-C (SIGINT) while reading image ``at``
+        def __init__(self, dataset, at):
+            self.dataset, self.at, self.reads = dataset, at, 0
+
+        def __len__(self):
+            return len(self.dataset)
+
+        def __getitem__(self, i):
+            self.reads += 1
+            if self.reads == self.at:
+                os.kill(os.getpid(), signal.SIGINT)
+            return self.dataset[i]
+
+    _, train, val = shapes
+    settings = dict(epochs=2, batch_size=4, progress=False, verbose=False, seed=5)   # the default recipe
+    straight = FCN8s(4, **SMALL, norm="batch", learn_upsampling=True, seed=2)
+    fit(straight, train, val, **settings)
+    stopped = FCN8s(4, **SMALL, norm="batch", learn_upsampling=True, seed=2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(stopped, StopAt(train, 30), val, out=tmp_path, **settings)   # reads: 12 for the statistics, 12, then 6
+    assert load_checkpoint(tmp_path / "last.npz")["meta"]["epoch"] == 1
+    resumed = FCN8s(4, **SMALL, norm="batch", learn_upsampling=True, seed=2)
+    fit(resumed, train, val, out=tmp_path, resume=True, **settings)
+    assert straight.buffers and set(straight.state_dict()) == set(resumed.state_dict())
+    for k, v in straight.state_dict().items():
+        np.testing.assert_array_equal(v, resumed.state_dict()[k], err_msg=k)

@@ -162,7 +162,8 @@ def _initial_model(args, num_classes, in_channels):
         raise UsageError(f"--init {args.init} was trained for {_count(c['num_classes'], 'class')} and "
                          f"{_count(c['in_channels'], 'channel')}, but the data has {_count(num_classes, 'class')} "
                          f"and {_count(in_channels, 'channel')}")
-    if c["arch"] == "classifier":
+    if c["arch"] == "classifier":                   # a new FCN: the recipe's upsampling, the classifier's norm
+        options.setdefault("learn_upsampling", RECIPES[args.recipe]["learn_upsampling"])
         try:
             return from_classifier(source, args.model, **options).train(), source
         except ValueError as e:
@@ -324,7 +325,7 @@ def cmd_train(args):
           f"{_count(train_set.num_classes, 'class')}); run folder {out}")
     _say_init(args.init, source, model, val_set)
     shown = [val_set[i] for i in viz.pick_examples(val_set.labels, 4)]
-    title = f"{args.model} on {data.resolve().name}, seed {args.seed} — {out}"
+    title = f"{args.model} on {data.resolve().name}, seed {args.seed} — run {out.name}"
 
     def plots(history):
         viz.plot_curves(history, out / "curves.png", title=title)
@@ -488,7 +489,7 @@ def cmd_pretrain(args):
     scores = net.forward(datasets.normalize(image)[None])[0]
     viz.plot_heatmap(image, scores, net.coords["score"], train_set.classes, out / "heatmap.png",
                      title=f"classifier of {args.crop_size}x{args.crop_size} crops of {Path(args.data).name}, "
-                           f"seed {args.seed} — {out}")
+                           f"seed {args.seed} — run {out.name}")
     print(f"validation crop accuracy {accuracy(model, *val_crops):.3f}; done: {out / 'classifier.npz'}, "
           f"history.json, heatmap.png ({scores.shape[1]}x{scores.shape[2]} score map of a "
           f"{image.shape[0]}x{image.shape[1]} mosaic)")
@@ -593,16 +594,25 @@ def _say_threads(args):
     print(f"tinyfcn: computing with {_count(threads.get_threads(), 'thread')} ({how})")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose mistakes are one line and status 2, as every other error of the command line:
+    ``tinyfcn train: error: argument --norm: invalid choice: 'group' (choose from 'none', 'batch')``.
+    ``--help`` still prints the whole usage."""
+
+    def error(self, message):
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser():
     from .datasets import DATASETS
     from .networks.models import MODELS
     from .training.optim import OPTIMIZERS, SCHEDULES
     from .training.recipes import NORMALIZATIONS, RECIPES
     shared = _shared_options()
-    parser = argparse.ArgumentParser(prog="tinyfcn", description="Fully Convolutional Networks from scratch in NumPy.")
+    parser = OneLineParser(prog="tinyfcn", description="Fully Convolutional Networks from scratch in NumPy.")
     version = sys.modules[__package__].__version__      # the package, imported before any module of it
     parser.add_argument("--version", action="version", version=f"tinyfcn {version}", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser,
                                 help="what to do; tinyfcn COMMAND --help tells more")
 
     p = sub.add_parser("data", help="generate a toy dataset in the Pascal VOC layout")

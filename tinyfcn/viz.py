@@ -607,11 +607,11 @@ def plot_diagnostics(history, classes=None, path=None, title=None):
 
     from .training.instruments import DEAD, UPDATE_RATIO
     epochs = [(e, d) for e, d in zip(history.get("epoch", []), history.get("diagnostics", [])) if d]
-    fig = _figure(13, 7)
+    fig = _figure(17, 7.5)
     axes = fig.subplots(2, 3)
     top = [("grad_norm", "gradient norm", True), ("update_ratio", "update / weight per step", True),
            ("dead_relu", "dead ReLU channels (share)", False)]
-    for ax, (key, title, log) in zip(axes[0], top):
+    for ax, (key, heading, log) in zip(axes[0], top):
         layers = list(dict.fromkeys(k for _, d in epochs for k in d.get(key, {})))
         colours = colormaps["viridis"](np.linspace(0, 0.9, max(len(layers), 1)))
         for layer, colour in zip(layers, colours):
@@ -621,10 +621,11 @@ def plot_diagnostics(history, classes=None, path=None, title=None):
                 ax.plot(*zip(*points), color=colour, marker=".", label=layer)
         if log and ax.lines:
             ax.set_yscale("log")
-        ax.set(title=title, xlabel="epoch")
+        ax.set(title=heading, xlabel="epoch")
         ax.grid(alpha=0.3)
-        if layers:
-            ax.legend(fontsize=6, ncol=2, title="layer", title_fontsize=7)
+        if layers:                                       # beside the panel: it would hide the lines
+            ax.legend(fontsize=5, ncol=1 + len(layers) // 16, title="layer", title_fontsize=6,
+                      loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     axes[0, 1].axhspan(*UPDATE_RATIO, color="green", alpha=0.08, label="healthy")
     axes[0, 2].axhline(DEAD, color="red", lw=0.8, ls="--")
     axes[0, 2].set_ylim(-0.02, 1.02)

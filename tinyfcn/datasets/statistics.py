@@ -23,7 +23,9 @@ def _label_counts(dataset):
     K = dataset.num_classes
     counts = np.zeros(K, np.int64)
     area = np.zeros(K, np.int64)
-    for name, label in zip(dataset.names, dataset.labels):
+    names = getattr(dataset, "names", None) or [str(i) for i in range(len(dataset))]
+    for i, name in enumerate(names):                    # by index: any dataset that is indexed like one
+        label = dataset[i][1]
         histogram = np.bincount(label.reshape(-1), minlength=IGNORE + 1)  # uint8 labels: 256 bins
         stray = np.flatnonzero(histogram[K:IGNORE]) + K
         if stray.size:
@@ -110,12 +112,13 @@ def channel_mean_std(dataset):
         For float32 images: those are network input, already normalized, and the statistics are
         of raw 0 ... 255 images.
     """
-    if dataset.images[0].dtype != np.uint8:
-        raise ValueError(f"channel_mean_std: the images are {dataset.images[0].dtype} network input, already "
+    first = dataset[0][0]
+    if first.dtype != np.uint8:
+        raise ValueError(f"channel_mean_std: the images are {first.dtype} network input, already "
                          f"normalized; the statistics are of raw 0..255 (uint8) images")
-    C = dataset.in_channels
+    C = first.shape[2]
     n, total, squares = 0, np.zeros(C, np.int64), np.zeros(C, np.int64)
-    for image in dataset.images:
+    for image in (dataset[i][0] for i in range(len(dataset))):
         values = image.reshape(-1, C).astype(np.int64)
         n += len(values)
         total += values.sum(axis=0)

@@ -11,7 +11,8 @@ Layout of the file::
     order           the current epoch's shuffled image order (when saved mid-run)
     meta            one JSON string: format tag, model config, optimizer name ("sgd", "adam"
                     or "adamw"; absent in checkpoints written before Adam, which are SGD's),
-                    epoch, step, position in the epoch, training settings, RNG states, history
+                    the input normalization (mean, std; absent before 0.2: the fixed 0.5, 0.25),
+                    epoch, step, position in the epoch, the run's settings, RNG states, history
 
 Everything is an array of numbers or a string, so ``np.load(..., allow_pickle=False)``
 reads it; the file is written with :func:`tinyfcn.files.atomic_write`, so a crash or

@@ -134,7 +134,8 @@ def warnings_for(history, classes=None):
     The patterns (``"collapse"``, ``"slow"``, ``"fast"``, ``"dead"``):
 
     - predictions collapsed to one class in each of the last 2 epochs;
-    - a layer's mean update/weight ratio outside :data:`UPDATE_RATIO`;
+    - a layer's mean update/weight ratio outside :data:`UPDATE_RATIO` (below it only while the learning
+      rate is above a tenth of its peak: the end of a decaying schedule makes every step small on purpose);
     - more than :data:`DEAD` of a ReLU layer's channels dead.
     """
     messages = []
@@ -150,7 +151,9 @@ def warnings_for(history, classes=None):
                                      f"pixels): the network has found the easy answer; try the default recipe "
                                      f"(AdamW), a lower learning rate, or --norm batch"))
     ratios, dead_share = last["update_ratio"], last["dead_relu"]
-    slow = [k for k, r in ratios.items() if r < UPDATE_RATIO[0]]
+    rates = [r for r in history.get("lr", []) if r]
+    decayed = bool(rates) and rates[-1] < 0.1 * max(rates)   # the schedule, not the layer, made the steps small
+    slow = [] if decayed else [k for k, r in ratios.items() if r < UPDATE_RATIO[0]]
     fast = [k for k, r in ratios.items() if r > UPDATE_RATIO[1]]
     dead = [k for k, share in dead_share.items() if share > DEAD]
     if slow:

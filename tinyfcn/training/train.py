@@ -280,7 +280,9 @@ def fit(model, train_set, val_set=None, epochs=12, batch_size=8, recipe="default
     crop : int or (h, w), optional
         Train on random crops of this size (smaller images are padded, labels with 255).
     seed : int
-        Seeds the shuffling and augmentation. The same seed and model give an identical run.
+        Seeds the shuffling and augmentation. The same seed and model give an identical run (a
+        model's starting weights come from its own seed, or from the ``rng`` its layers were given:
+        layers built without one start differently every time).
     out : str or Path, optional
         Run folder: ``last.npz`` every epoch, ``best.npz`` (best validation mean IoU),
         ``history.json``, ``config.json`` (the settings). Needed for ``resume`` and for Ctrl-C to save anything.
