@@ -92,3 +92,28 @@ def test_a_batchnorm_checkpoint_exports_to_torch_and_onnx_with_its_eval_scores(t
         assert diff <= 1e-4 * np.ptp(ours) and diff <= tolerance
         diff, tolerance = worst(session.run(None, {"input": x})[0], ours)
         assert diff <= 1e-4 * np.ptp(ours) and diff <= tolerance
+
+
+def test_both_exports_carry_the_input_normalization_the_model_trained_with(tmp_path):
+    """A default-recipe model takes its training split's statistics, not the fixed (0.5, 0.25): an export
+    that dropped them would be fed the wrong input. The .pt file and load() carry them, the ONNX file as
+    its metadata property 'normalization'; a model without one says the fixed statistics."""
+    import json
+    torch = pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    model = random_model("fcn8s")
+    save_checkpoint(tmp_path / "m.npz", model, normalization=[[0.25, 0.5, 0.75], [0.125, 0.25, 0.5]])
+    for to, out in (("torch", "m.pt"), ("onnx", "m.onnx")):
+        assert main(["export", "--checkpoint", str(tmp_path / "m.npz"), "--to", to, str(tmp_path / out)]) == 0
+    expected = {"mean": [0.25, 0.5, 0.75], "std": [0.125, 0.25, 0.5]}
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from m_model import load
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert load(tmp_path / "m.pt").normalization == expected
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["normalization"] == expected
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(props["normalization"]) == expected
+    from tinyfcn.export import input_normalization, to_torch
+    assert input_normalization(model) == {"mean": [0.5], "std": [0.25]} == to_torch(model).normalization

@@ -7,10 +7,12 @@ and is copied next to a saved export, so PyTorch users need no tinyfcn), the ONN
 imported only when used.
 """
 import importlib
+import json
 from pathlib import Path
 
 import numpy as np
 
+from ..datasets.batching import FIXED
 from ..files import atomic_write
 from .describe import describe
 
@@ -28,6 +30,17 @@ def _backend(module):
     except ImportError:
         raise MissingBackend(f"this export needs {module}; install it with "
                              f"python -m pip install -e \".[{EXTRAS[module]}]\"") from None
+
+
+def input_normalization(model):
+    """The input normalization the model was trained with, as plain lists: ``{"mean": [...], "std": [...]}``.
+
+    The network takes ``(image / 255 - mean) / std`` per channel (one number, or one per channel, in
+    units of the 0 ... 1 pixel values): the training split's own statistics with the default recipe,
+    the fixed (0.5, 0.25) otherwise and for a model that does not say.
+    """
+    mean, std = getattr(model, "normalization", None) or FIXED
+    return {"mean": np.ravel(np.asarray(mean, float)).tolist(), "std": np.ravel(np.asarray(std, float)).tolist()}
 
 
 # ---------------------------------------------------------------- PyTorch
@@ -50,7 +63,7 @@ def to_torch(model):
 
     Parameter and buffer names are tinyfcn's (``"score_fr.weight"``, ``"bn1_1.running_mean"``, ...),
     the dtype and the training mode are the model's, and frozen layers' parameters have
-    ``requires_grad=False``.
+    ``requires_grad=False``. ``net.normalization`` is :func:`input_normalization`'s.
     """
     torch = _backend("torch")
     from . import torch as torch_graph
@@ -58,11 +71,13 @@ def to_torch(model):
     graph = describe(model)
     net = torch_graph.GraphModule(graph).to(dtype)
     net.load_state_dict(_torch_state(torch, model, graph))
+    net.normalization = input_normalization(model)
     return net.train(model.training)
 
 
 def save_torch(model, path):
-    """Write ``path`` (graph, state_dict, config; read with ``torch.load(weights_only=True)``) and ``<stem>_model.py``.
+    """Write ``path`` (graph, state_dict, config, normalization; read with ``torch.load(weights_only=True)``) and
+    ``<stem>_model.py``.
 
     ``<stem>_model.py`` is a copy of :mod:`tinyfcn.export.torch`; its ``load(path)`` rebuilds
     the module without tinyfcn. Both files are written atomically. Returns the two paths.
@@ -71,7 +86,7 @@ def save_torch(model, path):
     from . import torch as torch_graph
     path, graph = Path(path), describe(model)
     saved = dict(format=torch_graph.FORMAT, graph=graph, config=getattr(model, "config", None),
-                 state_dict=_torch_state(torch, model, graph))
+                 normalization=input_normalization(model), state_dict=_torch_state(torch, model, graph))
     module = path.with_name(f"{path.stem}_model.py")
     atomic_write(path, lambda f: torch.save(saved, f))
     atomic_write(module, lambda f: f.write(Path(torch_graph.__file__).read_bytes()))
@@ -85,12 +100,15 @@ def to_onnx(model):
     """The model's inference graph as an ``onnx.ModelProto`` (float32, opset :data:`tinyfcn.export.onnx.OPSET`).
 
     Batch, height and width are dynamic; the crops compute their windows from run-time shapes.
-    The model is checked with ``onnx.checker.check_model``.
+    The model is checked with ``onnx.checker.check_model``. Its metadata property ``normalization``
+    is :func:`input_normalization`'s, as JSON.
     """
-    _backend("onnx")
+    onnx = _backend("onnx")
     from . import onnx as onnx_graph
     name = getattr(model, "config", {}).get("arch", "tinyfcn")
-    return onnx_graph.build(describe(model), model.state_dict(), name=name)
+    proto = onnx_graph.build(describe(model), model.state_dict(), name=name)
+    onnx.helper.set_model_props(proto, {"normalization": json.dumps(input_normalization(model))})
+    return proto
 
 
 def save_onnx(model, path):

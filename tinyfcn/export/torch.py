@@ -4,11 +4,14 @@
 copy of this file, ``fcn8s_model.py``, beside it. ``fcn8s.pt`` is a dict of plain values
 that ``torch.load(path, weights_only=True)`` reads: ``format``, ``graph`` (the nodes, see
 :class:`GraphModule`), ``state_dict`` (tinyfcn's parameter and buffer names, e.g. ``score_fr.weight``,
-``bn1_1.running_mean``) and ``config`` (the tinyfcn model configuration). Without tinyfcn installed::
+``bn1_1.running_mean``), ``config`` (the tinyfcn model configuration) and ``normalization``
+(``{"mean": [...], "std": [...]}``: the network takes ``(image / 255 - mean) / std`` per channel,
+the input normalization it was trained with). Without tinyfcn installed::
 
     from fcn8s_model import load
     net = load("fcn8s.pt")                 # in evaluation mode; net.train() to continue training
-    scores = net(images)                   # (N, K, H, W) for float32 images (N, C, H, W)
+    mean, std = (torch.tensor(net.normalization[k]).view(-1, 1, 1) for k in ("mean", "std"))
+    scores = net((images / 255 - mean) / std)   # (N, K, H, W) for float32 images (N, C, H, W) in 0 ... 255
 
 Frozen layers (FCN's bilinear upsampling unless it was learned) have ``requires_grad=False``,
 so an optimizer over ``[p for p in net.parameters() if p.requires_grad]`` trains what tinyfcn trains.
@@ -171,10 +174,14 @@ class GraphModule(nn.Module):
 
 
 def load(path, map_location="cpu"):
-    """The module saved at ``path`` by ``tinyfcn export --to torch``, weights loaded, in evaluation mode."""
+    """The module saved at ``path`` by ``tinyfcn export --to torch``, weights loaded, in evaluation mode.
+
+    ``net.normalization`` is the input normalization it was trained with (see the module docstring).
+    """
     saved = torch.load(path, map_location=map_location, weights_only=True)
     if saved.get("format") != FORMAT:
         raise ValueError(f"{path}: not a tinyfcn export (format {saved.get('format')!r}, expected {FORMAT!r})")
     net = GraphModule(saved["graph"])
     net.load_state_dict(saved["state_dict"])
+    net.normalization = saved.get("normalization", {"mean": [0.5], "std": [0.25]})   # exports before 0.2: fixed
     return net.eval()
