@@ -239,12 +239,12 @@ def breakdown_tables(res):
             rows_in = [r for r in res["ops"] if r["label"].startswith(kind + " ")]
             if not rows_in:
                 continue
-            pieces = list(rows_in[0]["pieces"])
+            pieces = list(dict.fromkeys(k for r in rows_in for k in r["pieces"]))   # each path has its own pieces
             rows = []
             for r in rows_in:
                 p = r["pieces"]
                 gemms = "/".join(num(v["gflops"], 0) for v in p.values() if v["gflops"])
-                rows.append([r["label"], r["uses"]] + [ms(p[k]["ms"]) for k in pieces]
+                rows.append([r["label"], r["uses"]] + [ms(p[k]["ms"]) if k in p else "" for k in pieces]
                             + [ms(sum(v["ms"] for v in p.values())), ms(r["real_ms"]), gemms])
             headers = (["op", "layers"] + [k.split(": ")[1] if k.count(":") else k for k in pieces]
                        + ["sum", "real f+b", "GEMM GF/s"])
