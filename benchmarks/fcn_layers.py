@@ -9,7 +9,6 @@ into a per-model total.
 import numpy as np
 
 from tinyfcn import nn
-from tinyfcn.labels import IGNORE
 from tinyfcn.networks.models import MODELS
 
 ARCHS = ("fcn32s", "fcn16s", "fcn8s")
