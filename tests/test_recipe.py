@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from interrupting import InterruptAt
 
 from tinyfcn import datasets, nn, viz
 from tinyfcn.cli import main
@@ -206,29 +207,13 @@ def test_a_batchnorm_fcn8s_resumed_after_a_kill_ends_with_the_weights_of_a_strai
     """The default recipe's networks: BatchNorm's running statistics and AdamW's moments are part of
     the state a checkpoint holds, so a run stopped mid-epoch and resumed ends bit for bit where a
     straight run does (weights and running statistics)."""
-    import os
-    import signal
-
-    class StopAt:                                          # Ctrl-C (SIGINT) while reading image ``at``
-        def __init__(self, dataset, at):
-            self.dataset, self.at, self.reads = dataset, at, 0
-
-        def __len__(self):
-            return len(self.dataset)
-
-        def __getitem__(self, i):
-            self.reads += 1
-            if self.reads == self.at:
-                os.kill(os.getpid(), signal.SIGINT)
-            return self.dataset[i]
-
     _, train, val = shapes
     settings = dict(epochs=2, batch_size=4, progress=False, verbose=False, seed=5)   # the default recipe
     straight = FCN8s(4, **SMALL, norm="batch", learn_upsampling=True, seed=2)
     fit(straight, train, val, **settings)
     stopped = FCN8s(4, **SMALL, norm="batch", learn_upsampling=True, seed=2)
     with pytest.raises(KeyboardInterrupt):
-        fit(stopped, StopAt(train, 30), val, out=tmp_path, **settings)   # reads: 12 for the statistics, 12, then 6
+        fit(stopped, InterruptAt(train, 30), val, out=tmp_path, **settings)   # reads: 12 for the statistics, 12, then 6
     assert load_checkpoint(tmp_path / "last.npz")["meta"]["epoch"] == 1
     resumed = FCN8s(4, **SMALL, norm="batch", learn_upsampling=True, seed=2)
     fit(resumed, train, val, out=tmp_path, resume=True, **settings)

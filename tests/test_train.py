@@ -5,6 +5,7 @@ import signal
 
 import numpy as np
 import pytest
+from interrupting import InterruptAt
 
 from tinyfcn import datasets
 from tinyfcn.cli import SANITY_FOREGROUND
@@ -139,22 +140,6 @@ def test_resume_continues_exactly(easy_splits, tmp_path):
     assert history["epoch"] == [1, 2]
     saved = json.loads((tmp_path / "b" / "history.json").read_text())
     assert saved["epoch"] == [1, 2] and (tmp_path / "b" / "best.npz").exists()
-
-
-class InterruptAt:
-    """A dataset that presses Ctrl-C (sends SIGINT to this process) when image ``at`` is first read."""
-
-    def __init__(self, dataset, at):
-        self.dataset, self.at, self.reads = dataset, at, 0
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        self.reads += 1
-        if self.reads == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
-        return self.dataset[i]
 
 
 def test_ctrl_c_saves_mid_epoch_and_resume_is_exact(easy_splits, tmp_path):
