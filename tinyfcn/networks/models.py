@@ -42,8 +42,9 @@ The design space of the FCN text, as three switches (each stored in ``config``):
     ``"unpool"`` is the DeconvNet/SegNet decoder, declared as a variant of FCN-32s only:
     fc7's features are projected by a 1x1 convolution (``dec_fr``) to pool5's channels, then
     ``unpool5`` puts them back where pool5 found its maxima, a 3x3 convolution (+ ReLU)
-    densifies them, and so on down to ``unpool1``; a 1x1 convolution (``score_dec``) scores
-    the K classes at the input's resolution. The switches carry the "where" that FCN's skips
+    densifies them, and so on down to ``unpool1``; a 1x1 convolution (``score_dec``, He-initialised,
+    not zero like FCN's score layers: see :meth:`FCN.unpool_decoder`) scores the K classes at the
+    input's resolution. The switches carry the "where" that FCN's skips
     carry, so this decoder takes no skips, and it needs max-pools (``downsample="pool"``)
     and an fc6 that keeps pool5's size (``fc6_padding = (fc6_kernel - 1) / 2``).
 ``fusion="sum" | "concat"``
@@ -292,7 +293,12 @@ class FCN(Backbone):
             dec[0][1].params["weight"] *= 2
             nodes += [(f"unpool{stage}", nn.MaxUnpool2d(self.pools[f"pool{stage}"]), source), *dec]
             source = f"relu_dec{stage}"
-        return nodes + [("score_dec", self.conv(w[0], c["num_classes"], 1, 0, init="zeros"), source),
+        # score_dec starts He-initialised, not at zero as FCN's score layers do. The decoder's gradient is
+        # score_dec's weight (transposed) times the score gradient, so while the object classes' rows of that
+        # weight are equal, nothing asks the decoder to carry *which* object is where; zero rows drift apart
+        # only as fast as the 16 local channels under them already differ by class, and the decoder then
+        # calls every object one class. score_fr reads fc7, whose 256 channels differ by class from the start.
+        return nodes + [("score_dec", self.conv(w[0], c["num_classes"], 1, 0), source),
                         ("score", nn.Crop(), "score_dec", "input")]
 
     def upsample(self, factor):
