@@ -12,6 +12,7 @@ from netcheck import (
 
 from tinyfcn import functional as F
 from tinyfcn import nn
+from tinyfcn.datasets import collate, load_split, make_shapes
 from tinyfcn.networks.models import (
     Classifier,
     FCN8s,
@@ -21,6 +22,9 @@ from tinyfcn.networks.models import (
 )
 from tinyfcn.networks.surgery import build, convolutionalize, from_classifier, grow
 from tinyfcn.ops.gradcheck import sparse_gradient_check
+from tinyfcn.training.metrics import confusion_matrix
+from tinyfcn.training.optim import AdamW
+from tinyfcn.training.train import train_step
 
 SIZES = [(1, 1), (35, 29), (100, 31)]
 
@@ -324,3 +328,22 @@ def test_the_unpooling_decoder_keeps_the_scale_of_its_signal():
         maps[name] = layer.forward(*(maps[s] for s in model.sources[name]))
     rms = {k: np.sqrt((maps[k] ** 2).mean()) for k in ("relu_dec_fr", "relu_dec1")}
     assert 0.5 < rms["relu_dec1"] / rms["relu_dec_fr"] < 2, rms
+
+
+def test_the_unpooling_decoder_learns_which_object_is_where(tmp_path):
+    """The decoder fits eight shapes images, naming each object's class, not only finding it.
+
+    With score_dec at zero, as FCN's score layers start, it finds the objects but labels them all one
+    class (after these 1000 steps too; notebook 5 shows both): its gradient is score_dec's weight
+    (transposed) times the score gradient, so equal rows for the object classes ask the decoder to
+    carry "object here", not which object.
+    """
+    split = load_split(make_shapes(tmp_path / "shapes", n_train=8, n_val=1, seed=0), "train")
+    x, y = collate([split[i] for i in range(len(split))])
+    model = FCN32s(4, upsample="unpool", norm="batch", dropout=0.0, seed=0, widths=(8, 16, 32, 64, 64), fc_width=128)
+    optimizer = AdamW(model.params, lr=1e-3, weight_decay=1e-4)
+    for _ in range(1000):
+        train_step(model, nn.SoftmaxCrossEntropy(), optimizer, x, y)
+    objects = confusion_matrix(y, model.predict(x), 4)[1:, 1:]        # true object class x predicted object class
+    assert np.trace(objects) / objects.sum() > 0.9, objects              # each found object given its own class
+    assert (objects.sum(axis=0) / objects.sum()).min() > 0.1, objects    # all three classes in use

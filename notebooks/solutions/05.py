@@ -21,7 +21,7 @@ Q3. No. Eight images are few enough to memorise: the learned x32 upsampling alon
     coarse scores. A sanity check proves that the pieces are wired right (the loss starts
     at log K, gradients reach every layer, the optimizer and the loss agree) and that the
     network can represent and reach the answer on a few images; it proves nothing about new
-    images. Failing it, as the decoder does, is informative: the network or its training is
+    images. Failing it, as the decoder with a zero score layer does, is informative: the network or its training is
     wrong before any question of data or generalisation arises.
 """
 import numpy as np
