@@ -114,6 +114,8 @@ def write_table():
         lines += ["", f"The classifiers' validation crop accuracy (seeds {', '.join(map(str, SEEDS))}): "
                       f"{crop_accuracy(dataset)}.", ""]
     page = PAGE.read_text()
+    if BEGIN not in page or END not in page:
+        sys.exit(f"{PAGE} has no {BEGIN} and {END} lines to write the tables between; add them where the tables go")
     head, rest = page.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
     PAGE.write_text(head + "\n".join(lines) + END + tail)
