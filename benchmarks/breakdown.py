@@ -35,6 +35,7 @@ from _common import (
 
 from tinyfcn import functional as F
 from tinyfcn import nn, threads
+from tinyfcn.labels import IGNORE
 from tinyfcn.networks.models import FCN8s
 from tinyfcn.ops import _kernels
 from tinyfcn.training.optim import SGD
@@ -262,7 +263,7 @@ def train_step_profile(quick, batch=8, size=64):
     """Median seconds per FCN-8s training step, split by layer type and direction, loss and SGD."""
     rng = np.random.default_rng(0)
     model = FCN8s(fcn_layers.NUM_CLASSES)
-    loss_fn = nn.SoftmaxCrossEntropy(fcn_layers.IGNORE)
+    loss_fn = nn.SoftmaxCrossEntropy(IGNORE)
     opt = SGD(model.params, lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = _randn(rng, (batch, 3, size, size))
     y = rng.integers(0, fcn_layers.NUM_CLASSES, (batch, size, size))

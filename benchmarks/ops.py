@@ -22,6 +22,7 @@ from _common import compare, import_torch, log, read_job, threads_from_env, writ
 
 from tinyfcn import functional as F
 from tinyfcn import nn
+from tinyfcn.labels import IGNORE
 from tinyfcn.networks.models import MODELS
 
 BATCH, SIZE = 8, 64
@@ -75,20 +76,20 @@ def loss_jobs(shape, rng, torch):
     N, K, H, W = shape
     scores = _randn(rng, shape, 3.0)
     target = rng.integers(0, K, (N, H, W))
-    target[rng.random((N, H, W)) < 0.1] = fcn_layers.IGNORE
-    layer = nn.SoftmaxCrossEntropy(fcn_layers.IGNORE)
+    target[rng.random((N, H, W)) < 0.1] = IGNORE
+    layer = nn.SoftmaxCrossEntropy(IGNORE)
 
     def tiny_fwdbwd():
         layer.forward(scores, target)
         return layer.backward()
 
-    jobs = {("tinyfcn", "fwd"): lambda: F.softmax_cross_entropy(scores, target, fcn_layers.IGNORE),
+    jobs = {("tinyfcn", "fwd"): lambda: F.softmax_cross_entropy(scores, target, IGNORE),
             ("tinyfcn", "fwdbwd"): tiny_fwdbwd}
     if torch is not None:
         ce = torch.nn.functional.cross_entropy
         ts, tt = torch.from_numpy(scores).requires_grad_(), torch.from_numpy(target)
-        jobs[("torch", "fwd")] = lambda: ce(ts, tt, ignore_index=fcn_layers.IGNORE)
-        jobs[("torch", "fwdbwd")] = lambda: torch.autograd.grad(ce(ts, tt, ignore_index=fcn_layers.IGNORE), ts)
+        jobs[("torch", "fwd")] = lambda: ce(ts, tt, ignore_index=IGNORE)
+        jobs[("torch", "fwdbwd")] = lambda: torch.autograd.grad(ce(ts, tt, ignore_index=IGNORE), ts)
     return jobs
 
 

@@ -1,0 +1,23 @@
+"""The benchmark suite runs on the current tinyfcn: a smoke run of its cheapest sections.
+
+The breakdown section replays tinyfcn's convolutions from its private helpers and reports a part
+as skipped when they no longer fit; on the tinyfcn it ships with, nothing may be skipped.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_ops_and_breakdown_sections_run_and_skip_nothing(tmp_path):
+    out = tmp_path / "result.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--no-torch",
+                           "--only", "ops", "breakdown", "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "skipped" not in done.stdout, done.stdout
+    (section,) = json.loads(out.read_text())["by_threads"].values()
+    assert section["breakdown"]["train_step"]["step total"] > 0
+    assert section["ops"], "the ops section measured nothing"
