@@ -85,40 +85,41 @@ def conv3x3(xpad, w, out):
     ``out[o, i, j] = sum_{c,u,v} w[o, c, u, v] * xpad[c, i + u, j + v]``.
 
     xpad: (C_in, H_out + 2, W_out + 2), the image with its zero padding already in place;
-    w: (C_out, C_in, 3, 3) with C_out a multiple of 4; out: (C_out, H_out, W_out), overwritten.
+    w: (C_out, C_in, 3, 3) with C_out even; out: (C_out, H_out, W_out), overwritten.
 
-    For four output channels at a time, each output row is a running sum over the input
-    channels and kernel rows: one statement adds the three taps of a kernel row for all four
-    channels, ``out[o, i, :] += w0 * r[0:W_out] + w1 * r[1:W_out + 1] + w2 * r[2:W_out + 2]`` with
-    ``r = xpad[c, i + u]``, so each input value is loaded once for twelve multiplications and
-    the loop over the row becomes vector instructions. Four rows of output and three of input
-    stay in the L1 cache; no (C_in*9, H_out*W_out) matrix is written or read. Without
-    ``fastmath`` every output adds its terms in this fixed order (c, u, then v).
+    Two output channels and one output row at a time, accumulated in a small buffer ``acc``. For
+    each input channel c one statement per output channel adds the whole 3x3 window to the row,
+    ``acc[q, j] = ((acc[q, j] + row_0) + row_1) + row_2`` with ``row_u = w0 * r[j] + w1 * r[j + 1] +
+    w2 * r[j + 2]``, ``r = xpad[c, i + u]``: each of the nine input values is loaded once for two
+    channels' multiplications, the accumulator once for nine, and the loop over j becomes vector
+    instructions (one array written, one read: the compiler checks them for overlap once). Without
+    ``fastmath`` every output adds its terms in this fixed order: channel c, then kernel row u, the
+    three taps of a row summed first (:func:`tinyfcn.ops.reference.conv3x3` adds them in the same
+    order, and agrees to the bit).
     """
     C_out, C_in = w.shape[0], w.shape[1]
     Ho, Wo = out.shape[1], out.shape[2]
     one, two = np.uint64(1), np.uint64(2)
-    for o in range(0, C_out, 4):
+    acc = np.empty((2, Wo), out.dtype)
+    for o in range(0, C_out, 2):
         for i in range(Ho):
-            a0, a1, a2, a3 = out[o, i], out[o + 1, i], out[o + 2, i], out[o + 3, i]
-            a0[:] = 0
-            a1[:] = 0
-            a2[:] = 0
-            a3[:] = 0
+            acc[:] = 0
             for c in range(C_in):
-                for u in range(3):
-                    r = xpad[c, i + u]
-                    p0, p1, p2 = w[o, c, u, 0], w[o, c, u, 1], w[o, c, u, 2]
-                    q0, q1, q2 = w[o + 1, c, u, 0], w[o + 1, c, u, 1], w[o + 1, c, u, 2]
-                    s0, s1, s2 = w[o + 2, c, u, 0], w[o + 2, c, u, 1], w[o + 2, c, u, 2]
-                    t0, t1, t2 = w[o + 3, c, u, 0], w[o + 3, c, u, 1], w[o + 3, c, u, 2]
-                    for j in range(Wo):
-                        k = np.uint64(j)
-                        x0, x1, x2 = r[k], r[k + one], r[k + two]
-                        a0[k] += p0 * x0 + p1 * x1 + p2 * x2
-                        a1[k] += q0 * x0 + q1 * x1 + q2 * x2
-                        a2[k] += s0 * x0 + s1 * x1 + s2 * x2
-                        a3[k] += t0 * x0 + t1 * x1 + t2 * x2
+                x = xpad[c, i:i + 3]                  # the window's three input rows
+                p, q = w[o, c], w[o + 1, c]           # the two channels' 3x3 kernels
+                for j in range(Wo):
+                    k = np.uint64(j)
+                    r0, r1, r2 = x[0, k], x[0, k + one], x[0, k + two]
+                    s0, s1, s2 = x[1, k], x[1, k + one], x[1, k + two]
+                    t0, t1, t2 = x[2, k], x[2, k + one], x[2, k + two]
+                    acc[0, k] = (((acc[0, k] + (p[0, 0] * r0 + p[0, 1] * r1 + p[0, 2] * r2))
+                                  + (p[1, 0] * s0 + p[1, 1] * s1 + p[1, 2] * s2))
+                                 + (p[2, 0] * t0 + p[2, 1] * t1 + p[2, 2] * t2))
+                    acc[1, k] = (((acc[1, k] + (q[0, 0] * r0 + q[0, 1] * r1 + q[0, 2] * r2))
+                                  + (q[1, 0] * s0 + q[1, 1] * s1 + q[1, 2] * s2))
+                                 + (q[2, 0] * t0 + q[2, 1] * t1 + q[2, 2] * t2))
+            out[o, i] = acc[0]
+            out[o + 1, i] = acc[1]
 
 
 @jit

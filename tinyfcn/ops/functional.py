@@ -166,10 +166,12 @@ input and output channels, and output maps of at least ``DIRECT_PIXELS`` pixels 
 
 There an image's columns (C_in*9 rows of H_out*W_out: 2.4 MB for 16 channels at 64x64) no longer
 fit in the core's L2 cache, and the products have only 16 rows, so im2col + BLAS ran at about
-25 GFLOP/s where :func:`tinyfcn.ops._kernels.conv3x3` runs at about 50 (one core, single-thread
+25 GFLOP/s where :func:`tinyfcn.ops._kernels.conv3x3` ran at about 50 (one core, single-thread
 CPU time, AVX-512; FCN's conv1_2, 16->16 at 64x64 and 128x128: 2x faster forward; 8->8 at 64x64:
 3x). With 32 channels, or maps of 32x32, the BLAS was as fast or faster (16->32 at 32x32: 1.3x
-faster), so those keep im2col. Measured once and written here; nothing is timed at run time."""
+faster), so those keep im2col. Measured once and written here; nothing is timed at run time.
+(The kernel has since become faster -- about 75 GFLOP/s on 16->16 at 64x64, the same bits -- and
+the rule has not been measured again: moving a layer to it would change that layer's sums.)"""
 
 
 def _direct(weight, stride, padding, pixels):
@@ -177,8 +179,9 @@ def _direct(weight, stride, padding, pixels):
     gradient as the same kernel on dout) instead of im2col and matrix products.
 
     The kernel's own limits: a 3x3 kernel, stride 1, padding at most 2 (the input gradient pads dout
-    by ``2 - padding``) and channel counts that are multiples of 4 (it computes four output channels
-    at a time); then :data:`DIRECT_CHANNELS` and :data:`DIRECT_PIXELS`, from measurements.
+    by ``2 - padding``) and even channel counts (it computes two output channels at a time, and the
+    input gradient runs it with C_in outputs); the rule keeps to multiples of 4, the shapes it was
+    measured on; then :data:`DIRECT_CHANNELS` and :data:`DIRECT_PIXELS`, from measurements.
     """
     C_out, C_in, kh, kw = weight.shape
     return ((kh, kw) == (3, 3) and tuple(stride) == (1, 1) and max(padding) <= 2 and C_in % 4 == 0

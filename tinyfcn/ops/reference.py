@@ -132,8 +132,17 @@ def conv2d_backward(dout, cache):
 
 def conv3x3(xpad, w):
     """A 3x3 stride-1 convolution of one image already padded: ``xpad`` (C_in, H_out + 2, W_out + 2),
-    ``w`` (C_out, C_in, 3, 3) -> (C_out, H_out, W_out). :func:`conv2d_forward` without padding, on a batch of one."""
-    return conv2d_forward(xpad[None], w)[0][0]
+    ``w`` (C_out, C_in, 3, 3) -> (C_out, H_out, W_out), :func:`conv2d_forward` without padding on a
+    batch of one, its terms added in the kernel's order: input channel c, then kernel row u, each
+    row's three taps summed before they join the running sum."""
+    C_out, C_in = w.shape[:2]
+    Ho, Wo = xpad.shape[1] - 2, xpad.shape[2] - 2
+    out = np.zeros((C_out, Ho, Wo), xpad.dtype)
+    for c in range(C_in):
+        for u in range(3):
+            r, t = xpad[c, u:u + Ho], w[:, c, u, :, None, None]          # input rows; taps (C_out, 3, 1, 1)
+            out += t[:, 0] * r[:, :Wo] + t[:, 1] * r[:, 1:Wo + 1] + t[:, 2] * r[:, 2:]
+    return out
 
 
 # Winograd's F(2x2, 3x3): Lavin & Gray's matrices. A 3x3 convolution's 2x2 block of outputs from a 4x4 tile d
