@@ -281,7 +281,7 @@ def train_step_profile(quick, batch=8, size=64):
         totals.clear()
         t0 = time.perf_counter()
         loss_fn.forward(model.forward(x), y)
-        model.backward(loss_fn.backward())
+        model.backward(loss_fn.backward(), input_grad=False)   # as train_step: no gradient of the images
         opt.step(grads())
         step = time.perf_counter() - t0
         if i >= 2:                                   # two warm-up steps

@@ -44,7 +44,7 @@ def main():
 
         def step():
             loss_fn.forward(model.forward(x), y)
-            model.backward(loss_fn.backward())
+            model.backward(loss_fn.backward(), input_grad=False)   # as train_step: no gradient of the images
             opt.step(model.grads)
         for _ in range(2):
             step()

@@ -52,7 +52,7 @@ def tinyfcn_steps(arch, norm, x, y):
     def train():
         model.train()
         loss_fn.forward(model.forward(x), y)
-        model.backward(loss_fn.backward())
+        model.backward(loss_fn.backward(), input_grad=False)   # as train_step: no gradient of the images
         opt.step(model.grads)
 
     def infer():

@@ -46,7 +46,7 @@ t_build = time.time()
 def step():
     loss_fn.forward(model.forward(x), y)
     t = time.time()
-    model.backward(loss_fn.backward())
+    model.backward(loss_fn.backward(), input_grad=False)   # as train_step: no gradient of the images
     opt.step(model.grads)
     return t
 

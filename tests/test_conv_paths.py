@@ -113,3 +113,21 @@ def test_the_same_bits_for_any_thread_count(c_in, c_out, size):
     with threads.using(3):
         for a, c in zip(one, run()):
             np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("path,shape,c_out", [("im2col", (3, 3, 16, 12), 8), ("small map", (3, 8, 5, 6), 8),
+                                              ("direct", (2, 8, 64, 64), 8), ("winograd", (2, 32, 32, 32), 32)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_without_the_input_gradient_the_weight_and_bias_gradients_keep_their_bits(path, shape, c_out, relu):
+    rng = np.random.default_rng(0)
+    x, w, b = _rand(rng, shape, np.float32), _rand(rng, (c_out, shape[1], 3, 3), np.float32), _rand(rng, c_out, np.float32)
+    out, cache = F.conv2d_forward(x, w, b, 1, 1, relu)
+    assert F._direct(w, (1, 1), (1, 1), out[0, 0].size) == (path == "direct")
+    assert F._winograd(w, (1, 1), (1, 1), out[0, 0].size) == (path == "winograd")
+    assert (out[0, 0].size < F.SMALL_MAP) == (path == "small map")
+    dout = _rand(rng, out.shape, np.float32)
+    dx, dweight, dbias = F.conv2d_backward(dout, cache)
+    none, dweight_alone, dbias_alone = F.conv2d_backward(dout, cache, input_grad=False)
+    assert dx is not None and none is None
+    np.testing.assert_array_equal(dweight_alone, dweight)
+    np.testing.assert_array_equal(dbias_alone, dbias)

@@ -171,3 +171,19 @@ def test_summary_and_coordinate_maps_read_the_same_graph():
     rows = {row[0]: row for row in model.table()}
     assert list(rows) == list(model.layers)
     assert rows["score"][2] == (1, 4, 32, 32) and rows["pool4"][3] == 16
+
+
+def test_backward_without_the_input_gradient_fills_the_same_grads(monkeypatch):
+    net, x, dout = small_graph(), rand(2, 2, 7, 5), rand(2, 3, 7, 5, seed=1)
+    net.forward(x)
+    assert net.backward(dout) is not None
+    grads = {k: g.copy() for k, g in net.grads.items()}
+    asked = []                                   # input_grad of every convolution's backward
+    real = F.conv2d_backward
+    monkeypatch.setattr(F, "conv2d_backward", lambda d, c, input_grad=True: asked.append(input_grad) or real(d, c, input_grad))
+    net.forward(x)
+    assert net.backward(dout, input_grad=False) is None
+    assert sorted(asked) == [False, False]       # "conv" and "skip" read the input
+    assert net.grads.keys() == grads.keys()
+    for key, g in grads.items():
+        np.testing.assert_array_equal(net.grads[key], g, err_msg=key)

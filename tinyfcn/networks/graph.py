@@ -160,10 +160,13 @@ class Graph(nn.Layer):
                         del maps[s]
         return maps[self.output]
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         """Backpropagate ``dout`` (the gradient of the output map); fills :attr:`grads`, returns d input.
 
         Each node's ``backward`` gets the sum of the gradients its readers sent back to its map.
+        ``input_grad=False`` returns None instead, and a :class:`~tinyfcn.ops.nn.Conv2d` that reads
+        only the input skips its input gradient (a training step needs no gradient of the images:
+        FCN-8s's conv1_1 then does a third less work); every entry of :attr:`grads` is the same.
         """
         grads = {self.output: dout}
         with threads.computing():
@@ -171,13 +174,16 @@ class Graph(nn.Layer):
                 layer, sources = self.layers[name], self.sources[name]
                 if name not in grads:                      # nothing downstream depends on this map
                     continue
-                back = layer.backward(grads.pop(name))
+                if not input_grad and sources == ("input",) and isinstance(layer, nn.Conv2d):
+                    back = layer.backward(grads.pop(name), input_grad=False)
+                else:
+                    back = layer.backward(grads.pop(name))
                 for s, g in zip(sources, back if len(sources) > 1 else (back,)):
                     if g is not None:                      # a Crop's ``like`` only lends its size
                         grads[s] = grads[s] + g if s in grads else g
         self.grads.clear()
         self.grads.update((f"{node}.{k}", g) for node, layer in self.layers.items() for k, g in layer.grads.items())
-        return grads.get("input")
+        return grads.get("input") if input_grad else None
 
     def train(self, mode=True):
         """Training mode (dropout on) for every node; ``mode=False`` is evaluation mode. Returns self."""

@@ -364,7 +364,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
     return out, (x, weight, bias is not None, stride, padding, cols if keep_columns else None, out if relu else None)
 
 
-def conv2d_backward(dout, cache):
+def conv2d_backward(dout, cache, input_grad=True):
     """Gradients of :func:`conv2d_forward`.
 
     ``dweight = dout2 @ cols.T``, ``dbias = sum of dout over (N, H_out, W_out)``,
@@ -386,10 +386,14 @@ def conv2d_backward(dout, cache):
     ----------
     dout : ndarray, shape (N, C_out, H_out, W_out)
     cache : from :func:`conv2d_forward` (or its reference twin; then cols is recomputed)
+    input_grad : bool
+        False skips the input gradient (returned as None): a network's first convolution, whose
+        input is the data, needs none in a training step (PyTorch's ``requires_grad=False`` input).
+        The weight and bias gradients are the same bits either way.
 
     Returns
     -------
-    dx : ndarray, shape (N, C_in, H, W)
+    dx : ndarray, shape (N, C_in, H, W), or None with ``input_grad=False``
     dweight : ndarray, shape (C_out, C_in, kH, kW)
     dbias : ndarray, shape (C_out,), or None if the forward pass had no bias
     """
@@ -402,12 +406,12 @@ def conv2d_backward(dout, cache):
     x, P = np.ascontiguousarray(x), Ho * Wo
     dout3 = dout.reshape(N, C_out, -1)                                 # (N, C_out, Ho*Wo): one matrix per image
     if _winograd(weight, stride, padding, P):
-        return _winograd_backward(dout3, kept, x, weight, has_bias, padding, cols, Ho, Wo)
+        return _winograd_backward(dout3, kept, x, weight, has_bias, padding, cols, Ho, Wo, input_grad)
     if cols is None and P < SMALL_MAP:                                 # the twin's cache: unfold the batch again
         cols = np.empty((weight[0].size, N * P), x.dtype)
         _kernels.im2col(x, *weight.shape[2:], *stride, *padding, Ho, Wo, cols)
     weight2 = weight.reshape(C_out, -1)
-    dx = np.empty(x.shape, x.dtype)
+    dx = np.empty(x.shape, x.dtype) if input_grad else None
     if P < SMALL_MAP:                                                  # a small map: the whole batch at once
         if kept is not None:
             dout3 = _masked(dout3, kept, np.empty(dout3.shape, x.dtype))
@@ -423,12 +427,13 @@ def conv2d_backward(dout, cache):
             _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[b])
 
         threads.parallel_for_blocks(C_out, 64, dweight_rows)
-        threads.parallel_for_blocks(N, 4, dx_images)
+        if input_grad:
+            threads.parallel_for_blocks(N, 4, dx_images)
         return dx, dweight.reshape(weight.shape), dout3.sum(axis=(0, 2)) if has_bias else None
     per_image = np.empty((N, *weight2.shape), x.dtype)                 # each image's share of dweight
     per_image_bias = np.empty((N, C_out), x.dtype)                     # ... and of dbias
     direct = _direct(weight, stride, padding, P)
-    flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]) if direct else None
+    flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]) if direct and input_grad else None
 
     def image(n):
         g = dout3[n] if kept is None else _masked(dout3[n], kept[n], threads.scratch("masked", dout3.shape[1:], x.dtype))
@@ -440,6 +445,8 @@ def conv2d_backward(dout, cache):
         np.matmul(g, cols_n.T, out=per_image[n])
         if has_bias:
             g.sum(axis=1, out=per_image_bias[n])
+        if not input_grad:
+            return
         if direct:
             flip_padding = (2 - padding[0], 2 - padding[1])
             _kernels.conv3x3(_padded("doutpad", g.reshape(C_out, Ho, Wo), flip_padding), flipped, dx[n])
@@ -454,13 +461,14 @@ def conv2d_backward(dout, cache):
     return dx, dweight, dbias
 
 
-def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo):
+def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo, input_grad):
     """:func:`conv2d_backward` where the forward pass ran Winograd: back through each step.
 
     ``dM = A dy A^T`` per tile (:func:`tinyfcn.ops._kernels.winograd_output_adjoint`);
     ``dU[k] = dM[k] @ V[k].T`` and ``dweight = G^T dU G``; ``dV[k] = U[k].T @ dM[k]`` and
     ``dx`` adds ``B dv B^T`` of each tile into its window (:func:`tinyfcn.ops._kernels.winograd_input_adjoint`).
-    V is recomputed when the cache holds none (the twin's cache, or evaluation mode).
+    V is recomputed when the cache holds none (the twin's cache, or evaluation mode). With
+    ``input_grad=False`` the steps to dx are skipped and dx is None.
     """
     N, C_in, H, W = x.shape
     C_out = weight.shape[0]
@@ -475,12 +483,14 @@ def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo):
     GG = np.kron(WINOGRAD_G, WINOGRAD_G).astype(x.dtype)              # dweight[o, c] = G^T dU[:, o, c] G
     with threads.computing():
         dweight = (dU.reshape(16, -1).T @ GG).reshape(weight.shape)
+    dbias = dout3.sum(axis=2).sum(axis=0) if has_bias else None
+    if not input_grad:
+        return None, dweight, dbias
     dV = _winograd_products(_winograd_weight(weight), dM, threads.scratch("winograd V", V.shape, x.dtype), transpose_a=True)
     (ph, pw), (_, _, shape) = padding, _winograd_tiles(x.shape, (Ho, Wo))
     dxpad = threads.scratch("winograd xpad", shape, x.dtype)
     threads.parallel_for(N, lambda n: _kernels.winograd_input_adjoint(dV, n, n + 1, dxpad))
     dx = np.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
-    dbias = dout3.sum(axis=2).sum(axis=0) if has_bias else None
     return dx, dweight, dbias
 
 

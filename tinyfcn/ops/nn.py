@@ -105,8 +105,9 @@ class Conv2d(Layer):
                                            self.stride, self.padding, self.relu, keep_columns=self.training)
         return out
 
-    def backward(self, dout):
-        dx, self.grads["weight"], dbias = F.conv2d_backward(dout, self.cache)
+    def backward(self, dout, input_grad=True):
+        """Fills ``grads``; returns dx, or None with ``input_grad=False`` (see :func:`~tinyfcn.ops.functional.conv2d_backward`)."""
+        dx, self.grads["weight"], dbias = F.conv2d_backward(dout, self.cache, input_grad)
         if dbias is not None:
             self.grads["bias"] = dbias
         return dx

@@ -2,10 +2,10 @@
 
 One training step is the whole story of the library in four lines (:func:`train_step`)::
 
-    scores = model.forward(x)                     # (N, K, H, W)
-    loss = loss_fn.forward(scores, y)             # pixel-mean cross-entropy, 255 ignored
-    model.backward(loss_fn.backward())            # fills model.grads
-    optimizer.step(model.grads)                   # updates model.params in place
+    scores = model.forward(x)                              # (N, K, H, W)
+    loss = loss_fn.forward(scores, y)                      # pixel-mean cross-entropy, 255 ignored
+    model.backward(loss_fn.backward(), input_grad=False)   # fills model.grads (the images need no gradient)
+    optimizer.step(model.grads)                            # updates model.params in place
 
 :func:`train_epoch` runs it over a batch iterator with a learning-rate schedule; every
 training loop of tinyfcn is that pair: :func:`fit` (seeded shuffling, validation,
@@ -154,7 +154,7 @@ def train_step(model, loss_fn, optimizer, x, y):
         loss = loss_fn.forward(scores, y)
         if not np.isfinite(loss):
             raise F.NonFiniteError(f"the loss is {loss}")
-        model.backward(loss_fn.backward())
+        model.backward(loss_fn.backward(), input_grad=False)       # no gradient of the images
         optimizer.step(model.grads)
     if not all(F.all_finite(w) for w in model.params.values()):
         raise F.NonFiniteError("the weights contain NaN or inf")
