@@ -105,11 +105,12 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
     return out, (x, weight, bias is not None, stride, padding, None, out if relu else None)
 
 
-def conv2d_backward(dout, cache):
+def conv2d_backward(dout, cache, input_grad=True):
     """Gradients of :func:`conv2d_forward`: each window's output pushes ``dout`` back through the same dot product.
 
     ``dweight[o] += dout[n, o, i, j] * window``, ``dxpad[window] += dout[n, o, i, j] * weight[o]``,
-    ``dbias[o] = sum_{n,i,j} dout[n, o, i, j]``. Returns ``(dx, dweight, dbias)``; dbias is None without a bias.
+    ``dbias[o] = sum_{n,i,j} dout[n, o, i, j]``. Returns ``(dx, dweight, dbias)``; dbias is None without a bias,
+    dx None with ``input_grad=False``.
     With a ReLU (``rectified`` in the cache) ``dout`` first becomes ``dout * (rectified > 0)``.
     """
     x, weight, has_bias, (sh, sw), (ph, pw), _, rectified = cache           # the columns are not needed
@@ -125,7 +126,7 @@ def conv2d_backward(dout, cache):
             g = dout[:, :, i, j]                                              # (N, C_out)
             dweight += np.tensordot(g, window, axes=([0], [0]))
             dxpad[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw] += np.tensordot(g, weight, axes=([1], [0]))
-    dx = dxpad[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]
+    dx = dxpad[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] if input_grad else None
     dbias = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dweight, dbias
 
