@@ -31,3 +31,12 @@ def error_line(capsys):
         assert len(lines) == 1 and "Traceback" not in err, err
         return lines[0]
     return read
+
+
+@pytest.fixture
+def every_job_shared(monkeypatch):
+    """Share every job between tinyfcn's threads, however small (:data:`tinyfcn.threads.SMALL_JOB_VALUES`):
+    the tests' maps are small, and a test of the thread count must see the threads split the work."""
+    from tinyfcn import threads
+    monkeypatch.setattr(threads, "SMALL_JOB_VALUES", 0)
+    monkeypatch.setattr(threads, "SMALL_JOB_MACS", 0)

@@ -207,7 +207,7 @@ def test_nested_graphs_expose_buffers_like_params():
 
 
 @pytest.mark.parametrize("shape", [(5, 6, 40, 36), (3, 40, 64, 64), (1, 9, 3, 2)])
-def test_the_same_bits_for_any_thread_count_and_block_size(shape, monkeypatch):
+def test_the_same_bits_for_any_thread_count_and_block_size(shape, monkeypatch, every_job_shared):
     def run():
         rng = np.random.default_rng(0)
         C = shape[1]

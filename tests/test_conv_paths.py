@@ -97,7 +97,7 @@ def test_each_paths_gradients(monkeypatch, path, padding, seed):
 
 
 @pytest.mark.parametrize("c_in,c_out,size", [(16, 16, 64), (32, 32, 32)])   # conv1_2 (direct), conv2_2 (Winograd)
-def test_the_same_bits_for_any_thread_count(c_in, c_out, size):
+def test_the_same_bits_for_any_thread_count(c_in, c_out, size, every_job_shared):
     rng = np.random.default_rng(0)
     x, w, b = _rand(rng, (5, c_in, size, size), np.float32), _rand(rng, (c_out, c_in, 3, 3), np.float32), \
         _rand(rng, c_out, np.float32)

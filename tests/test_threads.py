@@ -2,6 +2,7 @@
 several Python threads at once, numpy's BLAS given back, and a container's CPU quota."""
 import gc
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -40,7 +41,7 @@ def _training_step(seed):
     return (np.array(loss), dscores, *model.params.values(), *opt.velocity.values())
 
 
-def test_a_training_step_is_the_same_at_any_thread_count():
+def test_a_training_step_is_the_same_at_any_thread_count(every_job_shared):
     with threads.using(1):
         one = _training_step(0)
     with threads.using(3):
@@ -49,7 +50,7 @@ def test_a_training_step_is_the_same_at_any_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
-def test_threads_give_the_same_answers():
+def test_threads_give_the_same_answers(every_job_shared):
     with threads.using(1):
         one = _ops(0)
     with threads.using(3):
@@ -323,3 +324,15 @@ def test_the_default_keeps_within_a_cpu_quota(tmp_path, monkeypatch):
         assert threads.get_threads() == 1
     monkeypatch.setenv("TINYFCN_THREADS", "4")                              # a fixed count is the user's call
     assert threads.default_threads() == 4
+
+
+def test_a_small_job_stays_on_the_calling_thread_and_a_large_one_is_offered_to_all():
+    def who(job):
+        seen = set()
+        threads.parallel_for(64, lambda i: seen.add(threading.get_ident()) or time.sleep(0.001), **job)
+        return seen
+    with threads.using(2):
+        assert who(dict(values=threads.SMALL_JOB_VALUES - 1, macs=threads.SMALL_JOB_MACS - 1)) == {threading.get_ident()}
+        assert len(who(dict(values=threads.SMALL_JOB_VALUES))) == 2          # 64 sleeps: the worker takes some
+        assert len(who(dict(values=0, macs=threads.SMALL_JOB_MACS))) == 2
+        assert len(who({})) == 2                                            # no size given: always offered

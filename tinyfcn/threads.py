@@ -304,19 +304,39 @@ def _executor(n):
         return _pool["executor"]
 
 
-def parallel_for(count, body):
+SMALL_JOB_VALUES = 1 << 16
+SMALL_JOB_MACS = 1 << 24
+"""A job smaller than both -- its op's output map has fewer than ``SMALL_JOB_VALUES`` values and it
+does fewer than ``SMALL_JOB_MACS`` multiply-adds -- runs on the calling thread alone
+(:func:`parallel_for`'s ``values`` and ``macs``).
+
+Handing items to a second thread costs the calling thread about 0.1 ms a job (waking the worker,
+and the two threads passing the interpreter lock back and forth between their items' Python
+parts), as long as the whole of a small layer's work. Measured per op of FCN-8s at batch 8 x 64x64,
+two threads against one (quiet, 2 cores, forward + backward): 1x1 convolutions on 2x2 to 8x8 maps
+0.4-0.6x (slower), max-pooling to 8x8 and 4x4 maps (32K and 16K values) 0.4-0.8x, the 4x4 and
+2x2 transposed convolutions 0.35-0.4x, fc6 (8K values, 9.4M multiply-adds) 1.06x; from 64K values
+or 16M multiply-adds on they gain (pool2 1.22x, conv4_1 1.40x, conv5 (16K values, 19M
+multiply-adds) 1.21x, the loss 1.31x). Results are the same bits either way."""
+
+
+def parallel_for(count, body, values=None, macs=0):
     """Run ``body(i)`` for every ``i`` in ``range(count)``, spread over tinyfcn's threads.
 
     Each thread claims the next unclaimed ``i`` until none is left (so a slow or
     descheduled thread holds up only the item it has). Every ``body(i)`` must write
     only its own part of the output. The calling thread works too, and returns as soon
     as every claimed item is done: a worker that wakes up after the calling thread has
-    taken every item finds nothing to claim and costs nothing (waking a thread takes
-    tens of microseconds, as long as a small layer's whole work). The first exception
+    taken every item finds nothing to claim. The first exception
     raised by any ``body`` is raised here, after every claimed item has finished.
     Everything runs inside :func:`computing` (numpy's BLAS on one thread), at any thread count.
+
+    ``values`` (the size of the op's output map) and ``macs`` (its multiply-adds), when given,
+    say how large the job is: below :data:`SMALL_JOB_VALUES` and :data:`SMALL_JOB_MACS` it runs
+    on the calling thread alone.
     """
-    n = min(get_threads(), count)
+    small = values is not None and values < SMALL_JOB_VALUES and macs < SMALL_JOB_MACS
+    n = 1 if small else min(get_threads(), count)
     _start_computing()                           # computing(), without a generator's cost on every call
     try:
         if n <= 1:
@@ -364,14 +384,15 @@ def _share(n, count, body):
         raise failed[0]
 
 
-def parallel_for_blocks(size, block, body):
+def parallel_for_blocks(size, block, body, values=None, macs=0):
     """Cut ``range(size)`` into blocks of ``block`` (the last may be shorter) and run
-    ``body(b)`` for each ``slice`` b on the threads, as :func:`parallel_for` does.
+    ``body(b)`` for each ``slice`` b on the threads, as :func:`parallel_for` does (``values``
+    and ``macs`` as there).
 
     The blocks do not depend on the thread count, so neither does any result.
     """
     count = -(-size // block)
-    parallel_for(count, lambda i: body(slice(i * block, min(size, (i + 1) * block))))
+    parallel_for(count, lambda i: body(slice(i * block, min(size, (i + 1) * block))), values, macs)
 
 
 def scratch(name, shape, dtype):

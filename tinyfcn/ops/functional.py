@@ -325,6 +325,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
     P = Ho * Wo
     weight2 = weight.reshape(C_out, -1)
     relu = bool(relu)
+    size = (N * C_out * P, N * P * weight2.size)                      # values out, multiply-adds: a small job stays on one thread
     if _winograd(weight, stride, padding, P):                          # 16 products over the batch's tiles
         cols = _winograd_input(x, padding, Ho, Wo)                     # the cache keeps V in cols' place
         M = threads.scratch("winograd M", (16, C_out, cols.shape[2]), x.dtype)
@@ -337,7 +338,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
         cols = np.empty((C_in * kh * kw, N * P), x.dtype)
         _kernels.im2col(x, kh, kw, *stride, *padding, Ho, Wo, cols)
         rows = np.empty((C_out, N * P), x.dtype)                       # threads share it by blocks of rows
-        threads.parallel_for_blocks(C_out, 64, lambda b: np.matmul(weight2[b], cols, out=rows[b]))
+        threads.parallel_for_blocks(C_out, 64, lambda b: np.matmul(weight2[b], cols, out=rows[b]), *size)
         out = np.empty((N, C_out, P), x.dtype)
         out[...] = rows.reshape(C_out, N, P).transpose(1, 0, 2)        # into NCHW order
         nonfinite = _kernels.bias_relu(out, bias, relu) if bias is not None or relu else 0
@@ -357,7 +358,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
             if bias is not None or relu:
                 counts[n] = _kernels.bias_relu(out[n:n + 1], bias, relu)
 
-        threads.parallel_for(N, image)
+        threads.parallel_for(N, image, *size)
         nonfinite = counts.sum()
     _check_rectified(op, nonfinite)
     out = out.reshape(N, C_out, Ho, Wo)
@@ -411,6 +412,7 @@ def conv2d_backward(dout, cache, input_grad=True):
         cols = np.empty((weight[0].size, N * P), x.dtype)
         _kernels.im2col(x, *weight.shape[2:], *stride, *padding, Ho, Wo, cols)
     weight2 = weight.reshape(C_out, -1)
+    size = (N * C_out * P, N * P * weight2.size)                      # values out, multiply-adds: a small job stays on one thread
     dx = np.empty(x.shape, x.dtype) if input_grad else None
     if P < SMALL_MAP:                                                  # a small map: the whole batch at once
         if kept is not None:
@@ -426,9 +428,9 @@ def conv2d_backward(dout, cache, input_grad=True):
             np.matmul(weight2.T, dout2[:, b.start * P:b.stop * P], out=dcols)
             _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[b])
 
-        threads.parallel_for_blocks(C_out, 64, dweight_rows)
+        threads.parallel_for_blocks(C_out, 64, dweight_rows, *size)
         if input_grad:
-            threads.parallel_for_blocks(N, 4, dx_images)
+            threads.parallel_for_blocks(N, 4, dx_images, *size)
         return dx, dweight.reshape(weight.shape), dout3.sum(axis=(0, 2)) if has_bias else None
     per_image = np.empty((N, *weight2.shape), x.dtype)                 # each image's share of dweight
     per_image_bias = np.empty((N, C_out), x.dtype)                     # ... and of dbias
@@ -455,7 +457,7 @@ def conv2d_backward(dout, cache, input_grad=True):
             np.matmul(weight2.T, g, out=dcols)
             _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[n:n + 1])
 
-    threads.parallel_for(N, image)
+    threads.parallel_for(N, image, *size)
     dweight = per_image.sum(axis=0).reshape(weight.shape)             # a fixed order: the same sum for any thread count
     dbias = per_image_bias.sum(axis=0) if has_bias else None
     return dx, dweight, dbias
@@ -548,7 +550,7 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
         if bias is not None:
             out[n] += bias[:, None, None]
 
-    threads.parallel_for(N, image)
+    threads.parallel_for(N, image, out.size, x.size * weight[0].size)
     return out, (x, weight, bias is not None, stride, padding, None)
 
 
@@ -588,7 +590,7 @@ def conv_transpose2d_backward(dout, cache, weight_grad=True):
         if weight_grad:
             np.matmul(x3[n], cols.T, out=per_image[n])
 
-    threads.parallel_for(N, image)
+    threads.parallel_for(N, image, dout.size, x.size * weight[0].size)
     dx = dx.reshape(N, C_in, H, W)
     if not weight_grad:
         return dx, None, None
@@ -634,7 +636,7 @@ def max_pool2d_forward(x, kernel_size=2, stride=None, padding=0, ceil_mode=False
     out = np.empty((N, C, Ho, Wo), x.dtype)
     indices = np.empty((N, C, Ho, Wo), np.int64)
     threads.parallel_for(N, lambda n: _kernels.max_pool2d_forward(x[n:n + 1], *kernel, *stride, *padding,
-                                                                  out[n:n + 1], indices[n:n + 1]))
+                                                                  out[n:n + 1], indices[n:n + 1]), out.size)
     return out, (indices, x.shape, x.dtype)
 
 
@@ -646,13 +648,14 @@ def max_pool2d_backward(dout, cache):
     """
     indices, x_shape, dtype = cache
     dout = _check_grad("max_pool2d_backward", dout, indices.shape, dtype)
-    return _unpool(dout, indices, x_shape)
+    return _unpool(dout, indices, x_shape, dout.size)
 
 
-def _unpool(x, indices, shape):
-    """Scatter-add x into a zero map of ``shape`` at the flat positions ``indices`` (checked by the caller)."""
+def _unpool(x, indices, shape, values):
+    """Scatter-add x into a zero map of ``shape`` at the flat positions ``indices`` (checked by the caller);
+    ``values``: the size of the op's output map (:func:`tinyfcn.threads.parallel_for`)."""
     out = np.empty(shape, x.dtype)
-    threads.parallel_for(len(x), lambda n: _kernels.max_unpool2d(x[n:n + 1], indices[n:n + 1], out[n:n + 1]))
+    threads.parallel_for(len(x), lambda n: _kernels.max_unpool2d(x[n:n + 1], indices[n:n + 1], out[n:n + 1]), values)
     return out
 
 
@@ -690,7 +693,7 @@ def max_unpool2d_forward(x, indices, output_size):
                          f"plane, got values in [{indices.min()}, {indices.max()}]")
     indices = np.ascontiguousarray(indices, dtype=np.int64)
     out_shape = (*x.shape[:2], Ho, Wo)
-    return _unpool(x, indices, out_shape), (indices, out_shape, x.dtype)
+    return _unpool(x, indices, out_shape, int(np.prod(out_shape))), (indices, out_shape, x.dtype)
 
 
 def max_unpool2d_backward(dout, cache):
@@ -798,7 +801,7 @@ def softmax_cross_entropy(scores, target, ignore_index=IGNORE, reduction="mean",
         totals[n] = _kernels.softmax_cross_entropy(scores3[n:n + 1], target2[n:n + 1], ignore_index, weights,
                                                    scale, dscores3[n:n + 1])
 
-    threads.parallel_for(N, image)
+    threads.parallel_for(N, image, scores.size)
     return float(totals.sum() * scale), dscores
 
 
@@ -832,8 +835,9 @@ def _check_per_channel(op, name, a, channels, dtype):
 
 
 def _for_channel_blocks(N, C, P, body):
-    """Run ``body(c0, c1)`` for blocks of channels ``[c0, c1)`` of about :data:`BN_BLOCK` values (N*P per channel), on tinyfcn's threads."""
-    threads.parallel_for_blocks(C, max(1, BN_BLOCK // max(N * P, 1)), lambda b: body(b.start, b.stop))
+    """Run ``body(c0, c1)`` for blocks of channels ``[c0, c1)`` of about :data:`BN_BLOCK` values (N*P per channel), on
+    tinyfcn's threads (one, for a map of fewer than :data:`tinyfcn.threads.SMALL_JOB_VALUES` values)."""
+    threads.parallel_for_blocks(C, max(1, BN_BLOCK // max(N * P, 1)), lambda b: body(b.start, b.stop), N * C * P)
 
 
 def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5, relu=False):
