@@ -207,7 +207,7 @@ def test_nested_graphs_expose_buffers_like_params():
 
 
 @pytest.mark.parametrize("shape", [(5, 6, 40, 36), (3, 40, 64, 64), (1, 9, 3, 2)])
-def test_the_same_bits_for_any_thread_count_and_block_size(shape, monkeypatch, every_job_shared):
+def test_the_same_bits_for_any_thread_count_and_range(shape, monkeypatch, every_job_shared):
     def run():
         rng = np.random.default_rng(0)
         C = shape[1]
@@ -223,8 +223,8 @@ def test_the_same_bits_for_any_thread_count_and_block_size(shape, monkeypatch, e
     with threads.using(1):
         one = run()
     with threads.using(3):
-        for block in (F.BN_BLOCK, 20000, 1):                          # whole images or blocks of planes per item
-            monkeypatch.setattr(F, "BN_BLOCK", block)
+        for share in (F.BN_SHARE, 0):                                 # on one thread, or one range of channels each
+            monkeypatch.setattr(F, "BN_SHARE", share)
             for a, b in zip(one, run()):
                 np.testing.assert_array_equal(a, b)
 

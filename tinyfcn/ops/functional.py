@@ -247,15 +247,16 @@ def _winograd_input(x, padding, Ho, Wo):
     xpad.fill(0)                                                       # the padding, and the odd map's last tile
     xpad[:, :, ph:ph + H, pw:pw + W] = x
     V = np.empty((16, C_in, N * th * tw), x.dtype)
-    threads.parallel_for(N, lambda n: _kernels.winograd_input(xpad, n, n + 1, V))
+    threads.parallel_ranges(N, lambda n0, n1: _kernels.winograd_input(xpad, n0, n1, V))
     return V
 
 
 def _winograd_products(a, b, out, transpose_a=False, transpose_b=False):
     """``out[k] = a[k] @ b[k]`` (each optionally transposed) for the 16 tile positions k, shared by the threads."""
-    def product(k):
-        np.matmul(a[k].T if transpose_a else a[k], b[k].T if transpose_b else b[k], out=out[k])
-    threads.parallel_for(16, product)
+    def products(k0, k1):
+        for k in range(k0, k1):
+            np.matmul(a[k].T if transpose_a else a[k], b[k].T if transpose_b else b[k], out=out[k])
+    threads.parallel_ranges(16, products)
     return out
 
 
@@ -331,7 +332,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
         M = threads.scratch("winograd M", (16, C_out, cols.shape[2]), x.dtype)
         _winograd_products(_winograd_weight(weight), cols, M)
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
-        threads.parallel_for(N, lambda n: _kernels.winograd_output(M, n, n + 1, out))
+        threads.parallel_ranges(N, lambda n0, n1: _kernels.winograd_output(M, n0, n1, out))
         out = out.reshape(N, C_out, P)
         nonfinite = _kernels.bias_relu(out, bias, relu) if bias is not None or relu else 0
     elif P < SMALL_MAP:                                                # one product over the whole batch
@@ -480,7 +481,7 @@ def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo, inp
         V = _winograd_input(x, padding, Ho, Wo)
     dout4 = dout3.reshape(N, C_out, Ho, Wo)
     dM = threads.scratch("winograd M", (16, C_out, V.shape[2]), x.dtype)   # the temporaries: this thread's buffers
-    threads.parallel_for(N, lambda n: _kernels.winograd_output_adjoint(dout4, n, n + 1, dM))
+    threads.parallel_ranges(N, lambda n0, n1: _kernels.winograd_output_adjoint(dout4, n0, n1, dM))
     dU = _winograd_products(dM, V, np.empty((16, C_out, C_in), x.dtype), transpose_b=True)
     GG = np.kron(WINOGRAD_G, WINOGRAD_G).astype(x.dtype)              # dweight[o, c] = G^T dU[:, o, c] G
     with threads.computing():
@@ -491,7 +492,7 @@ def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo, inp
     dV = _winograd_products(_winograd_weight(weight), dM, threads.scratch("winograd V", V.shape, x.dtype), transpose_a=True)
     (ph, pw), (_, _, shape) = padding, _winograd_tiles(x.shape, (Ho, Wo))
     dxpad = threads.scratch("winograd xpad", shape, x.dtype)
-    threads.parallel_for(N, lambda n: _kernels.winograd_input_adjoint(dV, n, n + 1, dxpad))
+    threads.parallel_ranges(N, lambda n0, n1: _kernels.winograd_input_adjoint(dV, n0, n1, dxpad))
     dx = np.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
     return dx, dweight, dbias
 
@@ -635,8 +636,8 @@ def max_pool2d_forward(x, kernel_size=2, stride=None, padding=0, ceil_mode=False
                          f"{H + 2 * padding[0]}x{W + 2 * padding[1]}")
     out = np.empty((N, C, Ho, Wo), x.dtype)
     indices = np.empty((N, C, Ho, Wo), np.int64)
-    threads.parallel_for(N, lambda n: _kernels.max_pool2d_forward(x[n:n + 1], *kernel, *stride, *padding,
-                                                                  out[n:n + 1], indices[n:n + 1]), out.size)
+    threads.parallel_ranges(N, lambda n0, n1: _kernels.max_pool2d_forward(x[n0:n1], *kernel, *stride, *padding,
+                                                                          out[n0:n1], indices[n0:n1]), out.size)
     return out, (indices, x.shape, x.dtype)
 
 
@@ -655,7 +656,7 @@ def _unpool(x, indices, shape, values):
     """Scatter-add x into a zero map of ``shape`` at the flat positions ``indices`` (checked by the caller);
     ``values``: the size of the op's output map (:func:`tinyfcn.threads.parallel_for`)."""
     out = np.empty(shape, x.dtype)
-    threads.parallel_for(len(x), lambda n: _kernels.max_unpool2d(x[n:n + 1], indices[n:n + 1], out[n:n + 1]), values)
+    threads.parallel_ranges(len(x), lambda n0, n1: _kernels.max_unpool2d(x[n0:n1], indices[n0:n1], out[n0:n1]), values)
     return out
 
 
@@ -818,12 +819,17 @@ def _check_class_weights(op, class_weights, K):
 
 # ---------------------------------------------------------------- batch normalisation
 
-BN_BLOCK = 1 << 16
-"""Threads share a batch norm by items of whole channels (every image's plane of each), about this
-many values an item (256 KB of float32: the L2 cache holds it between the kernels that read it):
-one channel where a channel is larger, all channels in one item on small maps (the threads would
-cost more than they save). A channel is summed in one piece, in a fixed order, so no result
-depends on the items or the thread count."""
+BN_SHARE = 1 << 19
+"""A batch norm of at least this many values is shared between tinyfcn's threads, one range of
+whole channels each; a smaller one runs on the calling thread. Each range runs both kernels over
+its channels, one after the other: one call of each per thread, since every call between the
+kernels (the per-channel arithmetic in numpy) hands the interpreter lock back and forth.
+
+Measured (FCN-8s's shapes at batch 8, quiet, one thread against two): 16 channels at 64x64 (524K
+values) forward 0.27 / 0.33 ms, backward 0.46 / 0.35; 32 at 32x32 (262K) 0.16 / 0.28 and
+0.19 / 0.27; 64 at 16x16 0.11 / 0.25 and 0.11 / 0.18. Items of about 64K values, as earlier
+versions shared it, took 0.37 / 0.68 and 0.51 / 0.64 ms at 64x64. A channel is summed in one piece,
+in a fixed order, so no result depends on the ranges or the thread count."""
 
 
 def _check_per_channel(op, name, a, channels, dtype):
@@ -834,10 +840,13 @@ def _check_per_channel(op, name, a, channels, dtype):
     return checked
 
 
-def _for_channel_blocks(N, C, P, body):
-    """Run ``body(c0, c1)`` for blocks of channels ``[c0, c1)`` of about :data:`BN_BLOCK` values (N*P per channel), on
-    tinyfcn's threads (one, for a map of fewer than :data:`tinyfcn.threads.SMALL_JOB_VALUES` values)."""
-    threads.parallel_for_blocks(C, max(1, BN_BLOCK // max(N * P, 1)), lambda b: body(b.start, b.stop), N * C * P)
+def _for_channel_ranges(N, C, P, body):
+    """Run ``body(c0, c1)`` over the channels ``[0, C)``: one range per thread from :data:`BN_SHARE` values
+    (N*C*P) on, else ``body(0, C)`` on the calling thread."""
+    if N * C * P >= BN_SHARE:
+        threads.parallel_ranges(C, body)
+    else:
+        body(0, C)
 
 
 def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5, relu=False):
@@ -855,9 +864,9 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
     How it runs: for each channel a kernel sums its values, then their squared deviations from
     the channel's mean, in float64 even for float32 input (a variance is a small difference of
     large sums; float32 keeps 7 digits): ``mean = sum / m``, ``var = squares / m``. A second kernel
-    then writes ``out`` in one pass. Channels are independent, so tinyfcn's threads take blocks of
-    whole channels (:data:`BN_BLOCK`) and each runs both kernels on its block, one after the other,
-    while the block's values are still in the cache: one hand-over between threads per call.
+    then writes ``out`` in one pass. Channels are independent, so tinyfcn's threads take ranges of
+    whole channels (from :data:`BN_SHARE` values on) and each runs both kernels on its range, one
+    after the other.
 
     Parameters
     ----------
@@ -907,13 +916,13 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
                              f"shape {x.shape}; use a batch larger than 1 or eval mode")
         if not (running_mean.flags.writeable and running_var.flags.writeable):
             raise ValueError(f"{op}: running_mean and running_var are updated in place in training; pass writeable arrays")
-        mean, var = np.empty(C), np.empty(C)                           # the batch's, block by block
+        mean, var = np.empty(C), np.empty(C)                           # the batch's, range by range
     else:
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
     sums, squares, inv_std = np.empty(C), np.empty(C), np.empty(C)
     mean_x, scale, counts = np.empty(C, x.dtype), np.empty(C, x.dtype), np.zeros(C, np.int64)
 
-    def block(c0, c1):                      # a block of channels from start to end, while it is in the cache
+    def channels(c0, c1):                   # channels c0 to c1 - 1, from start to end
         c = slice(c0, c1)
         if training:
             _kernels.batch_norm2d_stats(x3, c0, c1, sums, squares)
@@ -922,7 +931,7 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
         mean_x[c], scale[c] = mean[c], gamma[c] * inv_std[c]
         counts[c0] = _kernels.batch_norm2d_normalize(x3, mean_x, scale, beta, relu, c0, c1, out3)
 
-    _for_channel_blocks(N, C, P, block)
+    _for_channel_ranges(N, C, P, channels)
     _check_rectified(op, counts.sum())
     if training:
         running_mean[...] = (1 - momentum) * running_mean + momentum * mean
@@ -955,7 +964,7 @@ def batch_norm2d_backward(dout, cache):
     How it runs: one kernel sums ``dout`` and ``dout * (x - mean)`` per channel (in float64); a second
     writes ``dx = scale * (dout - centre - (x - mean) * slope)`` in one pass, with ``scale = gamma / sigma``,
     ``centre = sum(dout) / m`` and ``slope = sum(dout * x_hat) / (m * sigma)`` in training, and
-    centre = slope = 0 in evaluation. Both run on each block of channels in turn, as in the forward pass.
+    centre = slope = 0 in evaluation. Both run on each range of channels in turn, as in the forward pass.
 
     Parameters
     ----------
@@ -978,7 +987,7 @@ def batch_norm2d_backward(dout, cache):
     dx = np.empty(x.shape, x.dtype)
     dx3 = dx.reshape(N, C, P)
 
-    def block(c0, c1):                      # a block of channels from start to end, while it is in the cache
+    def channels(c0, c1):                   # channels c0 to c1 - 1, from start to end
         c = slice(c0, c1)
         _kernels.batch_norm2d_grad_sums(dout3, x3, mean, kept, c0, c1, dbeta, products)
         dgamma[c] = inv_std[c] * products[c]                           # sum(dout * x_hat)
@@ -987,5 +996,5 @@ def batch_norm2d_backward(dout, cache):
         mean_x[c], scale[c] = mean[c], gamma[c] * inv_std[c]
         _kernels.batch_norm2d_grad_input(dout3, x3, mean_x, scale, centre, slope, kept, c0, c1, dx3)
 
-    _for_channel_blocks(N, C, P, block)
+    _for_channel_ranges(N, C, P, channels)
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
