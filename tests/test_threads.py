@@ -336,3 +336,13 @@ def test_a_small_job_stays_on_the_calling_thread_and_a_large_one_is_offered_to_a
         assert len(who(dict(values=threads.SMALL_JOB_VALUES))) == 2          # 64 sleeps: the worker takes some
         assert len(who(dict(values=0, macs=threads.SMALL_JOB_MACS))) == 2
         assert len(who({})) == 2                                            # no size given: always offered
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("count", [0, 1, 2, 7, 16])
+def test_parallel_ranges_cover_every_index_once_in_at_most_one_range_a_thread(n, count, every_job_shared):
+    ranges = []
+    with threads.using(n):
+        threads.parallel_ranges(count, lambda start, stop: ranges.append((start, stop)))
+    assert len(ranges) == max(1, min(n, count))
+    assert sorted(i for start, stop in ranges for i in range(start, stop)) == list(range(count))

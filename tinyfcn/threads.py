@@ -2,7 +2,9 @@
 
 tinyfcn parallelises coarsely: a batch is split into whole images (or a map into
 blocks of channels), and each of ``n`` worker threads takes the next unclaimed piece
-until none is left (:func:`parallel_for`). Inside a piece everything is serial --
+until none is left (:func:`parallel_for`); kernels that take a range of images or channels
+get one range per thread (:func:`parallel_ranges`), and a job too small to repay a second
+thread stays on the calling one (:data:`SMALL_JOB_VALUES`). Inside a piece everything is serial --
 numba kernels compiled with ``nogil=True`` and matrix products on a one-thread BLAS
 (numpy releases the interpreter lock in ``matmul``). So a thread the OS deschedules
 delays only the piece it holds: the other threads keep claiming pieces, and nothing
@@ -320,6 +322,11 @@ or 16M multiply-adds on they gain (pool2 1.22x, conv4_1 1.40x, conv5 (16K values
 multiply-adds) 1.21x, the loss 1.31x). Results are the same bits either way."""
 
 
+def _small(values, macs):
+    """True for a job below :data:`SMALL_JOB_VALUES` and :data:`SMALL_JOB_MACS` (``values`` None: not said)."""
+    return values is not None and values < SMALL_JOB_VALUES and macs < SMALL_JOB_MACS
+
+
 def parallel_for(count, body, values=None, macs=0):
     """Run ``body(i)`` for every ``i`` in ``range(count)``, spread over tinyfcn's threads.
 
@@ -335,8 +342,7 @@ def parallel_for(count, body, values=None, macs=0):
     say how large the job is: below :data:`SMALL_JOB_VALUES` and :data:`SMALL_JOB_MACS` it runs
     on the calling thread alone.
     """
-    small = values is not None and values < SMALL_JOB_VALUES and macs < SMALL_JOB_MACS
-    n = 1 if small else min(get_threads(), count)
+    n = 1 if _small(values, macs) else min(get_threads(), count)
     _start_computing()                           # computing(), without a generator's cost on every call
     try:
         if n <= 1:
@@ -396,8 +402,8 @@ def parallel_ranges(count, body, values=None, macs=0):
     its 16 products (1.49 ms) 1.02 ms as 16 items and 0.82 ms as 2 ranges. Each index is computed
     exactly as alone, so the results are the same bits for any thread count.
     """
-    n = max(1, min(get_threads(), count))
-    parallel_for(n, lambda i: body(i * count // n, (i + 1) * count // n), values, macs)
+    n = 1 if _small(values, macs) else max(1, min(get_threads(), count))
+    parallel_for(n, lambda i: body(i * count // n, (i + 1) * count // n))
 
 
 def parallel_for_blocks(size, block, body, values=None, macs=0):
