@@ -352,17 +352,22 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
         out = np.empty((N, C_out, P), x.dtype)
         counts = np.zeros(N, np.int64)
 
-        def image(n):                                                  # one thread per image at a time
-            if direct:
-                _kernels.conv3x3(_padded("xpad", x[n], padding), weight, out[n].reshape(C_out, Ho, Wo))
-            else:
-                cols_n = cols[n] if cols is not None else threads.scratch("cols", (C_in * kh * kw, P), x.dtype)
-                _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols_n)
-                np.matmul(weight2, cols_n, out=out[n])
+        def images(n0, n1):                                            # one range of images per thread
+            for n in range(n0, n1):
+                if direct:
+                    _kernels.conv3x3(_padded("xpad", x[n], padding), weight, out[n].reshape(C_out, Ho, Wo))
+                elif cols is None:                                     # columns not kept: one reused buffer
+                    cols_n = threads.scratch("cols", (C_in * kh * kw, P), x.dtype)
+                    _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols_n)
+                    np.matmul(weight2, cols_n, out=out[n])
+                else:
+                    _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols[n])
+            if cols is not None:                                       # the range's products in one call
+                np.matmul(weight2, cols[n0:n1], out=out[n0:n1])
             if bias is not None or relu:
-                counts[n] = _kernels.bias_relu(out[n:n + 1], bias, relu)
+                counts[n0] = _kernels.bias_relu(out[n0:n1], bias, relu)
 
-        threads.parallel_for(N, image, *size)
+        threads.parallel_ranges(N, images, *size)
         nonfinite = counts.sum()
     _check_rectified(op, nonfinite)
     out = out.reshape(N, C_out, Ho, Wo)
@@ -443,27 +448,31 @@ def conv2d_backward(dout, cache, input_grad=True):
     direct = _direct(weight, stride, padding, P)
     flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]) if direct and input_grad else None
 
-    def image(n):
-        g = dout3[n] if kept is None else _masked(dout3[n], kept[n], threads.scratch("masked", dout3.shape[1:], x.dtype))
+    def images(n0, n1):                                                # one range of images per thread
+        g = dout3[n0:n1]
+        if kept is not None:
+            g = _masked(g, kept[n0:n1], threads.scratch("masked", g.shape, x.dtype))
         if cols is None:                                               # the direct kernel's (or the twin's) cache
-            cols_n = threads.scratch("cols", (weight2.shape[1], P), x.dtype)
-            _kernels.im2col(x[n:n + 1], *weight.shape[2:], *stride, *padding, Ho, Wo, cols_n)
-        else:
-            cols_n = cols[n]
-        np.matmul(cols_n, g.T, out=per_image[n])
+            for n in range(n0, n1):                                    # each image's columns, then its product
+                cols_n = threads.scratch("cols", (weight2.shape[1], P), x.dtype)
+                _kernels.im2col(x[n:n + 1], *weight.shape[2:], *stride, *padding, Ho, Wo, cols_n)
+                np.matmul(cols_n, g[n - n0].T, out=per_image[n])
+        else:                                                          # the range's products in one call
+            np.matmul(cols[n0:n1], g.transpose(0, 2, 1), out=per_image[n0:n1])
         if has_bias:
-            g.sum(axis=1, out=per_image_bias[n])
+            g.sum(axis=2, out=per_image_bias[n0:n1])
         if not input_grad:
             return
-        if direct:
-            flip_padding = (2 - padding[0], 2 - padding[1])
-            _kernels.conv3x3(_padded("doutpad", g.reshape(C_out, Ho, Wo), flip_padding), flipped, dx[n])
-        else:
-            dcols = threads.scratch("dcols", cols_n.shape, x.dtype)
-            np.matmul(weight2.T, g, out=dcols)
-            _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[n:n + 1])
+        for n in range(n0, n1):
+            if direct:
+                flip_padding = (2 - padding[0], 2 - padding[1])
+                _kernels.conv3x3(_padded("doutpad", g[n - n0].reshape(C_out, Ho, Wo), flip_padding), flipped, dx[n])
+            else:
+                dcols = threads.scratch("dcols", (weight2.shape[1], P), x.dtype)
+                np.matmul(weight2.T, g[n - n0], out=dcols)
+                _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[n:n + 1])
 
-    threads.parallel_for(N, image, *size)
+    threads.parallel_ranges(N, images, *size)
     dweight = np.ascontiguousarray(per_image.sum(axis=0).T).reshape(weight.shape)   # a fixed order: the same sum for any thread count
     dbias = per_image_bias.sum(axis=0) if has_bias else None
     return dx, dweight, dbias
