@@ -31,9 +31,12 @@ so that each of tinyfcn's threads (:mod:`tinyfcn.threads`) can take whole images
 ``cols`` is kept as (N, C_in*kH*kW, H_out*W_out), image n's columns in ``cols[n]``,
 and ``dweight`` is the sum over images of ``dout[n] @ cols[n].T``, added in image order
 so that every thread count gives the same bits. The BLAS computes that product as its
-transpose, ``cols[n] @ dout[n].T``: the same numbers, 1.1x to 2.2x faster on FCN's layers
-(OpenBLAS reads both operands along their rows; measured on AVX-512, one thread, from
-(16 x 4096) @ (4096 x 144), conv1_2, to (256 x 32) @ (32 x 1152), fc6).
+transpose, ``cols[n] @ dout[n].T``: the same numbers, 1.6x to 2.2x faster on FCN's layers
+with per-image columns (OpenBLAS reads both operands along their rows; one thread, AVX-512:
+conv1_2's (16 x 4096) @ (4096 x 144) 0.33 -> 0.15 ms, conv2_1's and conv1_1's 1.6x). Small
+maps keep ``dout2 @ cols.T``: there the weight is large and the product short, and
+transposing the result back costs more than the product gains (fc6: 0.35 ms to transpose
+(1152 x 256), against 0.04 ms gained).
 
 Where an image's columns would not fit in the cache and the products would be thin (3x3
 stride-1 convolutions with at most 16 channels on maps of 64x64 or more, FCN's conv1_2), a
@@ -428,10 +431,10 @@ def conv2d_backward(dout, cache, input_grad=True):
         if kept is not None:
             dout3 = _masked(dout3, kept, np.empty(dout3.shape, x.dtype))
         dout2 = dout3.transpose(1, 0, 2).reshape(C_out, -1)            # (C_out, N*Ho*Wo)
-        dweight_t = np.empty(weight2.shape[::-1], x.dtype)             # dweight transposed: see above
+        dweight = np.empty(weight2.shape, x.dtype)
 
-        def dweight_rows(b):                                           # rows b of dweight: columns b of its transpose
-            np.matmul(cols, dout2[b].T, out=dweight_t[:, b])
+        def dweight_rows(b):                                           # rows b of dweight
+            np.matmul(dout2[b], cols.T, out=dweight[b])
 
         def dx_images(b):                                              # images b of dx
             dcols = threads.scratch("dcols", (cols.shape[0], (b.stop - b.start) * P), x.dtype)
@@ -441,8 +444,7 @@ def conv2d_backward(dout, cache, input_grad=True):
         threads.parallel_for_blocks(C_out, 64, dweight_rows, *size)
         if input_grad:
             threads.parallel_for_blocks(N, 4, dx_images, *size)
-        dweight = np.ascontiguousarray(dweight_t.T).reshape(weight.shape)
-        return dx, dweight, dout3.sum(axis=(0, 2)) if has_bias else None
+        return dx, dweight.reshape(weight.shape), dout3.sum(axis=(0, 2)) if has_bias else None
     per_image = np.empty((N, *weight2.shape[::-1]), x.dtype)           # each image's share of dweight, transposed
     per_image_bias = np.empty((N, C_out), x.dtype)                     # ... and of dbias
     direct = _direct(weight, stride, padding, P)
