@@ -250,10 +250,14 @@ def _winograd_input(x, padding, Ho, Wo):
     N, C_in, H, W = x.shape
     (ph, pw), (th, tw, shape) = padding, _winograd_tiles(x.shape, (Ho, Wo))
     xpad = threads.scratch("winograd xpad", shape, x.dtype)           # reused: fresh large arrays cost page faults
-    xpad.fill(0)                                                       # the padding, and the odd map's last tile
-    xpad[:, :, ph:ph + H, pw:pw + W] = x
     V = np.empty((16, C_in, N * th * tw), x.dtype)
-    threads.parallel_ranges(N, lambda n0, n1: _kernels.winograd_input(xpad, n0, n1, V))
+
+    def images(n0, n1):                                                # one range of images per thread
+        xpad[n0:n1].fill(0)                                            # the padding, and the odd map's last tile
+        xpad[n0:n1, :, ph:ph + H, pw:pw + W] = x[n0:n1]
+        _kernels.winograd_input(xpad, n0, n1, V)
+
+    threads.parallel_ranges(N, images)
     return V
 
 
@@ -338,9 +342,16 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
         M = threads.scratch("winograd M", (16, C_out, cols.shape[2]), x.dtype)
         _winograd_products(_winograd_weight(weight), cols, M)
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
-        threads.parallel_ranges(N, lambda n0, n1: _kernels.winograd_output(M, n0, n1, out))
+        counts = np.zeros(N, np.int64)
+
+        def outputs(n0, n1):                                           # each range's outputs, then their bias + ReLU
+            _kernels.winograd_output(M, n0, n1, out)
+            if bias is not None or relu:
+                counts[n0] = _kernels.bias_relu(out[n0:n1].reshape(n1 - n0, C_out, P), bias, relu)
+
+        threads.parallel_ranges(N, outputs)
         out = out.reshape(N, C_out, P)
-        nonfinite = _kernels.bias_relu(out, bias, relu) if bias is not None or relu else 0
+        nonfinite = counts.sum()
     elif P < SMALL_MAP:                                                # one product over the whole batch
         cols = np.empty((C_in * kh * kw, N * P), x.dtype)
         _kernels.im2col(x, kh, kw, *stride, *padding, Ho, Wo, cols)
@@ -491,25 +502,37 @@ def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo, inp
     """
     N, C_in, H, W = x.shape
     C_out = weight.shape[0]
-    if kept is not None:
-        dout3 = _masked(dout3, kept, threads.scratch("winograd masked", dout3.shape, x.dtype))
     if V is None:
         V = _winograd_input(x, padding, Ho, Wo)
-    dout4 = dout3.reshape(N, C_out, Ho, Wo)
+    g = dout3 if kept is None else threads.scratch("winograd masked", dout3.shape, x.dtype)
     dM = threads.scratch("winograd M", (16, C_out, V.shape[2]), x.dtype)   # the temporaries: this thread's buffers
-    threads.parallel_ranges(N, lambda n0, n1: _kernels.winograd_output_adjoint(dout4, n0, n1, dM))
+    per_image_bias = np.empty((N, C_out), x.dtype)
+
+    def adjoints(n0, n1):                                              # one range of images per thread
+        if kept is not None:
+            _masked(dout3[n0:n1], kept[n0:n1], g[n0:n1])
+        _kernels.winograd_output_adjoint(g.reshape(N, C_out, Ho, Wo), n0, n1, dM)
+        if has_bias:
+            g[n0:n1].sum(axis=2, out=per_image_bias[n0:n1])
+
+    threads.parallel_ranges(N, adjoints)
     dU = _winograd_products(dM, V, np.empty((16, C_out, C_in), x.dtype), transpose_b=True)
     GG = np.kron(WINOGRAD_G, WINOGRAD_G).astype(x.dtype)              # dweight[o, c] = G^T dU[:, o, c] G
     with threads.computing():
         dweight = (dU.reshape(16, -1).T @ GG).reshape(weight.shape)
-    dbias = dout3.sum(axis=2).sum(axis=0) if has_bias else None
+    dbias = per_image_bias.sum(axis=0) if has_bias else None
     if not input_grad:
         return None, dweight, dbias
     dV = _winograd_products(_winograd_weight(weight), dM, threads.scratch("winograd V", V.shape, x.dtype), transpose_a=True)
     (ph, pw), (_, _, shape) = padding, _winograd_tiles(x.shape, (Ho, Wo))
     dxpad = threads.scratch("winograd xpad", shape, x.dtype)
-    threads.parallel_ranges(N, lambda n0, n1: _kernels.winograd_input_adjoint(dV, n0, n1, dxpad))
-    dx = np.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
+    dx = np.empty(x.shape, x.dtype)
+
+    def inputs(n0, n1):                                                # each range's tiles back into its images
+        _kernels.winograd_input_adjoint(dV, n0, n1, dxpad)
+        dx[n0:n1] = dxpad[n0:n1, :, ph:ph + H, pw:pw + W]
+
+    threads.parallel_ranges(N, inputs)
     return dx, dweight, dbias
 
 
