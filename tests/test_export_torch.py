@@ -102,9 +102,8 @@ def test_two_sgd_steps_in_torch_equal_tinyfcn_steps(case):
     # channel, where float32 rounding grows past 1e-5 by the second step; larger images keep it well posed.
     sizes = [(67, 61), (48, 80)] if case == "fcn32s-unpool-bn" else [(35, 29), (24, 40)]
     for size in [(35, 35), (35, 35)] if classifier else sizes:
-        if classifier:              # a label per crop; 8 crops: BatchNorm1d of 2 values is ill-conditioned, and of
-                                    # 6 the second step's loss differed by 1.3e-5 (Winograd's rounding in conv2_2 at 17x17)
-            batches.append((inputs(size, batch=8), rng.integers(0, 4, 8)))
+        if classifier:              # a label per crop; 6 crops, as BatchNorm1d of 2 values is ill-conditioned
+            batches.append((inputs(size, batch=6), rng.integers(0, 4, 6)))
             continue
         target = rng.integers(0, 4, (2, *size))
         target[0, :5] = 255

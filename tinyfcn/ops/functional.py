@@ -42,7 +42,7 @@ Where an image's columns would not fit in the cache and the products would be th
 stride-1 convolutions with at most 16 channels on maps of 64x64 or more, FCN's conv1_2), a
 direct kernel (``_kernels.conv3x3``) convolves each padded image without columns, and computes
 the input gradient too, as a convolution of dout with the flipped weight (see ``_direct``).
-Where there are 32 channels or more on maps of 16x16 or more (FCN's conv2_2, conv3_1, conv3_2), Winograd's
+Where there are 32 channels or more on maps of 32x32 or more (FCN's conv2_2), Winograd's
 F(2x2, 3x3) replaces each 3x3 window's 9 multiplications per output by 4 (16 per 2x2 block):
 ``out = A^T [(G w G^T) * (B^T d B)] A`` per 4x4 input tile d, the products for all tiles as 16
 matrix products (``_kernels.winograd_*``; see ``WINOGRAD_CHANNELS``), backward the same steps
@@ -195,10 +195,10 @@ def _direct(weight, stride, padding, pixels):
 
 
 WINOGRAD_CHANNELS = 32
-WINOGRAD_PIXELS = 256
+WINOGRAD_PIXELS = 1024
 """The dispatch rule of Winograd's F(2x2, 3x3) (:func:`_winograd`): 3x3 stride-1 convolutions with at
 least ``WINOGRAD_CHANNELS`` input and output channels and output maps of at least ``WINOGRAD_PIXELS``
-pixels (16x16).
+pixels (32x32).
 
 Winograd computes each 2x2 block of outputs from a 4x4 tile of input with 16 products instead of
 36: 16 matrix products (C_out x C_in) @ (C_in x tiles), 2.25x fewer multiplications than im2col's,
@@ -212,12 +212,10 @@ Why not from 8x8 on: its float32 results differ from im2col's by rounding of the
 2e-7 to 6e-7 of the values), but not in the same places (each of a tile's four outputs has its own
 formula, where im2col computes every pixel alike), and networks that normalise a few values per
 channel (BatchNorm over 1x2 maps of two images) magnify that past the 1e-5 agreement with PyTorch
-that the export tests hold training steps to. From 16x16 on (FCN's conv2_2, conv3_1 and conv3_2 at
-a 64x64 input) the gain is kept. Against the earlier threshold of 32x32 (conv2_2 alone), FCN-8s at
-batch 8 x 64x64, the two in alternating processes, 3 rounds, medians: one thread trains 5.6 % faster
-(4 % with BatchNorm) and infers 4 % faster; two threads the same within the noise (Winograd's
-products are shared by tile position, and scale less well than im2col's images). Measured once and
-written here; nothing is timed at run time."""
+that the export tests hold training steps to. From 32x32 on (FCN's conv2_2 at a 64x64 input;
+conv2_2, conv3_1 and conv3_2 at 128x128) the gain is kept: a training step 2 % faster at
+8 x 64x64 and 8 % at 4 x 128x128 (from 8x8 on: 9 % and 14 %). Measured once and written here;
+nothing is timed at run time."""
 
 WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 """Winograd F(2x2, 3x3)'s weight transform: a 3x3 kernel g becomes the 4x4 ``G g G^T``, i.e.
@@ -291,7 +289,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
 
     3x3 stride-1 convolutions with few channels on large maps run a direct kernel instead of
     im2col and a matrix product (:func:`_direct` gives the rule and the measurements behind it),
-    with 32 channels or more on maps of 16x16 or more Winograd's F(2x2, 3x3) (:func:`_winograd`);
+    with 32 channels or more on maps of 32x32 or more Winograd's F(2x2, 3x3) (:func:`_winograd`);
     both agree with the im2col path to float32 rounding (the terms are added in another order).
 
     With ``relu`` the output is ``max(out, 0)``: the bias and the ReLU after the convolution are
