@@ -7,7 +7,7 @@
    pieces are: pad the image, the direct kernel; and backward: unfold the image again for
    the weight gradient's product, pad dout, the direct kernel for the input gradient. Where it
    runs Winograd (``functional._winograd``), the pieces are its transforms and its three sets of
-   16 products, over the whole batch. A transposed convolution runs the same pieces the other way round. A
+   16 products, image by image. A transposed convolution runs the same pieces the other way round. A
    replica of each call, built from tinyfcn's own private helpers (read-only), runs the
    pieces in order with a stopwatch lap after each, at the FCN-8s shapes; the real call
    is timed alongside to show the pieces add up. So a slow op can be pinned on the BLAS,
@@ -128,44 +128,52 @@ def conv_replica(op, rng):
 
 
 def winograd_replica(op, rng):
-    """As :func:`conv_replica`, where tinyfcn runs Winograd's F(2x2, 3x3) (``functional._winograd``): the
-    whole batch's tiles at once -- transforms, the 16 products of each pass, and back."""
+    """As :func:`conv_replica`, where tinyfcn runs Winograd's F(2x2, 3x3) (``functional._winograd``): each
+    image's tiles in turn -- transforms, the 16 products of each pass, and back."""
     x = _randn(rng, op["x_shape"])
     w = _randn(rng, op["w_shape"], 0.1)
     b = _randn(rng, (w.shape[0],))
     p = op["padding"]
-    N, C_out = x.shape[0], w.shape[0]
+    N, C_in, H, W = x.shape
+    C_out = w.shape[0]
     Ho, Wo = fcn_layers.output_size(op)
+    tiles = F._winograd_tiles((Ho, Wo))
+    T = tiles[0] * tiles[1]
     dout = _randn(rng, (N, C_out, Ho, Wo))
 
-    def replica():
+    def replica():                      # the pieces of one image after another, serially
         t = Laps()
         xc, wc = F._check_array("conv2d", "x", x), F._check_array("conv2d", "weight", w)
         bc = F._check_bias("conv2d", b, C_out, x.dtype)
         t.lap("fwd: checks")
-        V = F._winograd_input(xc, p, Ho, Wo)
-        t.lap("fwd: pad + input transform")
         U = F._winograd_weight(wc)
         t.lap("fwd: weight transform")
-        M = F._winograd_products(U, V, np.empty((16, C_out, V.shape[2]), x.dtype))
-        t.lap("fwd: 16 GEMMs U@V")
+        V, M = np.empty((N, 16, C_in, T), x.dtype), np.empty((1, 16, C_out, T), x.dtype)
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
-        _kernels.winograd_output(M, 0, N, out)
-        t.lap("fwd: output transform")
-        _kernels.bias_relu(out.reshape(N, C_out, -1), bc, False)
-        t.lap("fwd: +bias")
+        for n in range(N):
+            F._winograd_input(xc[n:n + 1], p, tiles, V[n:n + 1])
+            t.lap("fwd: pad + input transform")
+            np.matmul(U, V[n:n + 1], out=M)
+            t.lap("fwd: 16 GEMMs U@V")
+            _kernels.winograd_output(M, out[n:n + 1])
+            t.lap("fwd: output transform")
+            _kernels.bias_relu(out[n:n + 1].reshape(1, C_out, -1), bc, False)
+            t.lap("fwd: +bias")
         d = F._check_array("conv2d_backward", "dout", dout)
         t.lap("bwd: check dout")
-        dM = np.empty(M.shape, x.dtype)
-        _kernels.winograd_output_adjoint(d, 0, N, dM)
-        t.lap("bwd: output adjoint")
-        F._winograd_products(dM, V, np.empty(U.shape, x.dtype), transpose_b=True)
-        t.lap("bwd: 16 GEMMs dM@V.T (dW)")
-        dV = F._winograd_products(U, dM, np.empty(V.shape, x.dtype), transpose_a=True)
-        t.lap("bwd: 16 GEMMs U.T@dM (dx)")
-        dxpad = np.empty(F._winograd_tiles(x.shape, (Ho, Wo))[2], x.dtype)
-        _kernels.winograd_input_adjoint(dV, 0, N, dxpad)
-        t.lap("bwd: input adjoint")
+        dU, dV = np.empty((N, *U.shape), x.dtype), np.empty((1, 16, C_in, T), x.dtype)
+        dxpad = np.empty((1, C_in, 2 * tiles[0] + 2, 2 * tiles[1] + 2), x.dtype)
+        for n in range(N):
+            _kernels.winograd_output_adjoint(d[n:n + 1], M)
+            t.lap("bwd: output adjoint")
+            np.matmul(M, V[n:n + 1].transpose(0, 1, 3, 2), out=dU[n:n + 1])
+            t.lap("bwd: 16 GEMMs dM@V.T (dW)")
+            np.matmul(U.transpose(0, 2, 1), M, out=dV)
+            t.lap("bwd: 16 GEMMs U.T@dM (dx)")
+            _kernels.winograd_input_adjoint(dV, dxpad)
+            t.lap("bwd: input adjoint")
+        dU.sum(axis=0)
+        t.lap("bwd: dW summed over images")
         return t.times
 
     def real():

@@ -32,8 +32,8 @@ CASES = {
     "fcn8s-conv-concat": dict(arch="fcn8s", downsample="conv", fusion="concat"),
     "fcn32s-unpool": dict(arch="fcn32s", upsample="unpool"),
     "classifier": dict(arch="classifier", crop_size=35),
-    "classifier-convolutionalized": lambda **overrides: convolutionalize(random_model("classifier", **overrides)),
-    "fcn8s-from-classifier": lambda **overrides: from_classifier(random_model("classifier"), "fcn8s", **overrides),
+    "classifier-convolutionalized": lambda dtype, **overrides: convolutionalize(random_model("classifier", dtype, **overrides)),
+    "fcn8s-from-classifier": lambda dtype, **overrides: from_classifier(random_model("classifier", dtype), "fcn8s", **overrides),
     # BatchNorm (norm="batch") after every backbone, fc and decoder convolution
     "fcn32s-bn": dict(arch="fcn32s", norm="batch"),
     "fcn8s-bn": dict(arch="fcn8s", norm="batch"),
@@ -41,9 +41,10 @@ CASES = {
     "fcn8s-concat-bn": dict(arch="fcn8s", fusion="concat", norm="batch"),
     "fcn32s-unpool-bn": dict(arch="fcn32s", upsample="unpool", norm="batch"),
     "classifier-bn": dict(arch="classifier", crop_size=35, norm="batch"),
-    "classifier-bn-convolutionalized": lambda **overrides: convolutionalize(random_model("classifier-bn", **overrides)),
+    "classifier-bn-convolutionalized": lambda dtype, **overrides: convolutionalize(random_model("classifier-bn", dtype,
+                                                                                                 **overrides)),
 }
-"""Test name -> model config (4 classes, RGB), or a function of the overrides returning the model."""
+"""Test name -> model config (4 classes, RGB), or a function of the dtype and the overrides returning the model."""
 
 SIZES = [(1, 1), (35, 29), (64, 64), (17, 48), (100, 31)]
 """Input sizes (H, W) every export is compared on: a single pixel, odd, square, wide, tall and odd."""
@@ -99,11 +100,11 @@ def train_a_little(model, steps=3, seed=3):
     return model
 
 
-def random_model(case, **overrides):
-    """The model of ``CASES[case]`` (4 classes) with perturbed weights (and, with BatchNorm, trained a
-    little), in evaluation mode."""
+def random_model(case, dtype=np.float32, **overrides):
+    """The model of ``CASES[case]`` (4 classes, ``dtype``) with perturbed weights (and, with BatchNorm,
+    trained a little), in evaluation mode."""
     made = CASES[case]
-    model = made(**overrides) if callable(made) else build(dict(made, num_classes=4, **overrides))
+    model = made(dtype, **overrides) if callable(made) else build(dict(made, num_classes=4, **overrides), dtype=dtype)
     model = perturb(model)
     return (train_a_little(model) if model.buffers else model).eval()
 
@@ -127,11 +128,11 @@ MIXED_SIZES = [(8, 7), (11, 11), (14, 9), (10, 13)]
 """Sizes for :func:`mixed_graph`; 8, 11 and 14 make the ceil-mode pooling drop its last window."""
 
 
-def inputs(size, channels=3, batch=2, seed=1):
-    """Random float32 images (batch, channels, H, W)."""
-    return np.random.default_rng(seed).standard_normal((batch, channels, *size)).astype(np.float32)
+def inputs(size, channels=3, batch=2, seed=1, dtype=np.float32):
+    """Random images (batch, channels, H, W)."""
+    return np.random.default_rng(seed).standard_normal((batch, channels, *size)).astype(dtype)
 
 
-def worst(a, b):
-    """max |a - b| and the tolerance it is held to: 1e-5 of the largest score (at least 1e-5)."""
-    return np.abs(a - b).max(), 1e-5 * max(1.0, np.abs(b).max())
+def worst(a, b, rtol=1e-5):
+    """max |a - b| and the tolerance it is held to: ``rtol`` of the largest value (at least ``rtol``)."""
+    return np.abs(a - b).max(), rtol * max(1.0, np.abs(b).max())

@@ -24,7 +24,7 @@ def _both_paths(monkeypatch, path, x, w, b, padding, relu, dout):
     """(path, im2col): each one's output and gradients. The direct path takes maps of at least
     :data:`F.SMALL_MAP` pixels only (smaller ones are one product over the batch, before it is asked)."""
     setting, opened = PATHS[path]
-    monkeypatch.setattr(F, "WINOGRAD_PIXELS", 1)
+    monkeypatch.setattr(F, "WINOGRAD_PIXELS", 1 if path == "winograd" else 10 ** 9)   # only the path under test opens
     results = []
     for value in (opened, 10 ** 9):
         monkeypatch.setattr(F, setting, value)
@@ -32,7 +32,7 @@ def _both_paths(monkeypatch, path, x, w, b, padding, relu, dout):
         if path == "direct":
             assert (cache[5] is None) == (value == opened)             # the direct path keeps no columns
         else:
-            assert (cache[5].shape[0] == 16) == (value == opened)      # Winograd keeps V, (16, C_in, tiles)
+            assert (cache[5].shape[1:3] == (16, x.shape[1])) == (value == opened)   # Winograd keeps V, (N, 16, C_in, tiles)
         results.append((out, *F.conv2d_backward(dout, cache)))
     return results
 
@@ -71,10 +71,11 @@ def test_the_dispatch_rules():
     assert not direct(16, 32, 32) and not direct(32, 32, 64) and not direct(16, 16, 32)   # the BLAS is as fast
     assert not direct(3, 16, 64) and not direct(16, 6, 64)                           # four channels at a time
     assert not direct(16, 16, 64, kernel=5) and not direct(16, 16, 64, stride=2) and not direct(16, 16, 64, padding=3)
-    for c_in, c_out, size in ((32, 32, 32), (32, 64, 32), (64, 64, 32), (32, 32, 64)):
-        assert winograd(c_in, c_out, size) and not direct(c_in, c_out, size)       # conv2_2; conv3_x at 128x128
-    assert not winograd(16, 32, 32) and not winograd(3, 16, 64) and not winograd(16, 16, 64)   # conv2_1, conv1_x
-    assert not winograd(64, 64, 16) and not winograd(128, 128, 8) and not winograd(128, 256, 2)   # smaller maps
+    for c_in, c_out, size in ((16, 32, 32), (32, 32, 32), (32, 64, 16), (64, 64, 16), (64, 128, 8), (128, 128, 8),
+                              (16, 32, 64), (32, 64, 32)):                       # conv2_x to conv4_x, at 64 and 128
+        assert winograd(c_in, c_out, size) and not direct(c_in, c_out, size)
+    assert not winograd(3, 16, 64) and not winograd(16, 16, 64) and not winograd(8, 16, 32)   # conv1_x; few channels
+    assert not winograd(128, 128, 4) and not winograd(128, 256, 2)                # conv5, fc6: too few tiles
     assert not winograd(64, 64, 32, kernel=1) and not winograd(64, 64, 32, stride=2)
     assert winograd(64, 64, 32, padding=0) and winograd(64, 64, 32, padding=2)       # any padding
 
@@ -88,7 +89,7 @@ def test_each_paths_gradients(monkeypatch, path, padding, seed):
     rng = np.random.default_rng(seed)
     x, w, b = rng.standard_normal((2, 4, 14, 13)), rng.standard_normal((8, 4, 3, 3)), rng.standard_normal(8)
     out, cache = F.conv2d_forward(x, w, b, 1, padding)
-    assert cache[5] is None if path == "direct" else cache[5].shape[0] == 16
+    assert cache[5] is None if path == "direct" else cache[5].shape[1] == 16
     dout = rng.standard_normal(out.shape)
     dx, dw, db = F.conv2d_backward(dout, cache)
     assert rel_error(dx, numerical_gradient(lambda v: F.conv2d_forward(v, w, b, 1, padding)[0], x, dout)) < 1e-7
@@ -96,7 +97,7 @@ def test_each_paths_gradients(monkeypatch, path, padding, seed):
     assert rel_error(db, numerical_gradient(lambda v: F.conv2d_forward(x, w, v, 1, padding)[0], b, dout)) < 1e-7
 
 
-@pytest.mark.parametrize("c_in,c_out,size", [(16, 16, 64), (32, 32, 32)])   # conv1_2 (direct), conv2_2 (Winograd)
+@pytest.mark.parametrize("c_in,c_out,size", [(16, 16, 64), (32, 32, 32), (64, 64, 9)])   # direct; Winograd (odd maps too)
 def test_the_same_bits_for_any_thread_count(c_in, c_out, size, every_job_shared):
     rng = np.random.default_rng(0)
     x, w, b = _rand(rng, (5, c_in, size, size), np.float32), _rand(rng, (c_out, c_in, 3, 3), np.float32), \
@@ -105,7 +106,7 @@ def test_the_same_bits_for_any_thread_count(c_in, c_out, size, every_job_shared)
 
     def run():
         out, cache = F.conv2d_forward(x, w, b, 1, 1, True)
-        assert cache[5] is None if c_in == 16 else cache[5].shape[0] == 16
+        assert cache[5] is None if c_in == 16 else cache[5].shape[1] == 16
         return (out, *F.conv2d_backward(dout, cache))
 
     with threads.using(1):

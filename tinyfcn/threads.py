@@ -394,14 +394,13 @@ def parallel_ranges(count, body, values=None, macs=0):
     """Run ``body(start, stop)`` over ``range(count)`` cut into one contiguous range per thread
     (``values`` and ``macs`` as for :func:`parallel_for`).
 
-    For jobs of many short items that a kernel can take as a range (Winograd's transforms over
-    images, its 16 matrix products; a convolution's images, whose products numpy's ``matmul`` takes
-    as one stacked call): each item a thread claims costs a hand-over of the interpreter
+    For jobs of many short items that a kernel can take as a range (a convolution's images, whose
+    products numpy's ``matmul`` takes as one stacked call, Winograd's steps, pooling, batch norm's
+    channels): each item a thread claims costs a hand-over of the interpreter
     lock between the threads, and on a virtual machine, where a thread that waits for it sleeps and
     must be woken, that is about 0.1 ms. Winograd's input transform at batch 8 (0.57 ms on one
-    thread) took 0.73 ms on two as 8 one-image items, 0.58 ms as 4 items and 0.34 ms as 2 ranges;
-    its 16 products (1.49 ms) 1.02 ms as 16 items and 0.82 ms as 2 ranges. Each index is computed
-    exactly as alone, so the results are the same bits for any thread count.
+    thread) took 0.73 ms on two as 8 one-image items, 0.58 ms as 4 items and 0.34 ms as 2 ranges.
+    Each index is computed exactly as alone, so the results are the same bits for any thread count.
     """
     n = 1 if _small(values, macs) else max(1, min(get_threads(), count))
     parallel_for(n, lambda i: body(i * count // n, (i + 1) * count // n))

@@ -42,10 +42,10 @@ Where an image's columns would not fit in the cache and the products would be th
 stride-1 convolutions with at most 16 channels on maps of 64x64 or more, FCN's conv1_2), a
 direct kernel (``_kernels.conv3x3``) convolves each padded image without columns, and computes
 the input gradient too, as a convolution of dout with the flipped weight (see ``_direct``).
-Where there are 32 channels or more on maps of 32x32 or more (FCN's conv2_2), Winograd's
+Elsewhere, with 16 channels or more on maps of 8x8 or more (FCN's conv2_1 to conv4_2), Winograd's
 F(2x2, 3x3) replaces each 3x3 window's 9 multiplications per output by 4 (16 per 2x2 block):
-``out = A^T [(G w G^T) * (B^T d B)] A`` per 4x4 input tile d, the products for all tiles as 16
-matrix products (``_kernels.winograd_*``; see ``WINOGRAD_CHANNELS``), backward the same steps
+``out = A^T [(G w G^T) * (B^T d B)] A`` per 4x4 input tile d, the products for an image's tiles as
+16 matrix products (``_kernels.winograd_*``; see ``WINOGRAD_CHANNELS``), backward the same steps
 in reverse.
 
 A transposed convolution runs the same pieces the other way round. Its forward
@@ -160,8 +160,8 @@ def _check_conv(op, x, weight, bias, stride, padding, weight_layout):
 # ---------------------------------------------------------------- convolution
 
 SMALL_MAP = 128
-"""Output maps of fewer pixels than this (FCN's 8x8, 4x4 and 2x2 at a 64x64 input) are
-convolved with one matrix product over the whole batch: per image, the products would be
+"""Output maps of fewer pixels than this (FCN's 4x4 and 2x2 at a 64x64 input, and its 1x1
+convolutions on 8x8; its 3x3 ones there run Winograd) are convolved with one matrix product over the whole batch: per image, the products would be
 too small for the BLAS to run fast (about 3x slower for 2x2 maps). Threads then share
 that product by blocks of 64 output channels (and the input gradient by blocks of 4 images)."""
 
@@ -194,28 +194,28 @@ def _direct(weight, stride, padding, pixels):
             and C_out % 4 == 0 and max(C_in, C_out) <= DIRECT_CHANNELS and pixels >= DIRECT_PIXELS)
 
 
-WINOGRAD_CHANNELS = 32
-WINOGRAD_PIXELS = 1024
+WINOGRAD_CHANNELS = 16
+WINOGRAD_PIXELS = 64
 """The dispatch rule of Winograd's F(2x2, 3x3) (:func:`_winograd`): 3x3 stride-1 convolutions with at
 least ``WINOGRAD_CHANNELS`` input and output channels and output maps of at least ``WINOGRAD_PIXELS``
-pixels (32x32).
+pixels (8x8), where the direct kernel does not run.
 
 Winograd computes each 2x2 block of outputs from a 4x4 tile of input with 16 products instead of
-36: 16 matrix products (C_out x C_in) @ (C_in x tiles), 2.25x fewer multiplications than im2col's,
-between elementwise transforms that cost about as much again as the products on these sizes.
-Forward+backward against im2col, FCN's layers at batch 8 x 64x64 (one core, single-thread CPU
-time, AVX-512): conv2_2 (32->32 at 32x32) 1.2x faster, conv3_1/conv3_2 (at 16x16) 1.1x/1.3x,
-conv4_1/conv4_2 (at 8x8) 1.05x/1.2x; conv2_1 (16->32) no faster; conv5 (at 4x4) 1.2x and fc6
-(at 2x2) 2x slower, too few tiles for the transforms to pay.
+36: per image, 16 matrix products (C_out x C_in) @ (C_in x tiles), 2.25x fewer multiplications than
+im2col's, between elementwise transforms. Each thread takes a range of images through every step
+(input transform, products, output transform; backward likewise), so a layer is one hand-over
+between threads, and an image's tiles stay in the core's cache from one step to the next.
+Forward+backward against im2col, FCN-8s's layers at batch 8 x 64x64 (quiet, AVX-512; im2col ms ->
+Winograd ms at one thread, and at two): conv2_1 (16->32 at 32x32) 4.24 -> 2.81 and 2.33 -> 1.82,
+conv2_2 8.14 -> 4.60 and 4.28 -> 2.60, conv3_1 (32->64 at 16x16) 3.08 -> 2.57 and 1.81 -> 1.91,
+conv3_2 5.93 -> 4.29 and 3.25 -> 2.84, conv4_1 (64->128 at 8x8) 3.02 -> 2.71 and 2.09 -> 2.21,
+conv4_2 5.93 -> 4.74 and 3.78 -> 3.55; conv5 (at 4x4) 1.71 -> 2.31, too few tiles for the transforms
+to pay. conv1_2 (16->16 at 64x64) keeps the direct kernel: 7.56 ms against Winograd's 7.22 for
+forward+backward, but 2.23 against 2.61 for the forward pass alone (inference).
 
-Why not from 8x8 on: its float32 results differ from im2col's by rounding of the same size (RMS
-2e-7 to 6e-7 of the values), but not in the same places (each of a tile's four outputs has its own
-formula, where im2col computes every pixel alike), and networks that normalise a few values per
-channel (BatchNorm over 1x2 maps of two images) magnify that past the 1e-5 agreement with PyTorch
-that the export tests hold training steps to. From 32x32 on (FCN's conv2_2 at a 64x64 input;
-conv2_2, conv3_1 and conv3_2 at 128x128) the gain is kept: a training step 2 % faster at
-8 x 64x64 and 8 % at 4 x 128x128 (from 8x8 on: 9 % and 14 %). Measured once and written here;
-nothing is timed at run time."""
+Its float32 results differ from im2col's by rounding of the same size (RMS 2e-7 to 4e-7 of the values
+against float64, forward and both gradients, on these layers), in other places. Measured once and
+written here; nothing is timed at run time."""
 
 WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 """Winograd F(2x2, 3x3)'s weight transform: a 3x3 kernel g becomes the 4x4 ``G g G^T``, i.e.
@@ -232,10 +232,9 @@ def _winograd(weight, stride, padding, pixels):
             and pixels >= WINOGRAD_PIXELS and not _direct(weight, stride, padding, pixels))
 
 
-def _winograd_tiles(x_shape, out_shape):
-    """(th, tw, xpad shape): tiles of 2x2 outputs per column and row, and the padded input they read."""
-    th, tw = -(-out_shape[0] // 2), -(-out_shape[1] // 2)
-    return th, tw, (*x_shape[:2], 2 * th + 2, 2 * tw + 2)
+def _winograd_tiles(out_shape):
+    """(th, tw): tiles of 2x2 outputs per column and per row of an (H_out, W_out) map."""
+    return -(-out_shape[0] // 2), -(-out_shape[1] // 2)
 
 
 def _winograd_weight(weight):
@@ -245,29 +244,15 @@ def _winograd_weight(weight):
         return (GG @ weight.reshape(-1, 9).T).reshape(16, *weight.shape[:2])
 
 
-def _winograd_input(x, padding, Ho, Wo):
-    """V (16, C_in, N*th*tw): every 4x4 input tile, transformed (:func:`tinyfcn.ops._kernels.winograd_input`)."""
-    N, C_in, H, W = x.shape
-    (ph, pw), (th, tw, shape) = padding, _winograd_tiles(x.shape, (Ho, Wo))
-    xpad = threads.scratch("winograd xpad", shape, x.dtype)           # reused: fresh large arrays cost page faults
-    V = np.empty((16, C_in, N * th * tw), x.dtype)
-
-    def images(n0, n1):                                                # one range of images per thread
-        xpad[n0:n1].fill(0)                                            # the padding, and the odd map's last tile
-        xpad[n0:n1, :, ph:ph + H, pw:pw + W] = x[n0:n1]
-        _kernels.winograd_input(xpad, n0, n1, V)
-
-    threads.parallel_ranges(N, images)
+def _winograd_input(x, padding, tiles, V):
+    """V (N, 16, C_in, th*tw): the 4x4 input tiles of images x, transformed (:func:`tinyfcn.ops._kernels.winograd_input`)
+    from this thread's zero-padded copy of x (an odd map's last tile reads zeros past the padding)."""
+    (N, C_in, H, W), (ph, pw), (th, tw) = x.shape, padding, tiles
+    xpad = threads.scratch("winograd xpad", (N, C_in, 2 * th + 2, 2 * tw + 2), x.dtype)
+    xpad.fill(0)
+    xpad[:, :, ph:ph + H, pw:pw + W] = x
+    _kernels.winograd_input(xpad, V)
     return V
-
-
-def _winograd_products(a, b, out, transpose_a=False, transpose_b=False):
-    """``out[k] = a[k] @ b[k]`` (each optionally transposed) for the 16 tile positions k, shared by the threads."""
-    def products(k0, k1):
-        for k in range(k0, k1):
-            np.matmul(a[k].T if transpose_a else a[k], b[k].T if transpose_b else b[k], out=out[k])
-    threads.parallel_ranges(16, products)
-    return out
 
 
 def _padded(name, a, padding):
@@ -289,7 +274,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
 
     3x3 stride-1 convolutions with few channels on large maps run a direct kernel instead of
     im2col and a matrix product (:func:`_direct` gives the rule and the measurements behind it),
-    with 32 channels or more on maps of 32x32 or more Winograd's F(2x2, 3x3) (:func:`_winograd`);
+    with 16 channels or more on maps of 8x8 or more Winograd's F(2x2, 3x3) (:func:`_winograd`);
     both agree with the im2col path to float32 rounding (the terms are added in another order).
 
     With ``relu`` the output is ``max(out, 0)``: the bias and the ReLU after the convolution are
@@ -319,7 +304,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
         stride and padding as (h, w) pairs; ``cols[n] = im2col(x[n:n+1])``, (N, C_in*kH*kW, H_out*W_out):
         each image's columns (the twin's (C_in*kH*kW, N*H_out*W_out) matrix, cut into images);
         for maps of fewer than :data:`SMALL_MAP` pixels, the twin's matrix itself; None where the
-        direct kernel ran (:func:`_direct`); Winograd's transformed tiles V (16, C_in, tiles) where
+        direct kernel ran (:func:`_direct`); Winograd's transformed tiles V (N, 16, C_in, tiles) where
         it ran (:func:`_winograd`); None in every case with ``keep_columns=False``. ``rectified``
         is ``out`` with ``relu`` (the gradient passes where it is positive), else None.
         :func:`tinyfcn.ops.reference.conv2d_forward` gives the same layout with ``cols=None``.
@@ -337,19 +322,23 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
     weight2 = weight.reshape(C_out, -1)
     relu = bool(relu)
     size = (N * C_out * P, N * P * weight2.size)                      # values out, multiply-adds: a small job stays on one thread
-    if _winograd(weight, stride, padding, P):                          # 16 products over the batch's tiles
-        cols = _winograd_input(x, padding, Ho, Wo)                     # the cache keeps V in cols' place
-        M = threads.scratch("winograd M", (16, C_out, cols.shape[2]), x.dtype)
-        _winograd_products(_winograd_weight(weight), cols, M)
+    if _winograd(weight, stride, padding, P):                          # image by image: tiles, 16 products, outputs
+        tiles = _winograd_tiles((Ho, Wo))
+        U = _winograd_weight(weight)
+        cols = np.empty((N, 16, C_in, tiles[0] * tiles[1]), x.dtype) if keep_columns else None   # V, in cols' place
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
         counts = np.zeros(N, np.int64)
 
-        def outputs(n0, n1):                                           # each range's outputs, then their bias + ReLU
-            _kernels.winograd_output(M, n0, n1, out)
+        def images(n0, n1):                                            # one range of images per thread, every step
+            shape = (n1 - n0, 16, C_in, tiles[0] * tiles[1])
+            V = _winograd_input(x[n0:n1], padding, tiles,
+                                threads.scratch("winograd V", shape, x.dtype) if cols is None else cols[n0:n1])
+            M = threads.scratch("winograd M", (n1 - n0, 16, C_out, shape[3]), x.dtype)
+            _kernels.winograd_output(np.matmul(U, V, out=M), out[n0:n1])   # U broadcast over the range's images
             if bias is not None or relu:
                 counts[n0] = _kernels.bias_relu(out[n0:n1].reshape(n1 - n0, C_out, P), bias, relu)
 
-        threads.parallel_ranges(N, outputs)
+        threads.parallel_ranges(N, images, *size)
         out = out.reshape(N, C_out, P)
         nonfinite = counts.sum()
     elif P < SMALL_MAP:                                                # one product over the whole batch
@@ -492,47 +481,45 @@ def conv2d_backward(dout, cache, input_grad=True):
 
 
 def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo, input_grad):
-    """:func:`conv2d_backward` where the forward pass ran Winograd: back through each step.
+    """:func:`conv2d_backward` where the forward pass ran Winograd: back through each step, image by image.
 
     ``dM = A dy A^T`` per tile (:func:`tinyfcn.ops._kernels.winograd_output_adjoint`);
-    ``dU[k] = dM[k] @ V[k].T`` and ``dweight = G^T dU G``; ``dV[k] = U[k].T @ dM[k]`` and
-    ``dx`` adds ``B dv B^T`` of each tile into its window (:func:`tinyfcn.ops._kernels.winograd_input_adjoint`).
-    V is recomputed when the cache holds none (the twin's cache, or evaluation mode). With
-    ``input_grad=False`` the steps to dx are skipped and dx is None.
+    ``dU[k] = dM[k] @ V[k].T`` per image, added over the images in order, and ``dweight = G^T dU G``;
+    ``dV[k] = U[k].T @ dM[k]`` and ``dx`` adds ``B dv B^T`` of each tile into its window
+    (:func:`tinyfcn.ops._kernels.winograd_input_adjoint`). V is recomputed when the cache holds none
+    (the twin's cache, or evaluation mode). With ``input_grad=False`` the steps to dx are skipped and dx is None.
     """
     N, C_in, H, W = x.shape
     C_out = weight.shape[0]
-    if V is None:
-        V = _winograd_input(x, padding, Ho, Wo)
-    g = dout3 if kept is None else threads.scratch("winograd masked", dout3.shape, x.dtype)
-    dM = threads.scratch("winograd M", (16, C_out, V.shape[2]), x.dtype)   # the temporaries: this thread's buffers
+    (ph, pw), tiles = padding, _winograd_tiles((Ho, Wo))
+    T = tiles[0] * tiles[1]
+    U = _winograd_weight(weight) if input_grad else None
+    per_image = np.empty((N, 16, C_out, C_in), x.dtype)               # each image's dU
     per_image_bias = np.empty((N, C_out), x.dtype)
+    dx = np.empty(x.shape, x.dtype) if input_grad else None
 
-    def adjoints(n0, n1):                                              # one range of images per thread
+    def images(n0, n1):                                                # one range of images per thread, every step
+        B, g = n1 - n0, dout3[n0:n1]
         if kept is not None:
-            _masked(dout3[n0:n1], kept[n0:n1], g[n0:n1])
-        _kernels.winograd_output_adjoint(g.reshape(N, C_out, Ho, Wo), n0, n1, dM)
+            g = _masked(g, kept[n0:n1], threads.scratch("winograd masked", g.shape, x.dtype))
         if has_bias:
-            g[n0:n1].sum(axis=2, out=per_image_bias[n0:n1])
+            g.sum(axis=2, out=per_image_bias[n0:n1])
+        dM = threads.scratch("winograd M", (B, 16, C_out, T), x.dtype)
+        _kernels.winograd_output_adjoint(g.reshape(B, C_out, Ho, Wo), dM)
+        V_r = V[n0:n1] if V is not None else \
+            _winograd_input(x[n0:n1], padding, tiles, threads.scratch("winograd V", (B, 16, C_in, T), x.dtype))
+        np.matmul(dM, V_r.transpose(0, 1, 3, 2), out=per_image[n0:n1])
+        if input_grad:
+            dV = np.matmul(U.transpose(0, 2, 1), dM, out=threads.scratch("winograd dV", (B, 16, C_in, T), x.dtype))
+            dxpad = threads.scratch("winograd xpad", (B, C_in, 2 * tiles[0] + 2, 2 * tiles[1] + 2), x.dtype)
+            _kernels.winograd_input_adjoint(dV, dxpad)
+            dx[n0:n1] = dxpad[:, :, ph:ph + H, pw:pw + W]
 
-    threads.parallel_ranges(N, adjoints)
-    dU = _winograd_products(dM, V, np.empty((16, C_out, C_in), x.dtype), transpose_b=True)
+    threads.parallel_ranges(N, images, N * C_out * Ho * Wo, N * Ho * Wo * weight.size)
     GG = np.kron(WINOGRAD_G, WINOGRAD_G).astype(x.dtype)              # dweight[o, c] = G^T dU[:, o, c] G
-    with threads.computing():
-        dweight = (dU.reshape(16, -1).T @ GG).reshape(weight.shape)
+    with threads.computing():                                          # the images' dU in a fixed order: any thread count
+        dweight = (per_image.sum(axis=0).reshape(16, -1).T @ GG).reshape(weight.shape)
     dbias = per_image_bias.sum(axis=0) if has_bias else None
-    if not input_grad:
-        return None, dweight, dbias
-    dV = _winograd_products(_winograd_weight(weight), dM, threads.scratch("winograd V", V.shape, x.dtype), transpose_a=True)
-    (ph, pw), (_, _, shape) = padding, _winograd_tiles(x.shape, (Ho, Wo))
-    dxpad = threads.scratch("winograd xpad", shape, x.dtype)
-    dx = np.empty(x.shape, x.dtype)
-
-    def inputs(n0, n1):                                                # each range's tiles back into its images
-        _kernels.winograd_input_adjoint(dV, n0, n1, dxpad)
-        dx[n0:n1] = dxpad[n0:n1, :, ph:ph + H, pw:pw + W]
-
-    threads.parallel_ranges(N, inputs)
     return dx, dweight, dbias
 
 

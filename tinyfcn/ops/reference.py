@@ -155,40 +155,40 @@ WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
 def winograd_input(xpad):
     """``B^T d B`` of every 4x4 tile ``d = xpad[n, c, 2i:2i+4, 2j:2j+4]``, tiles overlapping by 2.
 
-    xpad: (N, C, 2*th + 2, 2*tw + 2) -> (16, C, N*th*tw), position ``4a + b``, tile ``(n*th + i)*tw + j``.
+    xpad: (N, C, 2*th + 2, 2*tw + 2) -> (N, 16, C, th*tw), position ``4a + b``, tile ``i*tw + j``.
     """
     N, C, Hp, Wp = xpad.shape
     th, tw = (Hp - 2) // 2, (Wp - 2) // 2
     tiles = np.array([[xpad[:, :, 2 * i:2 * i + 4, 2 * j:2 * j + 4] for j in range(tw)] for i in range(th)])
-    return np.einsum("ar,ijncrs,bs->abcnij", WINOGRAD_BT, tiles, WINOGRAD_BT).reshape(16, C, N * th * tw)
+    return np.einsum("ar,ijncrs,bs->nabcij", WINOGRAD_BT, tiles, WINOGRAD_BT).reshape(N, 16, C, th * tw)
 
 
 def winograd_output(M, out_shape):
-    """``A^T m A`` of every tile's 16 products ``m = M[:, o, t]`` (as 4x4): its 2x2 block of the output.
+    """``A^T m A`` of every tile's 16 products ``m = M[n, :, o, t]`` (as 4x4): its 2x2 block of the output.
 
-    M: (16, C, N*th*tw) -> out_shape (N, C, H_out, W_out), ``th = ceil(H_out / 2)``; an odd map drops the last row or column.
+    M: (N, 16, C, th*tw) -> out_shape (N, C, H_out, W_out), ``th = ceil(H_out / 2)``; an odd map drops the last row or column.
     """
     N, C, Ho, Wo = out_shape
     th, tw = -(-Ho // 2), -(-Wo // 2)
-    y = np.einsum("ra,abcnij,sb->ncirjs", WINOGRAD_AT, M.reshape(4, 4, C, N, th, tw), WINOGRAD_AT)
+    y = np.einsum("ra,nabcij,sb->ncirjs", WINOGRAD_AT, M.reshape(N, 4, 4, C, th, tw), WINOGRAD_AT)
     return y.reshape(N, C, 2 * th, 2 * tw)[:, :, :Ho, :Wo]
 
 
 def winograd_output_adjoint(dout):
-    """The adjoint of :func:`winograd_output`: ``A dy A^T`` of each tile's 2x2 block of dout (0 past the edge), (16, C, N*th*tw)."""
+    """The adjoint of :func:`winograd_output`: ``A dy A^T`` of each tile's 2x2 block of dout (0 past the edge), (N, 16, C, th*tw)."""
     N, C, Ho, Wo = dout.shape
     th, tw = -(-Ho // 2), -(-Wo // 2)
     dy = np.zeros((N, C, 2 * th, 2 * tw), dout.dtype)
     dy[:, :, :Ho, :Wo] = dout
-    dm = np.einsum("ra,ncirjs,sb->abcnij", WINOGRAD_AT, dy.reshape(N, C, th, 2, tw, 2), WINOGRAD_AT)
-    return dm.reshape(16, C, N * th * tw)
+    dm = np.einsum("ra,ncirjs,sb->nabcij", WINOGRAD_AT, dy.reshape(N, C, th, 2, tw, 2), WINOGRAD_AT)
+    return dm.reshape(N, 16, C, th * tw)
 
 
 def winograd_input_adjoint(dV, xpad_shape):
     """The adjoint of :func:`winograd_input`: ``B dv B^T`` of every tile added into its 4x4 window of a zero (N, C, Hp, Wp) array."""
     N, C, Hp, Wp = xpad_shape
     th, tw = (Hp - 2) // 2, (Wp - 2) // 2
-    dd = np.einsum("ar,abcnij,bs->ncijrs", WINOGRAD_BT, dV.reshape(4, 4, C, N, th, tw), WINOGRAD_BT)
+    dd = np.einsum("ar,nabcij,bs->ncijrs", WINOGRAD_BT, dV.reshape(N, 4, 4, C, th, tw), WINOGRAD_BT)
     dxpad = np.zeros(xpad_shape, dV.dtype)
     for i in range(th):
         for j in range(tw):
