@@ -105,7 +105,7 @@ PAPER_NETWORKS = [("shapes", "fcn8s")]
 VERSION_0_1 = {("shapes", "fcn8s"): "0.857 (16 epochs)", ("shapes", "fcn32s"): "0.290", ("shapes", "unpool"): "0.198",
                ("digits", "fcn8s"): "0.484"}
 """tinyfcn 0.1's defaults, seed 0, as the issue that asked for this study measured them. ``--recipe paper`` is
-that recipe (a test trains a small FCN-8s both ways to the same bits); on these full-size networks this round's
+that recipe (a test trains a small FCN-8s both ways to the same bits); on these full-size networks 0.2.0's
 Winograd and direct convolutions sum in another order, so a figure moves in its last digits (digits FCN-8s is
 in both tables)."""
 
