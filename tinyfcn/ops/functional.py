@@ -218,8 +218,10 @@ against float64, forward and both gradients, on these layers), in other places. 
 written here; nothing is timed at run time."""
 
 WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+WINOGRAD_GG = np.kron(WINOGRAD_G, WINOGRAD_G)
 """Winograd F(2x2, 3x3)'s weight transform: a 3x3 kernel g becomes the 4x4 ``G g G^T``, i.e.
-``kron(G, G) @ g.ravel()`` (16 values from 9): one matrix product for all kernels at once."""
+``WINOGRAD_GG @ g.ravel()`` with ``WINOGRAD_GG = kron(G, G)`` (16 x 9; its halves are exact in
+float32): one matrix product for all kernels at once, and ``dU @ WINOGRAD_GG`` back."""
 
 
 def _winograd(weight, stride, padding, pixels):
@@ -239,7 +241,7 @@ def _winograd_tiles(out_shape):
 
 def _winograd_weight(weight):
     """U (16, C_out, C_in): every 3x3 kernel transformed, ``U[4a + b, o, c] = (G weight[o, c] G^T)[a, b]``."""
-    GG = np.kron(WINOGRAD_G, WINOGRAD_G).astype(weight.dtype)         # (16, 9); its halves are exact in float32
+    GG = WINOGRAD_GG.astype(weight.dtype)
     with threads.computing():                                          # a one-thread BLAS: the same bits for any count
         return (GG @ weight.reshape(-1, 9).T).reshape(16, *weight.shape[:2])
 
@@ -516,7 +518,7 @@ def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo, inp
             dx[n0:n1] = dxpad[:, :, ph:ph + H, pw:pw + W]
 
     threads.parallel_ranges(N, images, N * C_out * Ho * Wo, N * Ho * Wo * weight.size)
-    GG = np.kron(WINOGRAD_G, WINOGRAD_G).astype(x.dtype)              # dweight[o, c] = G^T dU[:, o, c] G
+    GG = WINOGRAD_GG.astype(x.dtype)                                   # dweight[o, c] = G^T dU[:, o, c] G
     with threads.computing():                                          # the images' dU in a fixed order: any thread count
         dweight = (per_image.sum(axis=0).reshape(16, -1).T @ GG).reshape(weight.shape)
     dbias = per_image_bias.sum(axis=0) if has_bias else None
