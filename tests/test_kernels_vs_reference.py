@@ -191,6 +191,7 @@ KERNEL_TWINS = {
     "winograd_output_adjoint": R.winograd_output_adjoint,
     "winograd_input_adjoint": R.winograd_input_adjoint,
     "max_pool2d_forward": R.max_pool2d_forward,
+    "max_pool2d_2x2": R.max_pool2d_forward,
     "max_unpool2d": R.max_unpool2d_forward,
     "max_unpool2d_backward": R.max_unpool2d_backward,
     "count_nonfinite": R.count_nonfinite,
@@ -273,6 +274,23 @@ def test_max_pool2d_forward(dtype, shape, kernel, stride, padding, ceil_mode):
     out, indices = np.empty(out_shape, dtype), np.empty(out_shape, np.int64)
     _kernels.max_pool2d_forward(x, *kernel, *stride, *padding, out, indices)
     ref, (ref_indices, _, _) = KERNEL_TWINS["max_pool2d_forward"](x, kernel, stride, padding, ceil_mode)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(indices, ref_indices)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES + [(2, 2, 6, 6)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool2d_2x2(dtype, shape, ties):
+    """The written-out 2x2 kernel against the twin's general windows, odd sizes (the last row or column
+    is left out) and ties (the first maximum in row-major order wins) included."""
+    rng = np.random.default_rng(0)
+    x = (rng.integers(-2, 2, shape) if ties else _distinct(shape, rng)).astype(dtype)
+    x[..., 0, 0] = -np.inf
+    out_shape = (*shape[:2], shape[2] // 2, shape[3] // 2)
+    out, indices = np.empty(out_shape, dtype), np.empty(out_shape, np.int64)
+    _kernels.max_pool2d_2x2(x, out, indices)
+    ref, (ref_indices, _, _) = KERNEL_TWINS["max_pool2d_2x2"](x, 2)
     np.testing.assert_array_equal(out, ref)
     np.testing.assert_array_equal(indices, ref_indices)
 
