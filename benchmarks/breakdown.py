@@ -7,7 +7,7 @@
    pieces are: pad the image, the direct kernel; and backward: unfold the image again for
    the weight gradient's product, pad dout, the direct kernel for the input gradient. Where it
    runs Winograd (``functional._winograd``), the pieces are its transforms and its three sets of
-   16 products, image by image. A transposed convolution runs the same pieces the other way round. A
+   16 products, chunk by chunk of images. A transposed convolution runs the same pieces the other way round. A
    replica of each call, built from tinyfcn's own private helpers (read-only), runs the
    pieces in order with a stopwatch lap after each, at the FCN-8s shapes; the real call
    is timed alongside to show the pieces add up. So a slow op can be pinned on the BLAS,
@@ -129,7 +129,8 @@ def conv_replica(op, rng):
 
 def winograd_replica(op, rng):
     """As :func:`conv_replica`, where tinyfcn runs Winograd's F(2x2, 3x3) (``functional._winograd``): each
-    image's tiles in turn -- transforms, the 16 products of each pass, and back."""
+    chunk of images' tiles in turn (``functional._winograd_chunks``) -- transforms, the 16 products of each
+    pass, and back."""
     x = _randn(rng, op["x_shape"])
     w = _randn(rng, op["w_shape"], 0.1)
     b = _randn(rng, (w.shape[0],))
@@ -141,39 +142,44 @@ def winograd_replica(op, rng):
     T = tiles[0] * tiles[1]
     dout = _randn(rng, (N, C_out, Ho, Wo))
 
-    def replica():                      # the pieces of one image after another, serially
+    def replica():                      # the pieces of one chunk of images after another, serially
         t = Laps()
         xc, wc = F._check_array("conv2d", "x", x), F._check_array("conv2d", "weight", w)
         bc = F._check_bias("conv2d", b, C_out, x.dtype)
         t.lap("fwd: checks")
         U = F._winograd_weight(wc)
         t.lap("fwd: weight transform")
-        V, M = np.empty((N, 16, C_in, T), x.dtype), np.empty((1, 16, C_out, T), x.dtype)
+        chunks = F._winograd_chunks(N, Ho * Wo)
+        Vs = [np.empty((16, C_in, n1 - n0, T), x.dtype) for n0, n1 in chunks]
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
-        for n in range(N):
-            F._winograd_input(xc[n:n + 1], p, tiles, V[n:n + 1])
+        for (n0, n1), V in zip(chunks, Vs):
+            B = n1 - n0
+            M = np.empty((16, C_out, B, T), x.dtype)
+            F._winograd_input(xc[n0:n1], p, tiles, V)
             t.lap("fwd: pad + input transform")
-            np.matmul(U, V[n:n + 1], out=M)
+            np.matmul(U, V.reshape(16, C_in, B * T), out=M.reshape(16, C_out, B * T))
             t.lap("fwd: 16 GEMMs U@V")
-            _kernels.winograd_output(M, out[n:n + 1])
+            _kernels.winograd_output(M, out[n0:n1])
             t.lap("fwd: output transform")
-            _kernels.bias_relu(out[n:n + 1].reshape(1, C_out, -1), bc, False)
+            _kernels.bias_relu(out[n0:n1].reshape(B, C_out, -1), bc, False)
             t.lap("fwd: +bias")
         d = F._check_array("conv2d_backward", "dout", dout)
         t.lap("bwd: check dout")
-        dU, dV = np.empty((N, *U.shape), x.dtype), np.empty((1, 16, C_in, T), x.dtype)
-        dxpad = np.empty((1, C_in, 2 * tiles[0] + 2, 2 * tiles[1] + 2), x.dtype)
-        for n in range(N):
-            _kernels.winograd_output_adjoint(d[n:n + 1], M)
+        dU = np.empty((len(chunks), *U.shape), x.dtype)
+        for i, ((n0, n1), V) in enumerate(zip(chunks, Vs)):
+            B = n1 - n0
+            M, dV = np.empty((16, C_out, B, T), x.dtype), np.empty((16, C_in, B, T), x.dtype)
+            dxpad = np.empty((B, C_in, 2 * tiles[0] + 2, 2 * tiles[1] + 2), x.dtype)
+            _kernels.winograd_output_adjoint(d[n0:n1], M)
             t.lap("bwd: output adjoint")
-            np.matmul(M, V[n:n + 1].transpose(0, 1, 3, 2), out=dU[n:n + 1])
+            np.matmul(M.reshape(16, C_out, B * T), V.reshape(16, C_in, B * T).transpose(0, 2, 1), out=dU[i])
             t.lap("bwd: 16 GEMMs dM@V.T (dW)")
-            np.matmul(U.transpose(0, 2, 1), M, out=dV)
+            np.matmul(U.transpose(0, 2, 1), M.reshape(16, C_out, B * T), out=dV.reshape(16, C_in, B * T))
             t.lap("bwd: 16 GEMMs U.T@dM (dx)")
             _kernels.winograd_input_adjoint(dV, dxpad)
             t.lap("bwd: input adjoint")
-        dU.sum(axis=0)
-        t.lap("bwd: dW summed over images")
+        _kernels.winograd_weight_adjoint(dU.sum(axis=0), np.empty(w.shape, x.dtype))
+        t.lap("bwd: dW summed over chunks, weight adjoint")
         return t.times
 
     def real():

@@ -186,6 +186,8 @@ KERNEL_TWINS = {
     "im2col": R.im2col,
     "col2im": R.col2im,
     "conv3x3": R.conv3x3,
+    "winograd_weight": R.winograd_weight,
+    "winograd_weight_adjoint": R.winograd_weight_adjoint,
     "winograd_input": R.winograd_input,
     "winograd_output": R.winograd_output,
     "winograd_output_adjoint": R.winograd_output_adjoint,
@@ -402,12 +404,24 @@ def test_conv3x3(dtype, c_in, c_out, size):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (4, 16)])
+def test_winograd_weight(dtype, shape):
+    weight = data((*shape, 3, 3), dtype, 0)
+    U = np.full((16, *shape), np.nan, dtype)                           # every value overwritten
+    _kernels.winograd_weight(weight, U)
+    assert_close(U, KERNEL_TWINS["winograd_weight"](weight), dtype)
+    dU, dweight = data(U.shape, dtype, 1), np.full(weight.shape, np.nan, dtype)
+    _kernels.winograd_weight_adjoint(dU, dweight)
+    assert_close(dweight, KERNEL_TWINS["winograd_weight_adjoint"](dU), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("out_size", [(1, 1), (2, 2), (5, 4), (6, 9), (8, 7)])     # odd maps: tiles cut at the edge
 def test_winograd_transforms(dtype, out_size):
     N, C = 3, 2
     th, tw = -(-out_size[0] // 2), -(-out_size[1] // 2)
     xpad, dout = data((N, C, 2 * th + 2, 2 * tw + 2), dtype, 0), data((N, C, *out_size), dtype, 1)
-    M, dV = data((N, 16, C, th * tw), dtype, 2), data((N, 16, C, th * tw), dtype, 3)
+    M, dV = data((16, C, N, th * tw), dtype, 2), data((16, C, N, th * tw), dtype, 3)
     V = np.full(M.shape, np.nan, dtype)                                # every value overwritten
     _kernels.winograd_input(xpad, V)
     assert_close(V, KERNEL_TWINS["winograd_input"](xpad), dtype)
@@ -424,9 +438,11 @@ def test_winograd_transforms(dtype, out_size):
 
 def test_the_winograd_adjoints_are_adjoints():
     xpad, dout = data((2, 3, 8, 10), np.float64, 0), data((2, 3, 5, 7), np.float64, 1)
-    V, M = data((2, 16, 3, 3 * 4), np.float64, 2), data((2, 16, 3, 3 * 4), np.float64, 3)
+    V, M = data((16, 3, 2, 3 * 4), np.float64, 2), data((16, 3, 2, 3 * 4), np.float64, 3)
     assert np.vdot(R.winograd_input(xpad), V) == pytest.approx(np.vdot(xpad, R.winograd_input_adjoint(V, xpad.shape)))
     assert np.vdot(R.winograd_output(M, dout.shape), dout) == pytest.approx(np.vdot(M, R.winograd_output_adjoint(dout)))
+    weight, dU = data((4, 3, 3, 3), np.float64, 4), data((16, 4, 3), np.float64, 5)
+    assert np.vdot(R.winograd_weight(weight), dU) == pytest.approx(np.vdot(weight, R.winograd_weight_adjoint(dU)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -123,21 +123,84 @@ def conv3x3(xpad, w, out):
 
 
 @jit
+def winograd_weight(weight, U):
+    """Winograd F(2x2, 3x3)'s weight transform: ``U[4a + b, o, c] = (G g G^T)[a, b]`` for every 3x3 kernel
+    ``g = weight[o, c]``, ``G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]``.
+
+    Row r of ``G g`` combines the rows of g as ``g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2``; the
+    columns of that row combine the same way. An output channel at a time, the input channels
+    innermost, so every loop runs over contiguous rows of U.
+    weight: (C_out, C_in, 3, 3); U: (16, C_out, C_in), overwritten.
+    """
+    C_out, C_in = weight.shape[0], weight.shape[1]
+    w = weight.reshape(C_out, C_in * 9)
+    Gg = np.empty((4, 3, C_in), weight.dtype)         # G g, for every input channel
+    for o in range(C_out):
+        wo = w[o]
+        for j in range(3):
+            t0, t1, t2, t3 = Gg[0, j], Gg[1, j], Gg[2, j], Gg[3, j]
+            for c in range(C_in):
+                i = np.uint64(c * 9 + j)
+                g0, g1, g2 = wo[i], wo[i + 3], wo[i + 6]
+                t0[c] = g0
+                t1[c] = (g0 + g1 + g2) * 0.5
+                t2[c] = (g0 - g1 + g2) * 0.5
+                t3[c] = g2
+        for r in range(4):
+            u0, u1, u2, u3 = U[4 * r, o], U[4 * r + 1, o], U[4 * r + 2, o], U[4 * r + 3, o]
+            a, b, d = Gg[r, 0], Gg[r, 1], Gg[r, 2]
+            for c in range(C_in):
+                u0[c] = a[c]
+                u1[c] = (a[c] + b[c] + d[c]) * 0.5
+                u2[c] = (a[c] - b[c] + d[c]) * 0.5
+                u3[c] = d[c]
+
+
+@jit
+def winograd_weight_adjoint(dU, dweight):
+    """The adjoint of :func:`winograd_weight`: ``dweight[o, c] = G^T du G`` for every ``du = dU[:, o, c]`` (as 4x4).
+
+    ``G^T`` combines four rows (or columns) ``u0, u1, u2, u3`` into three: ``u0 + (u1 + u2) / 2``,
+    ``(u1 - u2) / 2``, ``(u1 + u2) / 2 + u3``. An output channel at a time, the input channels innermost.
+    dU: (16, C_out, C_in); dweight: (C_out, C_in, 3, 3), overwritten.
+    """
+    C_out, C_in = dweight.shape[0], dweight.shape[1]
+    w = dweight.reshape(C_out, C_in * 9)
+    uG = np.empty((4, 3, C_in), dU.dtype)             # du G, row r, column j
+    for o in range(C_out):
+        for r in range(4):
+            u0, u1, u2, u3 = dU[4 * r, o], dU[4 * r + 1, o], dU[4 * r + 2, o], dU[4 * r + 3, o]
+            t0, t1, t2 = uG[r, 0], uG[r, 1], uG[r, 2]
+            for c in range(C_in):
+                t0[c] = u0[c] + (u1[c] + u2[c]) * 0.5
+                t1[c] = (u1[c] - u2[c]) * 0.5
+                t2[c] = (u1[c] + u2[c]) * 0.5 + u3[c]
+        wo = w[o]
+        for j in range(3):
+            a, b, d, e = uG[0, j], uG[1, j], uG[2, j], uG[3, j]
+            for c in range(C_in):
+                i = np.uint64(c * 9 + j)
+                wo[i] = a[c] + (b[c] + d[c]) * 0.5
+                wo[i + 3] = (b[c] - d[c]) * 0.5
+                wo[i + 6] = (b[c] + d[c]) * 0.5 + e[c]
+
+
+@jit
 def winograd_input(xpad, V):
-    """Winograd F(2x2, 3x3)'s input transform: ``V[n, :, c, t] = B^T d B`` (flattened row-major) for every
+    """Winograd F(2x2, 3x3)'s input transform: ``V[:, c, n, t] = B^T d B`` (flattened row-major) for every
     4x4 tile ``d = xpad[n, c, 2i:2i+4, 2j:2j+4]``, tile ``t = i*tw + j``.
 
     ``B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]``: each row of ``e = B^T d`` is
     a sum or difference of two rows of d, each entry of ``e B`` of two columns of e. A row of tiles at
     a time: the four rows of e over the whole width, split into even and odd columns, so that tile j
     reads ``even[j], odd[j], even[j + 1], odd[j + 1]`` and every loop over j runs on contiguous memory.
-    xpad: (N, C, 2*th + 2, 2*tw + 2); V: (N, 16, C, th*tw), overwritten.
+    xpad: (N, C, 2*th + 2, 2*tw + 2); V: (16, C, N, th*tw), overwritten.
     """
     N, C = xpad.shape[0], xpad.shape[1]
     th, tw = (xpad.shape[2] - 2) // 2, (xpad.shape[3] - 2) // 2
     even, odd = np.empty((4, tw + 1), xpad.dtype), np.empty((4, tw + 1), xpad.dtype)
-    for n in range(N):
-        for c in range(C):
+    for c in range(C):
+        for n in range(N):
             for i in range(th):
                 r0, r1, r2, r3 = xpad[n, c, 2 * i], xpad[n, c, 2 * i + 1], xpad[n, c, 2 * i + 2], xpad[n, c, 2 * i + 3]
                 for q in range(tw + 1):
@@ -149,8 +212,8 @@ def winograd_input(xpad, V):
                 t0 = i * tw
                 for a in range(4):
                     e, o = even[a], odd[a]
-                    v0, v1, v2, v3 = V[n, 4 * a, c, t0:t0 + tw], V[n, 4 * a + 1, c, t0:t0 + tw], \
-                        V[n, 4 * a + 2, c, t0:t0 + tw], V[n, 4 * a + 3, c, t0:t0 + tw]
+                    v0, v1, v2, v3 = V[4 * a, c, n, t0:t0 + tw], V[4 * a + 1, c, n, t0:t0 + tw], \
+                        V[4 * a + 2, c, n, t0:t0 + tw], V[4 * a + 3, c, n, t0:t0 + tw]
                     for j in range(tw):
                         v0[j] = e[j] - e[j + 1]
                         v1[j] = o[j] + e[j + 1]
@@ -161,23 +224,23 @@ def winograd_input(xpad, V):
 @jit
 def winograd_output(M, out):
     """Winograd F(2x2, 3x3)'s output transform: each tile's 2x2 outputs ``A^T m A`` from its 16 products
-    ``m = M[n, :, o, t]`` (as 4x4, row-major), ``A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]``.
+    ``m = M[:, o, n, t]`` (as 4x4, row-major), ``A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]``.
 
     A row of tiles at a time (j contiguous in M), into the even and odd columns of two output rows.
-    M: (N, 16, C_out, th*tw); out: (N, C_out, H_out, W_out) with ``th = ceil(H_out / 2)``,
+    M: (16, C_out, N, th*tw); out: (N, C_out, H_out, W_out) with ``th = ceil(H_out / 2)``,
     ``tw = ceil(W_out / 2)``, overwritten (an odd map drops its tiles' last row or column).
     """
     N, C, Ho, Wo = out.shape
     th, tw = (Ho + 1) // 2, (Wo + 1) // 2
     f = np.empty((2, 4, tw), M.dtype)                 # A^T m: the rows of m combined
     y = np.empty((2, 2, tw), M.dtype)                 # output row r, even (0) or odd (1) column
-    for n in range(N):
-        for o in range(C):
+    for o in range(C):
+        for n in range(N):
             for i in range(th):
                 t0 = i * tw
                 for b in range(4):
-                    m0, m1, m2, m3 = M[n, b, o, t0:t0 + tw], M[n, 4 + b, o, t0:t0 + tw], M[n, 8 + b, o, t0:t0 + tw], \
-                        M[n, 12 + b, o, t0:t0 + tw]
+                    m0, m1, m2, m3 = M[b, o, n, t0:t0 + tw], M[4 + b, o, n, t0:t0 + tw], M[8 + b, o, n, t0:t0 + tw], \
+                        M[12 + b, o, n, t0:t0 + tw]
                     f0, f1 = f[0, b], f[1, b]
                     for j in range(tw):
                         f0[j] = m0[j] + m1[j] + m2[j]
@@ -198,19 +261,19 @@ def winograd_output(M, out):
 
 @jit
 def winograd_output_adjoint(dout, dM):
-    """The adjoint of :func:`winograd_output`: ``dM[n, :, o, t] = A dy A^T`` for each tile's 2x2 gradient
+    """The adjoint of :func:`winograd_output`: ``dM[:, o, n, t] = A dy A^T`` for each tile's 2x2 gradient
     ``dy = dout[n, o, 2i:2i+2, 2j:2j+2]`` (0 past an odd map's edge).
 
     With ``A = [[1, 0], [1, 1], [1, -1], [0, -1]]``, row a of ``A dy`` is ``(p, q)`` = dy's first row,
     the sum of its rows, their difference, minus its second row; then ``dM[4a:4a+4] = (p, p + q, p - q, -q)``.
-    dout: (N, C_out, H_out, W_out); dM: (N, 16, C_out, th*tw), overwritten.
+    dout: (N, C_out, H_out, W_out); dM: (16, C_out, N, th*tw), overwritten.
     """
     N, C, Ho, Wo = dout.shape
     th, tw = (Ho + 1) // 2, (Wo + 1) // 2
     y = np.zeros((2, 2, tw), dout.dtype)              # dy's row r, column 0 or 1 of every tile of the row
     g = np.empty((4, 2, tw), dout.dtype)              # A dy
-    for n in range(N):
-        for o in range(C):
+    for o in range(C):
+        for n in range(N):
             for i in range(th):
                 y[:] = 0
                 for r in range(min(2, Ho - 2 * i)):
@@ -230,8 +293,8 @@ def winograd_output_adjoint(dout, dM):
                 t0 = i * tw
                 for a in range(4):
                     p, q = g[a, 0], g[a, 1]
-                    d0, d1, d2, d3 = dM[n, 4 * a, o, t0:t0 + tw], dM[n, 4 * a + 1, o, t0:t0 + tw], \
-                        dM[n, 4 * a + 2, o, t0:t0 + tw], dM[n, 4 * a + 3, o, t0:t0 + tw]
+                    d0, d1, d2, d3 = dM[4 * a, o, n, t0:t0 + tw], dM[4 * a + 1, o, n, t0:t0 + tw], \
+                        dM[4 * a + 2, o, n, t0:t0 + tw], dM[4 * a + 3, o, n, t0:t0 + tw]
                     for j in range(tw):
                         d0[j] = p[j]
                         d1[j] = p[j] + q[j]
@@ -241,27 +304,27 @@ def winograd_output_adjoint(dout, dM):
 
 @jit
 def winograd_input_adjoint(dV, dxpad):
-    """The adjoint of :func:`winograd_input`: every tile adds ``B dv B^T`` (``dv = dV[n, :, c, t]`` as 4x4)
+    """The adjoint of :func:`winograd_input`: every tile adds ``B dv B^T`` (``dv = dV[:, c, n, t]`` as 4x4)
     into its window ``dxpad[n, c, 2i:2i+4, 2j:2j+4]``; windows overlap by two rows and columns.
 
     A row of tiles at a time: ``E = dv B^T`` combines the columns of dv, ``B E`` the rows of E; each
     window's columns 0 and 1 are the even and odd columns at j, its columns 2 and 3 those at j + 1,
     added up in even and odd halves before they go into the rows of dxpad.
-    dV: (N, 16, C, th*tw); dxpad: (N, C, 2*th + 2, 2*tw + 2), overwritten.
+    dV: (16, C, N, th*tw); dxpad: (N, C, 2*th + 2, 2*tw + 2), overwritten.
     """
     N, C = dxpad.shape[0], dxpad.shape[1]
     th, tw = (dxpad.shape[2] - 2) // 2, (dxpad.shape[3] - 2) // 2
     E = np.empty((4, 4, tw), dV.dtype)                # row a, column b of dv B^T, for every tile j
     R = np.empty((4, 4, tw), dV.dtype)                # row r, column b of B dv B^T
     half = np.empty((2, tw + 1), dV.dtype)            # one window row's even and odd columns, summed
-    for n in range(N):
-        dxpad[n] = 0
-        for c in range(C):
+    dxpad[:] = 0
+    for c in range(C):
+        for n in range(N):
             for i in range(th):
                 t0 = i * tw
                 for a in range(4):
-                    v0, v1, v2, v3 = dV[n, 4 * a, c, t0:t0 + tw], dV[n, 4 * a + 1, c, t0:t0 + tw], \
-                        dV[n, 4 * a + 2, c, t0:t0 + tw], dV[n, 4 * a + 3, c, t0:t0 + tw]
+                    v0, v1, v2, v3 = dV[4 * a, c, n, t0:t0 + tw], dV[4 * a + 1, c, n, t0:t0 + tw], \
+                        dV[4 * a + 2, c, n, t0:t0 + tw], dV[4 * a + 3, c, n, t0:t0 + tw]
                     e0, e1, e2, e3 = E[a, 0], E[a, 1], E[a, 2], E[a, 3]
                     for j in range(tw):
                         e0[j] = v0[j]

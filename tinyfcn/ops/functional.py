@@ -201,29 +201,24 @@ least ``WINOGRAD_CHANNELS`` input and output channels and output maps of at leas
 pixels (8x8), where the direct kernel does not run.
 
 Winograd computes each 2x2 block of outputs from a 4x4 tile of input with 16 products instead of
-36: per image, 16 matrix products (C_out x C_in) @ (C_in x tiles), 2.25x fewer multiplications than
-im2col's, between elementwise transforms. Each thread takes a range of images, and each image
-through every step before the next (input transform, products, output transform; backward likewise),
-so a layer is one hand-over between threads, and an image's tiles and products stay in the core's
-cache from one step to the next (a range at a time, they did not: FCN-8s's inference at batch 8, one
-thread, took 4 % longer; its training step 1 % longer).
+36: 16 matrix products (C_out x C_in) @ (C_in x tiles), 2.25x fewer multiplications than im2col's,
+between elementwise transforms (the weights' too: :func:`tinyfcn.ops._kernels.winograd_weight`).
+The batch is cut into chunks of images (:data:`WINOGRAD_CHUNK_PIXELS`) and each thread takes a range
+of chunks, each chunk through every step before the next (input transform, products, output
+transform; backward likewise), so a layer is one hand-over between threads, and a chunk's tiles and
+products stay in the core's cache from one step to the next (a range at a time, they did not:
+FCN-8s's inference at batch 8, one thread, took 4 % longer; its training step 1 % longer).
 Forward+backward against im2col, FCN-8s's layers at batch 8 x 64x64 (quiet, AVX-512; im2col ms ->
-Winograd ms at one thread, and at two): conv2_1 (16->32 at 32x32) 4.24 -> 2.81 and 2.33 -> 1.82,
+Winograd ms at one thread, and at two; measured when each thread ran its whole range of images at once): conv2_1 (16->32 at 32x32) 4.24 -> 2.81 and 2.33 -> 1.82,
 conv2_2 8.14 -> 4.60 and 4.28 -> 2.60, conv3_1 (32->64 at 16x16) 3.08 -> 2.57 and 1.81 -> 1.91,
 conv3_2 5.93 -> 4.29 and 3.25 -> 2.84, conv4_1 (64->128 at 8x8) 3.02 -> 2.71 and 2.09 -> 2.21,
 conv4_2 5.93 -> 4.74 and 3.78 -> 3.55; conv5 (at 4x4) 1.71 -> 2.31, too few tiles for the transforms
 to pay. conv1_2 (16->16 at 64x64) keeps the direct kernel: 7.56 ms against Winograd's 7.22 for
 forward+backward, but 2.23 against 2.61 for the forward pass alone (inference).
 
-Its float32 results differ from im2col's by rounding of the same size (RMS 2e-7 to 4e-7 of the values
-against float64, forward and both gradients, on these layers), in other places. Measured once and
+Its float32 results differ from im2col's by rounding of the same size (RMS 1e-7 to 4e-7 of the values
+against float64, forward and both gradients, on these layers; im2col's 1e-7 to 3e-7), in other places. Measured once and
 written here; nothing is timed at run time."""
-
-WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
-WINOGRAD_GG = np.kron(WINOGRAD_G, WINOGRAD_G)
-"""Winograd F(2x2, 3x3)'s weight transform: a 3x3 kernel g becomes the 4x4 ``G g G^T``, i.e.
-``WINOGRAD_GG @ g.ravel()`` with ``WINOGRAD_GG = kron(G, G)`` (16 x 9; its halves are exact in
-float32): one matrix product for all kernels at once, and ``dU @ WINOGRAD_GG`` back."""
 
 
 def _winograd(weight, stride, padding, pixels):
@@ -241,15 +236,34 @@ def _winograd_tiles(out_shape):
     return -(-out_shape[0] // 2), -(-out_shape[1] // 2)
 
 
+WINOGRAD_CHUNK_PIXELS = 256
+"""Winograd takes ``ceil(WINOGRAD_CHUNK_PIXELS / (H_out*W_out))`` images at a time through every step
+(:func:`_winograd_chunks`): one from 16x16 maps on, four at 8x8, so that each of the 16 products has
+at least 64 tiles. FCN-8s's conv4_1 and conv4_2 (8x8, batch 8), forward+backward, one image a chunk
+-> four: 2.68 -> 2.36 ms and 4.57 -> 4.34 at one thread, 1.81 -> 1.63 and 3.18 -> 2.90 at two; two
+images 2.47 and 4.21, 1.73 and 3.01; eight (one chunk: one thread) 2.48 and 4.40, 2.49 and 4.24.
+The chunks do not depend on the thread count, and the weight gradient adds their shares in order, so
+neither does any result. (At 4x4, conv5, chunks of 4 or 8 images took 1.66-1.73 ms against im2col's
+1.70 at one thread and 1.59-1.67 against 1.29 at two: it keeps im2col.)"""
+
+
+def _winograd_chunks(N, pixels):
+    """[(n0, n1), ...]: the batch cut into chunks of ``ceil(WINOGRAD_CHUNK_PIXELS / pixels)`` images (the last may be
+    smaller), the same for any thread count, so no sum depends on it."""
+    B = -(-WINOGRAD_CHUNK_PIXELS // pixels)
+    return [(n, min(N, n + B)) for n in range(0, N, B)]
+
+
 def _winograd_weight(weight):
-    """U (16, C_out, C_in): every 3x3 kernel transformed, ``U[4a + b, o, c] = (G weight[o, c] G^T)[a, b]``."""
-    GG = WINOGRAD_GG.astype(weight.dtype)
-    with threads.computing():                                          # a one-thread BLAS: the same bits for any count
-        return (GG @ weight.reshape(-1, 9).T).reshape(16, *weight.shape[:2])
+    """U (16, C_out, C_in): every 3x3 kernel transformed, ``U[4a + b, o, c] = (G weight[o, c] G^T)[a, b]``
+    (:func:`tinyfcn.ops._kernels.winograd_weight`)."""
+    U = np.empty((16, *weight.shape[:2]), weight.dtype)
+    _kernels.winograd_weight(weight, U)
+    return U
 
 
 def _winograd_input(x, padding, tiles, V):
-    """V (N, 16, C_in, th*tw): the 4x4 input tiles of images x, transformed (:func:`tinyfcn.ops._kernels.winograd_input`)
+    """V (16, C_in, N, th*tw): the 4x4 input tiles of images x, transformed (:func:`tinyfcn.ops._kernels.winograd_input`)
     from this thread's zero-padded copy of x (an odd map's last tile reads zeros past the padding)."""
     (N, C_in, H, W), (ph, pw), (th, tw) = x.shape, padding, tiles
     xpad = threads.scratch("winograd xpad", (N, C_in, 2 * th + 2, 2 * tw + 2), x.dtype)
@@ -308,8 +322,9 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
         stride and padding as (h, w) pairs; ``cols[n] = im2col(x[n:n+1])``, (N, C_in*kH*kW, H_out*W_out):
         each image's columns (the twin's (C_in*kH*kW, N*H_out*W_out) matrix, cut into images);
         for maps of fewer than :data:`SMALL_MAP` pixels, the twin's matrix itself; None where the
-        direct kernel ran (:func:`_direct`); Winograd's transformed tiles V (N, 16, C_in, tiles) where
-        it ran (:func:`_winograd`); None in every case with ``keep_columns=False``. ``rectified``
+        direct kernel ran (:func:`_direct`); where Winograd ran (:func:`_winograd`), its transformed
+        tiles: a list of V (16, C_in, B, tiles), one per chunk of B images (:func:`_winograd_chunks`);
+        None in every case with ``keep_columns=False``. ``rectified``
         is ``out`` with ``relu`` (the gradient passes where it is positive), else None.
         :func:`tinyfcn.ops.reference.conv2d_forward` gives the same layout with ``cols=None``.
     """
@@ -326,24 +341,25 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
     weight2 = weight.reshape(C_out, -1)
     relu = bool(relu)
     size = (N * C_out * P, N * P * weight2.size)                      # values out, multiply-adds: a small job stays on one thread
-    if _winograd(weight, stride, padding, P):                          # image by image: tiles, 16 products, outputs
-        tiles = _winograd_tiles((Ho, Wo))
-        U = _winograd_weight(weight)
-        cols = np.empty((N, 16, C_in, tiles[0] * tiles[1]), x.dtype) if keep_columns else None   # V, in cols' place
+    if _winograd(weight, stride, padding, P):                          # chunk by chunk of images: tiles, 16 products, outputs
+        th, tw = tiles = _winograd_tiles((Ho, Wo))
+        U, T, chunks = _winograd_weight(weight), th * tw, _winograd_chunks(N, P)
+        cols = [np.empty((16, C_in, n1 - n0, T), x.dtype) for n0, n1 in chunks] if keep_columns else None   # V, in cols' place
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
-        counts = np.zeros(N, np.int64)
+        counts = np.zeros(len(chunks), np.int64)
 
-        def images(n0, n1):                                            # one range of images per thread, every step
-            shape = (1, 16, C_in, tiles[0] * tiles[1])
-            M = threads.scratch("winograd M", (1, 16, C_out, shape[3]), x.dtype)
-            for n in range(n0, n1):                                    # an image at a time: its tiles stay in cache
-                V = _winograd_input(x[n:n + 1], padding, tiles,
-                                    threads.scratch("winograd V", shape, x.dtype) if cols is None else cols[n:n + 1])
-                _kernels.winograd_output(np.matmul(U, V, out=M), out[n:n + 1])
-            if bias is not None or relu:
-                counts[n0] = _kernels.bias_relu(out[n0:n1].reshape(n1 - n0, C_out, P), bias, relu)
+        def chunk_range(i0, i1):                                       # one range of chunks per thread, each through every step
+            for i in range(i0, i1):
+                (n0, n1), B = chunks[i], chunks[i][1] - chunks[i][0]
+                V = _winograd_input(x[n0:n1], padding, tiles, threads.scratch("winograd V", (16, C_in, B, T), x.dtype)
+                                    if cols is None else cols[i])
+                M = threads.scratch("winograd M", (16, C_out, B, T), x.dtype)
+                np.matmul(U, V.reshape(16, C_in, B * T), out=M.reshape(16, C_out, B * T))
+                _kernels.winograd_output(M, out[n0:n1])
+                if bias is not None or relu:
+                    counts[i] = _kernels.bias_relu(out[n0:n1].reshape(B, C_out, P), bias, relu)
 
-        threads.parallel_ranges(N, images, *size)
+        threads.parallel_ranges(len(chunks), chunk_range, *size)
         out = out.reshape(N, C_out, P)
         nonfinite = counts.sum()
     elif P < SMALL_MAP:                                                # one product over the whole batch
@@ -486,45 +502,48 @@ def conv2d_backward(dout, cache, input_grad=True):
 
 
 def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo, input_grad):
-    """:func:`conv2d_backward` where the forward pass ran Winograd: back through each step, image by image.
+    """:func:`conv2d_backward` where the forward pass ran Winograd: back through each step, chunk by chunk.
 
     ``dM = A dy A^T`` per tile (:func:`tinyfcn.ops._kernels.winograd_output_adjoint`);
-    ``dU[k] = dM[k] @ V[k].T`` per image, added over the images in order, and ``dweight = G^T dU G``;
-    ``dV[k] = U[k].T @ dM[k]`` and ``dx`` adds ``B dv B^T`` of each tile into its window
-    (:func:`tinyfcn.ops._kernels.winograd_input_adjoint`). V is recomputed when the cache holds none
-    (the twin's cache, or evaluation mode). With ``input_grad=False`` the steps to dx are skipped and dx is None.
+    ``dU[k] = dM[k] @ V[k].T`` per chunk of images (:func:`_winograd_chunks`), added over the chunks in
+    order, and ``dweight = G^T dU G``; ``dV[k] = U[k].T @ dM[k]`` and ``dx`` adds ``B dv B^T`` of each
+    tile into its window (:func:`tinyfcn.ops._kernels.winograd_input_adjoint`). V is recomputed when
+    the cache holds none (the twin's cache, or evaluation mode). With ``input_grad=False`` the steps
+    to dx are skipped and dx is None.
     """
     N, C_in, H, W = x.shape
     C_out = weight.shape[0]
-    (ph, pw), tiles = padding, _winograd_tiles((Ho, Wo))
-    T = tiles[0] * tiles[1]
+    (ph, pw), (th, tw) = padding, _winograd_tiles((Ho, Wo))
+    T, chunks = th * tw, _winograd_chunks(N, Ho * Wo)
     U = _winograd_weight(weight) if input_grad else None
-    per_image = np.empty((N, 16, C_out, C_in), x.dtype)               # each image's dU
+    per_chunk = np.empty((len(chunks), 16, C_out, C_in), x.dtype)     # each chunk's dU
     per_image_bias = np.empty((N, C_out), x.dtype)
     dx = np.empty(x.shape, x.dtype) if input_grad else None
 
-    def images(n0, n1):                                                # one range of images per thread, every step
-        g = dout3[n0:n1]
-        if kept is not None:
-            g = _masked(g, kept[n0:n1], threads.scratch("winograd masked", g.shape, x.dtype))
-        if has_bias:
-            g.sum(axis=2, out=per_image_bias[n0:n1])
-        dM = threads.scratch("winograd M", (1, 16, C_out, T), x.dtype)
-        for n in range(n0, n1):                                        # an image at a time: its tiles stay in cache
-            _kernels.winograd_output_adjoint(g[n - n0:n - n0 + 1].reshape(1, C_out, Ho, Wo), dM)
-            V_n = V[n:n + 1] if V is not None else \
-                _winograd_input(x[n:n + 1], padding, tiles, threads.scratch("winograd V", (1, 16, C_in, T), x.dtype))
-            np.matmul(dM, V_n.transpose(0, 1, 3, 2), out=per_image[n:n + 1])
+    def chunk_range(i0, i1):                                           # one range of chunks per thread, each through every step
+        for i in range(i0, i1):
+            (n0, n1), B = chunks[i], chunks[i][1] - chunks[i][0]
+            g = dout3[n0:n1]
+            if kept is not None:
+                g = _masked(g, kept[n0:n1], threads.scratch("winograd masked", g.shape, x.dtype))
+            if has_bias:
+                g.sum(axis=2, out=per_image_bias[n0:n1])
+            dM = threads.scratch("winograd M", (16, C_out, B, T), x.dtype)
+            _kernels.winograd_output_adjoint(g.reshape(B, C_out, Ho, Wo), dM)
+            V_i = V[i] if V is not None else \
+                _winograd_input(x[n0:n1], padding, (th, tw), threads.scratch("winograd V", (16, C_in, B, T), x.dtype))
+            dM2 = dM.reshape(16, C_out, B * T)
+            np.matmul(dM2, V_i.reshape(16, C_in, B * T).transpose(0, 2, 1), out=per_chunk[i])
             if input_grad:
-                dV = np.matmul(U.transpose(0, 2, 1), dM, out=threads.scratch("winograd dV", (1, 16, C_in, T), x.dtype))
-                dxpad = threads.scratch("winograd xpad", (1, C_in, 2 * tiles[0] + 2, 2 * tiles[1] + 2), x.dtype)
+                dV = threads.scratch("winograd dV", (16, C_in, B, T), x.dtype)
+                np.matmul(U.transpose(0, 2, 1), dM2, out=dV.reshape(16, C_in, B * T))
+                dxpad = threads.scratch("winograd xpad", (B, C_in, 2 * th + 2, 2 * tw + 2), x.dtype)
                 _kernels.winograd_input_adjoint(dV, dxpad)
-                dx[n] = dxpad[0, :, ph:ph + H, pw:pw + W]
+                dx[n0:n1] = dxpad[:, :, ph:ph + H, pw:pw + W]
 
-    threads.parallel_ranges(N, images, N * C_out * Ho * Wo, N * Ho * Wo * weight.size)
-    GG = WINOGRAD_GG.astype(x.dtype)                                   # dweight[o, c] = G^T dU[:, o, c] G
-    with threads.computing():                                          # the images' dU in a fixed order: any thread count
-        dweight = (per_image.sum(axis=0).reshape(16, -1).T @ GG).reshape(weight.shape)
+    threads.parallel_ranges(len(chunks), chunk_range, N * C_out * Ho * Wo, N * Ho * Wo * weight.size)
+    dweight = np.empty(weight.shape, x.dtype)                          # G^T dU G, the chunks' dU added in a fixed order
+    _kernels.winograd_weight_adjoint(per_chunk.sum(axis=0), dweight)
     dbias = per_image_bias.sum(axis=0) if has_bias else None
     return dx, dweight, dbias
 

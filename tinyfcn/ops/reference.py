@@ -12,7 +12,7 @@ kinds of function live here:
   rounding of sums added in another order).
 - :func:`im2col`, :func:`col2im`, :func:`count_nonfinite`, :func:`sgd_update`, :func:`adam_update`,
   :func:`batch_norm2d_stats`, :func:`batch_norm2d_normalize`, :func:`batch_norm2d_grad_sums`,
-  :func:`batch_norm2d_grad_input`, :func:`bias_relu`, :func:`conv3x3`, :func:`winograd_input`,
+  :func:`batch_norm2d_grad_input`, :func:`bias_relu`, :func:`conv3x3`, :func:`winograd_weight`, :func:`winograd_weight_adjoint`, :func:`winograd_input`,
   :func:`winograd_output`, :func:`winograd_output_adjoint` and :func:`winograd_input_adjoint` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
   only (some ops above are a kernel's twin too). A kernel takes its sizes one by one and fills arrays its caller made, as in
   ``_kernels.im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols)``; its twin takes pairs and
@@ -147,48 +147,59 @@ def conv3x3(xpad, w):
 
 
 # Winograd's F(2x2, 3x3): Lavin & Gray's matrices. A 3x3 convolution's 2x2 block of outputs from a 4x4 tile d
-# of input and a kernel g is ``A^T [(G g G^T) * (B^T d B)] A`` (``*`` elementwise; G in tinyfcn.ops.functional).
+# of input and a kernel g is ``A^T [(G g G^T) * (B^T d B)] A`` (``*`` elementwise).
+WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
 WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+
+
+def winograd_weight(weight):
+    """``G g G^T`` of every 3x3 kernel ``g = weight[o, c]``: (C_out, C_in, 3, 3) -> (16, C_out, C_in), position ``4a + b``."""
+    return np.einsum("au,ocuv,bv->aboc", WINOGRAD_G, weight, WINOGRAD_G).reshape(16, *weight.shape[:2])
+
+
+def winograd_weight_adjoint(dU):
+    """The adjoint of :func:`winograd_weight`: ``G^T du G`` of every ``du = dU[:, o, c]`` (as 4x4), (16, C_out, C_in) -> (C_out, C_in, 3, 3)."""
+    return np.einsum("au,aboc,bv->ocuv", WINOGRAD_G, dU.reshape(4, 4, *dU.shape[1:]), WINOGRAD_G)
 
 
 def winograd_input(xpad):
     """``B^T d B`` of every 4x4 tile ``d = xpad[n, c, 2i:2i+4, 2j:2j+4]``, tiles overlapping by 2.
 
-    xpad: (N, C, 2*th + 2, 2*tw + 2) -> (N, 16, C, th*tw), position ``4a + b``, tile ``i*tw + j``.
+    xpad: (N, C, 2*th + 2, 2*tw + 2) -> (16, C, N, th*tw), position ``4a + b``, tile ``i*tw + j``.
     """
     N, C, Hp, Wp = xpad.shape
     th, tw = (Hp - 2) // 2, (Wp - 2) // 2
     tiles = np.array([[xpad[:, :, 2 * i:2 * i + 4, 2 * j:2 * j + 4] for j in range(tw)] for i in range(th)])
-    return np.einsum("ar,ijncrs,bs->nabcij", WINOGRAD_BT, tiles, WINOGRAD_BT).reshape(N, 16, C, th * tw)
+    return np.einsum("ar,ijncrs,bs->abcnij", WINOGRAD_BT, tiles, WINOGRAD_BT).reshape(16, C, N, th * tw)
 
 
 def winograd_output(M, out_shape):
-    """``A^T m A`` of every tile's 16 products ``m = M[n, :, o, t]`` (as 4x4): its 2x2 block of the output.
+    """``A^T m A`` of every tile's 16 products ``m = M[:, o, n, t]`` (as 4x4): its 2x2 block of the output.
 
-    M: (N, 16, C, th*tw) -> out_shape (N, C, H_out, W_out), ``th = ceil(H_out / 2)``; an odd map drops the last row or column.
+    M: (16, C, N, th*tw) -> out_shape (N, C, H_out, W_out), ``th = ceil(H_out / 2)``; an odd map drops the last row or column.
     """
     N, C, Ho, Wo = out_shape
     th, tw = -(-Ho // 2), -(-Wo // 2)
-    y = np.einsum("ra,nabcij,sb->ncirjs", WINOGRAD_AT, M.reshape(N, 4, 4, C, th, tw), WINOGRAD_AT)
+    y = np.einsum("ra,abcnij,sb->ncirjs", WINOGRAD_AT, M.reshape(4, 4, C, N, th, tw), WINOGRAD_AT)
     return y.reshape(N, C, 2 * th, 2 * tw)[:, :, :Ho, :Wo]
 
 
 def winograd_output_adjoint(dout):
-    """The adjoint of :func:`winograd_output`: ``A dy A^T`` of each tile's 2x2 block of dout (0 past the edge), (N, 16, C, th*tw)."""
+    """The adjoint of :func:`winograd_output`: ``A dy A^T`` of each tile's 2x2 block of dout (0 past the edge), (16, C, N, th*tw)."""
     N, C, Ho, Wo = dout.shape
     th, tw = -(-Ho // 2), -(-Wo // 2)
     dy = np.zeros((N, C, 2 * th, 2 * tw), dout.dtype)
     dy[:, :, :Ho, :Wo] = dout
-    dm = np.einsum("ra,ncirjs,sb->nabcij", WINOGRAD_AT, dy.reshape(N, C, th, 2, tw, 2), WINOGRAD_AT)
-    return dm.reshape(N, 16, C, th * tw)
+    dm = np.einsum("ra,ncirjs,sb->abcnij", WINOGRAD_AT, dy.reshape(N, C, th, 2, tw, 2), WINOGRAD_AT)
+    return dm.reshape(16, C, N, th * tw)
 
 
 def winograd_input_adjoint(dV, xpad_shape):
     """The adjoint of :func:`winograd_input`: ``B dv B^T`` of every tile added into its 4x4 window of a zero (N, C, Hp, Wp) array."""
     N, C, Hp, Wp = xpad_shape
     th, tw = (Hp - 2) // 2, (Wp - 2) // 2
-    dd = np.einsum("ar,nabcij,bs->ncijrs", WINOGRAD_BT, dV.reshape(N, 4, 4, C, th, tw), WINOGRAD_BT)
+    dd = np.einsum("ar,abcnij,bs->ncijrs", WINOGRAD_BT, dV.reshape(4, 4, C, N, th, tw), WINOGRAD_BT)
     dxpad = np.zeros(xpad_shape, dV.dtype)
     for i in range(th):
         for j in range(tw):
