@@ -350,7 +350,8 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
 
         def chunk_range(i0, i1):                                       # one range of chunks per thread, each through every step
             for i in range(i0, i1):
-                (n0, n1), B = chunks[i], chunks[i][1] - chunks[i][0]
+                n0, n1 = chunks[i]
+                B = n1 - n0
                 V = _winograd_input(x[n0:n1], padding, tiles, threads.scratch("winograd V", (16, C_in, B, T), x.dtype)
                                     if cols is None else cols[i])
                 M = threads.scratch("winograd M", (16, C_out, B, T), x.dtype)
@@ -522,7 +523,8 @@ def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo, inp
 
     def chunk_range(i0, i1):                                           # one range of chunks per thread, each through every step
         for i in range(i0, i1):
-            (n0, n1), B = chunks[i], chunks[i][1] - chunks[i][0]
+            n0, n1 = chunks[i]
+            B = n1 - n0
             g = dout3[n0:n1]
             if kept is not None:
                 g = _masked(g, kept[n0:n1], threads.scratch("winograd masked", g.shape, x.dtype))
