@@ -92,7 +92,7 @@ def conv_replica(op, rng):
                 _kernels.conv3x3(xpad, wc, out[n].reshape(C_out, Ho, Wo))
                 t.lap("fwd: direct conv3x3")
             else:
-                _kernels.im2col(xc[n:n + 1], *k, *s, *p, Ho, Wo, cols[n])
+                _kernels.im2col(F._padded("xpad", xc[n:n + 1], p), *k, *s, Ho, Wo, cols[n])
                 t.lap("fwd: im2col")
                 np.matmul(w2, cols[n], out=out[n])
                 t.lap("fwd: GEMM W@cols")
@@ -103,7 +103,7 @@ def conv_replica(op, rng):
         dx, dw, dcols = np.empty(x.shape, x.dtype), np.zeros(w2.shape, x.dtype), np.empty(cols.shape[1:], x.dtype)
         for n in range(N):
             if direct:
-                _kernels.im2col(xc[n:n + 1], *k, *s, *p, Ho, Wo, cols[n])
+                _kernels.im2col(F._padded("xpad", xc[n:n + 1], p), *k, *s, Ho, Wo, cols[n])
                 t.lap("bwd: im2col again")
             dw += d3[n] @ cols[n].T
             t.lap("bwd: GEMM dW")
@@ -216,7 +216,7 @@ def convT_replica(op, rng):
         cols, dx = np.empty((w2.shape[1], H * W), x.dtype), np.empty((N, C_in, H * W), x.dtype)
         dw = np.zeros(w2.shape, x.dtype)
         for n in range(N):
-            _kernels.im2col(dc[n:n + 1], *k, *s, *p, H, W, cols)
+            _kernels.im2col(F._padded("doutpad", dc[n:n + 1], p), *k, *s, H, W, cols)
             t.lap("bwd: im2col(dout)")
             np.matmul(w2, cols, out=dx[n])
             t.lap("bwd: GEMM dx")

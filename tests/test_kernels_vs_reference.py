@@ -257,7 +257,8 @@ def test_im2col_and_col2im(dtype):
     for seed, (shape, kernel, stride, padding, (Ho, Wo)) in enumerate(_conv_cases()):
         x = data(shape, dtype, seed)
         cols = np.empty((shape[1] * kernel[0] * kernel[1], shape[0] * Ho * Wo), dtype)
-        _kernels.im2col(x, *kernel, *stride, *padding, Ho, Wo, cols)
+        (ph, pw) = padding
+        _kernels.im2col(np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))), *kernel, *stride, Ho, Wo, cols)
         np.testing.assert_array_equal(cols, KERNEL_TWINS["im2col"](x, kernel, stride, padding))
         folded = np.empty(shape, dtype)
         cols = data(cols.shape, dtype, seed + 100)

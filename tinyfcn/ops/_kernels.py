@@ -39,44 +39,39 @@ def _valid_range(n_out, n_in, offset, stride):
 
 
 @jit
-def im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
-    """Unfold every convolution window of ``x`` into a column of ``cols``.
+def im2col(xpad, kh, kw, sh, sw, Ho, Wo, cols):
+    """Unfold every convolution window of the padded input ``xpad`` into a column of ``cols``.
 
-    ``cols[(c*kh + i)*kw + j, (n*Ho + oh)*Wo + ow] = x[n, c, oh*sh - ph + i, ow*sw - pw + j]``,
-    and 0 where that position falls in the zero padding.
+    ``cols[(c*kh + i)*kw + j, (n*Ho + oh)*Wo + ow] = xpad[n, c, oh*sh + i, ow*sw + j]``.
 
-    x: (N, C, H, W); cols: (C*kh*kw, N*Ho*Wo), overwritten.
+    xpad: (N, C, H + 2*ph, W + 2*pw), the input with its zero padding already in place (the
+    caller pads it); cols: (C*kh*kw, N*Ho*Wo), overwritten.
     A convolution is then one matrix product: ``weight.reshape(C_out, -1) @ cols``.
 
-    Rows are the outer loop so that every write is contiguous. The innermost index is
-    cast to ``uint64``: numba then knows it is never negative and skips Python's
-    negative-index wraparound, which lets LLVM turn the stride-1 copy into vector moves.
+    Rows are the outer loop so that every write is contiguous, and every window lies inside
+    ``xpad``, so the copy tests no bounds. (Testing each row of windows against the padding
+    instead of copying the input into a padded buffer first was slower where the rows are short
+    or mostly padding: FCN-32s's 64x64 upsampling kernel 0.27 ms an image against 0.16 with the
+    copy, conv5's 4x4 maps 0.15 ms a batch against 0.13; at stride 2 on a 33x33 map the copy
+    costs more than it saves, 0.025 ms against 0.019.) The innermost index is cast to ``uint64``: numba then
+    knows it is never negative and skips Python's negative-index wraparound, which lets LLVM
+    turn the stride-1 copy into vector moves.
     """
-    N, C, H, W = x.shape
+    N, C = xpad.shape[0], xpad.shape[1]
     for c in range(C):
         for i in range(kh):
-            oh_lo, oh_hi = _valid_range(Ho, H, i - ph, sh)
             for j in range(kw):
-                ow_lo, ow_hi = _valid_range(Wo, W, j - pw, sw)
                 row = (c * kh + i) * kw + j
                 for n in range(N):
                     for oh in range(Ho):
                         col = (n * Ho + oh) * Wo
-                        if oh < oh_lo or oh >= oh_hi:         # this row of windows is in the padding
-                            for ow in range(Wo):
-                                cols[row, np.uint64(col + ow)] = 0
-                            continue
-                        h = oh * sh - ph + i
-                        for ow in range(ow_lo):
-                            cols[row, np.uint64(col + ow)] = 0
-                        for ow in range(ow_hi, Wo):
-                            cols[row, np.uint64(col + ow)] = 0
+                        h = oh * sh + i
                         if sw == 1:
-                            for ow in range(ow_lo, ow_hi):
-                                cols[row, np.uint64(col + ow)] = x[n, c, h, np.uint64(ow - pw + j)]
+                            for ow in range(Wo):
+                                cols[row, np.uint64(col + ow)] = xpad[n, c, h, np.uint64(ow + j)]
                         else:
-                            for ow in range(ow_lo, ow_hi):
-                                cols[row, np.uint64(col + ow)] = x[n, c, h, np.uint64(ow * sw - pw + j)]
+                            for ow in range(Wo):
+                                cols[row, np.uint64(col + ow)] = xpad[n, c, h, np.uint64(ow * sw + j)]
 
 
 @jit

@@ -274,14 +274,17 @@ def _winograd_input(x, padding, tiles, V):
 
 
 def _padded(name, a, padding):
-    """``a`` (C, H, W) with ``padding`` (ph, pw) zeros around it, in this thread's scratch buffer ``name``."""
-    (ph, pw), (C, H, W) = padding, a.shape
-    buf = threads.scratch(name, (C, H + 2 * ph, W + 2 * pw), a.dtype)
-    buf[:, :ph] = 0
-    buf[:, H + ph:] = 0
-    buf[:, :, :pw] = 0
-    buf[:, :, W + pw:] = 0
-    buf[:, ph:ph + H, pw:pw + W] = a
+    """``a`` (..., H, W) with ``padding`` (ph, pw) zeros around each map, in this thread's scratch
+    buffer ``name``; ``a`` itself when there is no padding."""
+    (ph, pw), (H, W) = padding, a.shape[-2:]
+    if ph == pw == 0:
+        return a
+    buf = threads.scratch(name, (*a.shape[:-2], H + 2 * ph, W + 2 * pw), a.dtype)
+    buf[..., :ph, :] = 0
+    buf[..., H + ph:, :] = 0
+    buf[..., :pw] = 0
+    buf[..., W + pw:] = 0
+    buf[..., ph:ph + H, pw:pw + W] = a
     return buf
 
 
@@ -365,7 +368,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
         nonfinite = counts.sum()
     elif P < SMALL_MAP:                                                # one product over the whole batch
         cols = np.empty((C_in * kh * kw, N * P), x.dtype)
-        _kernels.im2col(x, kh, kw, *stride, *padding, Ho, Wo, cols)
+        _kernels.im2col(_padded("xpad", x, padding), kh, kw, *stride, Ho, Wo, cols)
         rows = np.empty((C_out, N * P), x.dtype)                       # threads share it by blocks of rows
         threads.parallel_for_blocks(C_out, 64, lambda b: np.matmul(weight2[b], cols, out=rows[b]), *size)
         out = np.empty((N, C_out, P), x.dtype)
@@ -383,10 +386,10 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
                     _kernels.conv3x3(_padded("xpad", x[n], padding), weight, out[n].reshape(C_out, Ho, Wo))
                 elif cols is None:                                     # columns not kept: one reused buffer
                     cols_n = threads.scratch("cols", (C_in * kh * kw, P), x.dtype)
-                    _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols_n)
+                    _kernels.im2col(_padded("xpad", x[n:n + 1], padding), kh, kw, *stride, Ho, Wo, cols_n)
                     np.matmul(weight2, cols_n, out=out[n])
                 else:
-                    _kernels.im2col(x[n:n + 1], kh, kw, *stride, *padding, Ho, Wo, cols[n])
+                    _kernels.im2col(_padded("xpad", x[n:n + 1], padding), kh, kw, *stride, Ho, Wo, cols[n])
             if cols is not None:                                       # the range's products in one call
                 np.matmul(weight2, cols[n0:n1], out=out[n0:n1])
             if bias is not None or relu:
@@ -445,7 +448,7 @@ def conv2d_backward(dout, cache, input_grad=True):
         return _winograd_backward(dout3, kept, x, weight, has_bias, padding, cols, Ho, Wo, input_grad)
     if cols is None and P < SMALL_MAP:                                 # the twin's cache: unfold the batch again
         cols = np.empty((weight[0].size, N * P), x.dtype)
-        _kernels.im2col(x, *weight.shape[2:], *stride, *padding, Ho, Wo, cols)
+        _kernels.im2col(_padded("xpad", x, padding), *weight.shape[2:], *stride, Ho, Wo, cols)
     weight2 = weight.reshape(C_out, -1)
     size = (N * C_out * P, N * P * weight2.size)                      # values out, multiply-adds: a small job stays on one thread
     dx = np.empty(x.shape, x.dtype) if input_grad else None
@@ -479,7 +482,7 @@ def conv2d_backward(dout, cache, input_grad=True):
         if cols is None:                                               # the direct kernel's (or the twin's) cache
             for n in range(n0, n1):                                    # each image's columns, then its product
                 cols_n = threads.scratch("cols", (weight2.shape[1], P), x.dtype)
-                _kernels.im2col(x[n:n + 1], *weight.shape[2:], *stride, *padding, Ho, Wo, cols_n)
+                _kernels.im2col(_padded("xpad", x[n:n + 1], padding), *weight.shape[2:], *stride, Ho, Wo, cols_n)
                 np.matmul(cols_n, g[n - n0].T, out=per_image[n])
         else:                                                          # the range's products in one call
             np.matmul(cols[n0:n1], g.transpose(0, 2, 1), out=per_image[n0:n1])
@@ -640,7 +643,7 @@ def conv_transpose2d_backward(dout, cache, weight_grad=True):
 
     def image(n):
         cols = threads.scratch("cols", (weight2.shape[1], H * W), x.dtype)   # (C_out*kH*kW, H*W)
-        _kernels.im2col(dout[n:n + 1], *weight.shape[2:], *stride, *padding, H, W, cols)
+        _kernels.im2col(_padded("doutpad", dout[n:n + 1], padding), *weight.shape[2:], *stride, H, W, cols)
         np.matmul(weight2, cols, out=dx[n])
         if weight_grad:
             np.matmul(cols, x3[n].T, out=per_image[n])

@@ -15,8 +15,9 @@ kinds of function live here:
   :func:`batch_norm2d_grad_input`, :func:`bias_relu`, :func:`conv3x3`, :func:`winograd_weight`, :func:`winograd_weight_adjoint`, :func:`winograd_input`,
   :func:`winograd_output`, :func:`winograd_output_adjoint` and :func:`winograd_input_adjoint` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
   only (some ops above are a kernel's twin too). A kernel takes its sizes one by one and fills arrays its caller made, as in
-  ``_kernels.im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols)``; its twin takes pairs and
-  returns the result, ``im2col(x, kernel, stride, padding)`` (:func:`sgd_update` and
+  ``_kernels.col2im(cols, kh, kw, sh, sw, ph, pw, Ho, Wo, x)``; its twin takes pairs and
+  returns the result, ``col2im(cols, x_shape, kernel, stride, padding)`` (``_kernels.im2col``
+  takes the input already padded, as the twin's first line makes it; :func:`sgd_update` and
   :func:`adam_update` update in place, as their kernels do).
 - :func:`conv_transpose2d_copies` spells out the kernel copies a transposed convolution
   sums, for :mod:`tinyfcn.viz`; it has no twin.
