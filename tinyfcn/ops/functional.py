@@ -411,7 +411,9 @@ def conv2d_backward(dout, cache, input_grad=True):
     ``dweight`` is the sum of the images' ``dout[n] @ cols[n].T`` (computed as its transpose
     ``cols[n] @ dout[n].T``, the faster product; see the module docstring), ``dbias`` of their
     ``dout[n].sum(axis=1)``. Small maps (2-D ``cols``) run the two products over the whole batch,
-    as written above. With a fused ReLU (the cache's ``rectified`` is not None) ``dout`` is first
+    as written above, each in one call (cut into blocks, each block's call packs the other
+    matrix again: conv5's backward took 1.11 ms instead of 1.00 at one thread), and at two
+    threads side by side, one product per thread. With a fused ReLU (the cache's ``rectified`` is not None) ``dout`` is first
     the ReLU's backward, ``dout * (rectified > 0)``: image by image into a buffer that the two
     products then read from the cache.
 
@@ -458,17 +460,15 @@ def conv2d_backward(dout, cache, input_grad=True):
         dout2 = dout3.transpose(1, 0, 2).reshape(C_out, -1)            # (C_out, N*Ho*Wo)
         dweight = np.empty(weight2.shape, x.dtype)
 
-        def dweight_rows(b):                                           # rows b of dweight
-            np.matmul(dout2[b], cols.T, out=dweight[b])
+        def product(i):                                                # the two products, side by side at two threads
+            if i == 0:
+                np.matmul(dout2, cols.T, out=dweight)
+            else:
+                dcols = threads.scratch("dcols", cols.shape, x.dtype)
+                np.matmul(weight2.T, dout2, out=dcols)
+                _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx)
 
-        def dx_images(b):                                              # images b of dx
-            dcols = threads.scratch("dcols", (cols.shape[0], (b.stop - b.start) * P), x.dtype)
-            np.matmul(weight2.T, dout2[:, b.start * P:b.stop * P], out=dcols)
-            _kernels.col2im(dcols, *weight.shape[2:], *stride, *padding, Ho, Wo, dx[b])
-
-        threads.parallel_for_blocks(C_out, 64, dweight_rows, *size)
-        if input_grad:
-            threads.parallel_for_blocks(N, 4, dx_images, *size)
+        threads.parallel_for(2 if input_grad else 1, product, *size)
         return dx, dweight.reshape(weight.shape), dout3.sum(axis=(0, 2)) if has_bias else None
     per_image = np.empty((N, *weight2.shape[::-1]), x.dtype)           # each image's share of dweight, transposed
     per_image_bias = np.empty((N, C_out), x.dtype)                     # ... and of dbias
