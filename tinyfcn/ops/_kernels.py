@@ -308,42 +308,44 @@ def winograd_input_adjoint(dV, dxpad):
     """The adjoint of :func:`winograd_input`: every tile adds ``B dv B^T`` (``dv = dV[:, c, n, t]`` as 4x4)
     into its window ``dxpad[n, c, 2i:2i+4, 2j:2j+4]``; windows overlap by two rows and columns.
 
-    A row of tiles at a time: ``E = dv B^T`` combines the columns of dv, ``B E`` the rows of E; each
+    One map at a time: ``E = dv B^T`` combines the columns of dv and ``R = B E`` the rows of E, for
+    all of the map's tiles in loops over t, which is contiguous in dV (loops over one row of tiles
+    took 1.1x to 1.4x as long on FCN-8s's 8x8 to 32x32 maps). Then a row of tiles at a time: each
     window's columns 0 and 1 are the even and odd columns at j, its columns 2 and 3 those at j + 1,
     added up in even and odd halves before they go into the rows of dxpad.
     dV: (16, C, N, th*tw); dxpad: (N, C, 2*th + 2, 2*tw + 2), overwritten.
     """
     N, C = dxpad.shape[0], dxpad.shape[1]
     th, tw = (dxpad.shape[2] - 2) // 2, (dxpad.shape[3] - 2) // 2
-    E = np.empty((4, 4, tw), dV.dtype)                # row a, column b of dv B^T, for every tile j
-    R = np.empty((4, 4, tw), dV.dtype)                # row r, column b of B dv B^T
+    T = th * tw
+    E = np.empty((4, 4, T), dV.dtype)                 # row a, column b of dv B^T, for every tile t
+    R = np.empty((4, 4, T), dV.dtype)                 # row r, column b of B dv B^T
     half = np.empty((2, tw + 1), dV.dtype)            # one window row's even and odd columns, summed
     dxpad[:] = 0
     for c in range(C):
         for n in range(N):
+            for a in range(4):
+                v0, v1, v2, v3 = dV[4 * a, c, n], dV[4 * a + 1, c, n], dV[4 * a + 2, c, n], dV[4 * a + 3, c, n]
+                e0, e1, e2, e3 = E[a, 0], E[a, 1], E[a, 2], E[a, 3]
+                for t in range(T):
+                    e0[t] = v0[t]
+                    e1[t] = v1[t] - v2[t] + v3[t]
+                    e2[t] = v1[t] + v2[t] - v0[t]
+                    e3[t] = -v3[t]
+            for b in range(4):
+                s0, s1, s2, s3 = E[0, b], E[1, b], E[2, b], E[3, b]
+                q0, q1, q2, q3 = R[0, b], R[1, b], R[2, b], R[3, b]
+                for t in range(T):
+                    q0[t] = s0[t]
+                    q1[t] = s1[t] - s2[t] + s3[t]
+                    q2[t] = s1[t] + s2[t] - s0[t]
+                    q3[t] = -s3[t]
             for i in range(th):
                 t0 = i * tw
-                for a in range(4):
-                    v0, v1, v2, v3 = dV[4 * a, c, n, t0:t0 + tw], dV[4 * a + 1, c, n, t0:t0 + tw], \
-                        dV[4 * a + 2, c, n, t0:t0 + tw], dV[4 * a + 3, c, n, t0:t0 + tw]
-                    e0, e1, e2, e3 = E[a, 0], E[a, 1], E[a, 2], E[a, 3]
-                    for j in range(tw):
-                        e0[j] = v0[j]
-                        e1[j] = v1[j] - v2[j] + v3[j]
-                        e2[j] = v1[j] + v2[j] - v0[j]
-                        e3[j] = -v3[j]
-                for b in range(4):
-                    s0, s1, s2, s3 = E[0, b], E[1, b], E[2, b], E[3, b]
-                    q0, q1, q2, q3 = R[0, b], R[1, b], R[2, b], R[3, b]
-                    for j in range(tw):
-                        q0[j] = s0[j]
-                        q1[j] = s1[j] - s2[j] + s3[j]
-                        q2[j] = s1[j] + s2[j] - s0[j]
-                        q3[j] = -s3[j]
                 for r in range(4):
                     row = dxpad[n, c, 2 * i + r]
                     for s in range(2):                # columns 2j + s and 2j + 2 + s
-                        h, first, second = half[s], R[r, s], R[r, 2 + s]
+                        h, first, second = half[s], R[r, s, t0:t0 + tw], R[r, 2 + s, t0:t0 + tw]
                         h[0] = first[0]
                         for j in range(1, tw):
                             h[j] = first[j] + second[j - 1]
