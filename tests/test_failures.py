@@ -229,6 +229,14 @@ def test_sanity_fails_an_all_background_answer(shapes, monkeypatch, capsys):
     assert "foreground accuracy 0.000 (pass: > 0.5)" in out and "mean IoU 0.475" in out and "FAILED" in out
 
 
+def test_sanity_passes_the_default_network_on_the_default_data(tmp_path, capsys):
+    """``tinyfcn train --sanity`` with every default -- FCN-8s with the default recipe's BatchNorm, on
+    shapes made with seed 0 (the first 4 of data/shapes's images) -- must pass; at learning rate 0.05
+    it diverged."""
+    root = datasets.make_dataset("shapes", tmp_path / "shapes", 4, 1, 0)
+    assert main(["train", "--data", str(root), "--sanity"]) == 0, capsys.readouterr()
+
+
 @pytest.mark.slow
 def test_sanity_passes_a_healthy_fcn8s_on_digits(tmp_path, capsys):
     """The judge must not fail a network that works: 4 digits images, thin strokes, 11 classes.
