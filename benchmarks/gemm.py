@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 from _common import compare, import_torch, log, read_job, threads_from_env, write_result
@@ -61,6 +62,27 @@ def cpu_info():
     return field("model name") or "unknown", isa
 
 
+def cpu_idle(root="/"):
+    """How an idle CPU waits for work, from sysfs: the cpuidle driver and governor and, with the
+    ``haltpoll`` driver of a virtual machine, how long it polls before it halts
+    (``guest_halt_poll_ns``). At 0 an idle CPU halts at once, and waking a thread on it goes through
+    the hypervisor: the README's "Threads" section measures what that costs a hand-over between
+    tinyfcn's threads. ``root`` is put before every path (a test lays out its own tree)."""
+    root = Path(root)
+    found = []
+    for label, path in (("driver", "sys/devices/system/cpu/cpuidle/current_driver"),
+                        ("governor", "sys/devices/system/cpu/cpuidle/current_governor"),
+                        ("governor", "sys/devices/system/cpu/cpuidle/current_governor_ro"),
+                        ("guest_halt_poll_ns", "sys/module/haltpoll/parameters/guest_halt_poll_ns")):
+        try:
+            value = (root / path).read_text().strip()
+        except OSError:
+            continue
+        if value and not any(seen == label for seen, _ in found):
+            found.append((label, value))
+    return ", ".join(f"{label} {value}" for label, value in found) or "unknown"
+
+
 ONEDNN_PROBE = """
 import torch
 x = torch.zeros(8, 16, 32, 32)
@@ -89,7 +111,8 @@ def machine_info(torch):
     kernels it chose, and the ISA PyTorch's own kernels and its oneDNN convolutions use."""
     cpu, isa = cpu_info()
     import numba
-    info = {"cpu": cpu, "vector_isa": isa, "python": platform.python_version(), "numpy": np.__version__,
+    info = {"cpu": cpu, "vector_isa": isa, "cpu_idle": cpu_idle(), "python": platform.python_version(),
+            "numpy": np.__version__,
             "numpy_blas": blas_name(), "numpy_blas_kernels": blas_kernels(),
             "numba": numba.__version__, "torch": torch.__version__ if torch else None}
     if torch is not None:

@@ -58,6 +58,7 @@ def gemm_table(res):
     return (table(["float32 matrix product", "numpy GFLOP/s", "torch GFLOP/s"], rows,
                   f"Matrix-multiply peak, {res['threads']} thread(s)")
             + f"\nCPU: {machine.get('cpu')}; vector ISA: {machine.get('vector_isa', 'unknown')}"
+              f"\nidle CPUs (cpuidle): {machine.get('cpu_idle', 'unknown')}"
               f"\nnumpy's BLAS: {machine.get('numpy_blas')}, kernels {machine.get('numpy_blas_kernels', 'unknown')}"
               f"\ntorch: CPU capability {machine.get('torch_cpu_capability')}, "
               f"oneDNN ISA {machine.get('torch_onednn_isa')}")

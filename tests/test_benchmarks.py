@@ -21,3 +21,27 @@ def test_the_ops_and_breakdown_sections_run_and_skip_nothing(tmp_path):
     (section,) = json.loads(out.read_text())["by_threads"].values()
     assert section["breakdown"]["train_step"]["step total"] > 0
     assert section["ops"], "the ops section measured nothing"
+
+
+def _gemm_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gemm
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return gemm
+
+
+def test_the_machine_line_says_how_idle_cpus_wait(tmp_path):
+    cpu_idle = _gemm_module().cpu_idle
+    assert cpu_idle(tmp_path) == "unknown"                       # nothing in sysfs says
+    cpuidle = tmp_path / "sys" / "devices" / "system" / "cpu" / "cpuidle"
+    cpuidle.mkdir(parents=True)
+    (cpuidle / "current_driver").write_text("haltpoll\n")
+    (cpuidle / "current_governor_ro").write_text("haltpoll\n")
+    assert cpu_idle(tmp_path) == "driver haltpoll, governor haltpoll"
+    (cpuidle / "current_governor").write_text("menu\n")          # a writable governor file wins over the read-only one
+    poll = tmp_path / "sys" / "module" / "haltpoll" / "parameters"
+    poll.mkdir(parents=True)
+    (poll / "guest_halt_poll_ns").write_text("0\n")
+    assert cpu_idle(tmp_path) == "driver haltpoll, governor menu, guest_halt_poll_ns 0"
