@@ -1,8 +1,10 @@
 """Worker: where tinyfcn's time goes -- inside each convolution, and inside one training step.
 
-1. Convolution pieces. ``conv2d_forward`` is: check the inputs, ``im2col``, one matrix
-   product per image straight into NCHW, add the bias; ``conv2d_backward`` is: check dout,
-   two matrix products per image (weight gradient, column gradient) and ``col2im``. Where
+1. Convolution pieces. ``conv2d_forward`` is: check the inputs, ``im2col`` image by image,
+   one stacked matrix product straight into NCHW, add the bias; ``conv2d_backward`` is: check
+   dout, the weight gradient's products as one stacked call, then per image the column
+   gradient's product and ``col2im``, and the images' weight gradients summed. Maps of fewer
+   than ``SMALL_MAP`` pixels run each product once over the whole batch instead. Where
    tinyfcn runs its direct 3x3 kernel instead (``functional._direct``: FCN's conv1_2), the
    pieces are: pad the image, the direct kernel; and backward: unfold the image again for
    the weight gradient's product, pad dout, the direct kernel for the input gradient. Where it
@@ -59,12 +61,16 @@ class Laps:
 
 
 def conv_replica(op, rng):
-    """A step-by-step copy of ``conv2d_forward`` + ``conv2d_backward`` with a lap after each piece.
+    """A step-by-step copy of ``conv2d_forward`` + ``conv2d_backward`` at one thread, with a lap after each piece.
 
     Returns ``(replica, real, gemm_flops)``: ``replica()`` returns ``{piece: seconds}``; ``real()``
     runs the public functions, to check that the pieces add up to the real thing. Timing
     the pieces in sequence (not each on its own, over and over) keeps the cache effects
-    of the real call: e.g. ``col2im`` reads a matrix the GEMM just wrote.
+    of the real call: e.g. ``col2im`` reads a matrix the GEMM just wrote. The three paths are
+    copied as ``functional`` runs them on one thread: small maps (fewer than ``SMALL_MAP``
+    pixels) as one product over the batch; the direct kernel image by image, each image
+    unfolded again in backward for its weight-gradient product; and otherwise im2col image by
+    image, then one stacked product over the batch.
     """
     x = _randn(rng, op["x_shape"])
     w = _randn(rng, op["w_shape"], 0.1)
@@ -72,43 +78,75 @@ def conv_replica(op, rng):
     k, s, p = tuple(w.shape[2:]), op["stride"], op["padding"]
     N, C_out = x.shape[0], w.shape[0]
     Ho, Wo = fcn_layers.output_size(op)
+    P = Ho * Wo
     dout = _randn(rng, (N, C_out, Ho, Wo))
 
-    direct = F._direct(w, s, p, Ho * Wo)                 # the direct 3x3 kernel instead of im2col + GEMMs
+    direct = F._direct(w, s, p, P)                       # the direct 3x3 kernel instead of im2col + GEMMs
+    small = P < F.SMALL_MAP                              # the whole batch as one product
     flipped = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
 
-    def replica():                      # the pieces of one image after another, serially
+    def replica():
         t = Laps()
         xc, wc = F._check_array("conv2d", "x", x), F._check_array("conv2d", "weight", w)
         bc = F._check_bias("conv2d", b, C_out, x.dtype)
         t.lap("fwd: checks")
         w2 = wc.reshape(C_out, -1)
-        cols = np.empty((N, w2.shape[1], Ho * Wo), x.dtype)
-        out = np.empty((N, C_out, Ho * Wo), x.dtype)
-        for n in range(N):
-            if direct:
+        K = w2.shape[1]
+        out = np.empty((N, C_out, P), x.dtype)
+        if small:
+            cols = np.empty((K, N * P), x.dtype)
+            _kernels.im2col(F._padded("xpad", xc, p), *k, *s, Ho, Wo, cols)
+            t.lap("fwd: im2col")
+            rows = np.empty((C_out, N * P), x.dtype)
+            for r in range(0, C_out, 64):
+                np.matmul(w2[r:r + 64], cols, out=rows[r:r + 64])
+            out[...] = rows.reshape(C_out, N, P).transpose(1, 0, 2)
+            t.lap("fwd: GEMM W@cols")
+        elif direct:
+            cols = None
+            for n in range(N):
                 xpad = F._padded("xpad", xc[n], p)
                 t.lap("fwd: pad")
                 _kernels.conv3x3(xpad, wc, out[n].reshape(C_out, Ho, Wo))
                 t.lap("fwd: direct conv3x3")
-            else:
+        else:
+            cols = np.empty((N, K, P), x.dtype)
+            for n in range(N):
                 _kernels.im2col(F._padded("xpad", xc[n:n + 1], p), *k, *s, Ho, Wo, cols[n])
-                t.lap("fwd: im2col")
-                np.matmul(w2, cols[n], out=out[n])
-                t.lap("fwd: GEMM W@cols")
-            _kernels.bias_relu(out[n:n + 1], bc, False)
-            t.lap("fwd: +bias")
+            t.lap("fwd: im2col")
+            np.matmul(w2, cols, out=out)
+            t.lap("fwd: GEMM W@cols")
+        _kernels.bias_relu(out, bc, False)
+        t.lap("fwd: +bias")
         d3 = F._check_array("conv2d_backward", "dout", dout).reshape(N, C_out, -1)
         t.lap("bwd: check dout")
-        dx, dw, dcols = np.empty(x.shape, x.dtype), np.zeros(w2.shape, x.dtype), np.empty(cols.shape[1:], x.dtype)
-        for n in range(N):
-            if direct:
-                _kernels.im2col(F._padded("xpad", xc[n:n + 1], p), *k, *s, Ho, Wo, cols[n])
-                t.lap("bwd: im2col again")
-            dw += d3[n] @ cols[n].T
+        dx = np.empty(x.shape, x.dtype)
+        if small:
+            d2 = d3.transpose(1, 0, 2).reshape(C_out, -1)
+            np.matmul(d2, cols.T)
             t.lap("bwd: GEMM dW")
-            d3[n].sum(axis=1)
+            d3.sum(axis=(0, 2))
             t.lap("bwd: db")
+            dcols = np.matmul(w2.T, d2)
+            t.lap("bwd: GEMM W.T@dout")
+            _kernels.col2im(dcols, *k, *s, *p, Ho, Wo, dx)
+            t.lap("bwd: col2im")
+            return t.times
+        per_image = np.empty((N, K, C_out), x.dtype)
+        if direct:
+            cols_n = np.empty((K, P), x.dtype)
+            for n in range(N):
+                _kernels.im2col(F._padded("xpad", xc[n:n + 1], p), *k, *s, Ho, Wo, cols_n)
+                t.lap("bwd: im2col again")
+                np.matmul(cols_n, d3[n].T, out=per_image[n])
+                t.lap("bwd: GEMM dW")
+        else:
+            np.matmul(cols, d3.transpose(0, 2, 1), out=per_image)
+            t.lap("bwd: GEMM dW")
+        d3.sum(axis=2)
+        t.lap("bwd: db")
+        dcols = np.empty((K, P), x.dtype)
+        for n in range(N):
             if direct:
                 dpad = F._padded("doutpad", d3[n].reshape(C_out, Ho, Wo), (2 - p[0], 2 - p[1]))
                 t.lap("bwd: pad dout")
@@ -119,6 +157,8 @@ def conv_replica(op, rng):
                 t.lap("bwd: GEMM W.T@dout")
                 _kernels.col2im(dcols, *k, *s, *p, Ho, Wo, dx[n:n + 1])
                 t.lap("bwd: col2im")
+        np.ascontiguousarray(per_image.sum(axis=0).T)
+        t.lap("bwd: dW summed over images")
         return t.times
 
     def real():
