@@ -68,19 +68,18 @@ def cpu_idle(root="/"):
     (``guest_halt_poll_ns``). At 0 an idle CPU halts at once, and waking a thread on it goes through
     the hypervisor: the README's "Threads" section measures what that costs a hand-over between
     tinyfcn's threads. ``root`` is put before every path (a test lays out its own tree)."""
-    root = Path(root)
-    found = []
+    found = {}                                           # label -> value, the first file that says
     for label, path in (("driver", "sys/devices/system/cpu/cpuidle/current_driver"),
                         ("governor", "sys/devices/system/cpu/cpuidle/current_governor"),
                         ("governor", "sys/devices/system/cpu/cpuidle/current_governor_ro"),
                         ("guest_halt_poll_ns", "sys/module/haltpoll/parameters/guest_halt_poll_ns")):
         try:
-            value = (root / path).read_text().strip()
+            value = (Path(root) / path).read_text().strip()
         except OSError:
             continue
-        if value and not any(seen == label for seen, _ in found):
-            found.append((label, value))
-    return ", ".join(f"{label} {value}" for label, value in found) or "unknown"
+        if value:
+            found.setdefault(label, value)
+    return ", ".join(f"{label} {value}" for label, value in found.items()) or "unknown"
 
 
 ONEDNN_PROBE = """
