@@ -437,6 +437,33 @@ def test_winograd_transforms(dtype, out_size):
     assert_close(dxpad, KERNEL_TWINS["winograd_input_adjoint"](dV, xpad.shape), dtype)
 
 
+
+@pytest.mark.parametrize("out_size", [(1, 1), (5, 4), (6, 9), (8, 8)])
+def test_the_winograd_output_transforms_add_in_their_documented_order(out_size):
+    """Each value's terms are added in the order the docstrings give (``f = A^T m`` row by row, then ``f A``;
+    ``A dy`` then ``(A dy) A^T``), whatever the loops look like: compared bit for bit with NumPy doing the
+    same float32 sums, so a faster kernel cannot change any result of a training run."""
+    N, C = 2, 3
+    H, W = out_size
+    th, tw = -(-H // 2), -(-W // 2)
+    M, dout = data((16, C, N, th * tw), np.float32, 0), data((N, C, H, W), np.float32, 1)
+    m = M.reshape(4, 4, C, N, th, tw)                                  # m[a, b]: row a, column b of every tile
+    f = np.stack([m[0] + m[1] + m[2], m[1] - m[2] - m[3]])             # A^T m, f[r, b]
+    y = np.stack([f[:, 0] + f[:, 1] + f[:, 2], f[:, 1] - f[:, 2] - f[:, 3]], axis=-1)    # f A, y[r, c, n, i, j, s]
+    expected = y.transpose(2, 1, 3, 0, 4, 5).reshape(N, C, 2 * th, 2 * tw)[:, :, :H, :W]
+    out = np.full((N, C, H, W), np.nan, np.float32)
+    _kernels.winograd_output(M, out)
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+    dy = np.zeros((N, C, 2 * th, 2 * tw), np.float32)
+    dy[:, :, :H, :W] = dout
+    d = dy.reshape(N, C, th, 2, tw, 2).transpose(3, 5, 1, 0, 2, 4)     # d[r, s, c, n, i, j]
+    g = np.stack([d[0], d[0] + d[1], d[0] - d[1], -d[1]])              # A dy, g[a, s]
+    p, q = g[:, 0], g[:, 1]
+    expected = np.stack([p, p + q, p - q, -q], axis=1).reshape(16, C, N, th * tw)
+    dM = np.full(M.shape, np.nan, np.float32)
+    _kernels.winograd_output_adjoint(dout, dM)
+    assert np.array_equal(dM.view(np.uint32), expected.view(np.uint32))
+
 def test_the_winograd_adjoints_are_adjoints():
     xpad, dout = data((2, 3, 8, 10), np.float64, 0), data((2, 3, 5, 7), np.float64, 1)
     V, M = data((16, 3, 2, 3 * 4), np.float64, 2), data((16, 3, 2, 3 * 4), np.float64, 3)
