@@ -177,7 +177,11 @@ CPU time, AVX-512; FCN's conv1_2, 16->16 at 64x64 and 128x128: 2x faster forward
 3x). With 32 channels, or maps of 32x32, the BLAS was as fast or faster (16->32 at 32x32: 1.3x
 faster), so those keep im2col. Measured once and written here; nothing is timed at run time.
 (The kernel has since become faster -- about 75 GFLOP/s on 16->16 at 64x64, the same bits -- and
-the rule has not been measured again: moving a layer to it would change that layer's sums.)"""
+the rule has not been changed since: moving a layer to another path changes that layer's sums, and so
+every trained figure. Measured again on a 2-core Intel Xeon (AVX-512), batch 8, medians: FCN-8s's
+conv1_2 forward+backward 9.05 ms direct against 7.22 by Winograd at one thread, 5.33 against 4.68 at
+two, its forward alone 2.77 against 3.00. The rule stays until the trained figures are measured
+again with the other one.)"""
 
 
 def _direct(weight, stride, padding, pixels):
@@ -244,7 +248,13 @@ at least 64 tiles. FCN-8s's conv4_1 and conv4_2 (8x8, batch 8), forward+backward
 images 2.47 and 4.21, 1.73 and 3.01; eight (one chunk: one thread) 2.48 and 4.40, 2.49 and 4.24.
 The chunks do not depend on the thread count, and the weight gradient adds their shares in order, so
 neither does any result. (At 4x4, conv5, chunks of 4 or 8 images took 1.66-1.73 ms against im2col's
-1.70 at one thread and 1.59-1.67 against 1.29 at two: it keeps im2col.)"""
+1.70 at one thread and 1.59-1.67 against 1.29 at two: it keeps im2col.) Measured again on a 2-core
+Intel Xeon (AVX-512), forward+backward, medians of 7 alternating rounds: at 16x16 (conv3_1, conv3_2)
+chunks of two images took 1.98 and 3.26 ms against 2.06 and 3.37 for one at one thread, 1.62 and 2.43
+against 1.89 and 2.68 at two; at 8x8 four images stayed best at two threads (conv4_2 2.55 ms against
+3.11-3.18 for 8 to 32). Chunks of at least 512 pixels and at most four images would follow that; they
+change conv3_x's weight-gradient sums, so this rule stays until the trained figures are measured again
+with them."""
 
 
 def _winograd_chunks(N, pixels):
