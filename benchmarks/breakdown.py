@@ -5,9 +5,10 @@
    dout, the weight gradient's products as one stacked call, then per image the column
    gradient's product and ``col2im``, and the images' weight gradients summed. Maps of fewer
    than ``SMALL_MAP`` pixels run each product once over the whole batch instead. Where
-   tinyfcn runs its direct 3x3 kernel instead (``functional._direct``: FCN's conv1_2), the
-   pieces are: pad the image, the direct kernel; and backward: unfold the image again for
-   the weight gradient's product, pad dout, the direct kernel for the input gradient. Where it
+   tinyfcn runs its direct 3x3 kernel instead (``functional._direct``: fewer than 16 channels
+   on 64x64 maps or larger; none of FCN-8s's layers at its default widths), the pieces are:
+   pad the image, the direct kernel; and backward: unfold the image again for the weight
+   gradient's product, pad dout, the direct kernel for the input gradient. Where it
    runs Winograd (``functional._winograd``), the pieces are its transforms and its three sets of
    16 products, chunk by chunk of images. A transposed convolution runs the same pieces the other way round. A
    replica of each call, built from tinyfcn's own private helpers (read-only), runs the

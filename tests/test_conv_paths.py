@@ -67,14 +67,15 @@ def _rule(rule, c_in, c_out, size, kernel=3, stride=1, padding=1):
 def test_the_dispatch_rules():
     direct = lambda *args, **kw: _rule(F._direct, *args, **kw)        # noqa: E731
     winograd = lambda *args, **kw: _rule(F._winograd, *args, **kw)    # noqa: E731
-    assert direct(16, 16, 64) and direct(16, 16, 128) and direct(8, 8, 64)          # FCN's conv1_2, at 64 and 128
-    assert not direct(16, 32, 32) and not direct(32, 32, 64) and not direct(16, 16, 32)   # the BLAS is as fast
-    assert not direct(3, 16, 64) and not direct(16, 6, 64)                           # four channels at a time
-    assert not direct(16, 16, 64, kernel=5) and not direct(16, 16, 64, stride=2) and not direct(16, 16, 64, padding=3)
-    for c_in, c_out, size in ((16, 32, 32), (32, 32, 32), (32, 64, 16), (64, 64, 16), (64, 128, 8), (128, 128, 8),
-                              (16, 32, 64), (32, 64, 32)):                       # conv2_x to conv4_x, at 64 and 128
+    assert direct(8, 8, 64) and direct(8, 8, 128) and direct(8, 16, 64) and direct(16, 8, 64)   # width-8 conv1_x
+    assert not direct(16, 32, 32) and not direct(32, 32, 64) and not direct(8, 8, 32)   # the BLAS is as fast
+    assert not direct(16, 16, 64) and not direct(16, 16, 128)                        # FCN's conv1_2: Winograd
+    assert not direct(3, 16, 64) and not direct(8, 6, 64)                            # four channels at a time
+    assert not direct(8, 8, 64, kernel=5) and not direct(8, 8, 64, stride=2) and not direct(8, 8, 64, padding=3)
+    for c_in, c_out, size in ((16, 16, 64), (16, 16, 128), (16, 32, 32), (32, 32, 32), (32, 64, 16), (64, 64, 16), (64, 128, 8), (128, 128, 8),
+                              (16, 32, 64), (32, 64, 32)):                       # conv1_2 to conv4_x, at 64 and 128
         assert winograd(c_in, c_out, size) and not direct(c_in, c_out, size)
-    assert not winograd(3, 16, 64) and not winograd(16, 16, 64) and not winograd(8, 16, 32)   # conv1_x; few channels
+    assert not winograd(3, 16, 64) and not winograd(8, 8, 64) and not winograd(8, 16, 32)   # conv1_1; few channels
     assert not winograd(128, 128, 4) and not winograd(128, 256, 2)                # conv5, fc6: too few tiles
     assert not winograd(64, 64, 32, kernel=1) and not winograd(64, 64, 32, stride=2)
     assert winograd(64, 64, 32, padding=0) and winograd(64, 64, 32, padding=2)       # any padding
@@ -100,10 +101,12 @@ def test_each_paths_gradients(monkeypatch, path, padding, seed):
 def test_winograd_chunks_cover_the_batch_whatever_the_thread_count():
     assert F._winograd_chunks(8, 64) == [(0, 4), (4, 8)]                   # 8x8 maps: four images a chunk
     assert F._winograd_chunks(5, 64) == [(0, 4), (4, 5)]                   # the last chunk smaller
+    assert F._winograd_chunks(5, 256) == [(0, 2), (2, 4), (4, 5)]          # 16x16: two images a chunk
+    assert F._winograd_chunks(8, 16) == [(0, 4), (4, 8)]                   # at most four images a chunk
     assert F._winograd_chunks(3, 1024) == [(0, 1), (1, 2), (2, 3)]         # large maps: one image a chunk
 
 
-@pytest.mark.parametrize("c_in,c_out,size", [(16, 16, 64), (32, 32, 32), (64, 64, 9)])   # direct; Winograd (odd maps too)
+@pytest.mark.parametrize("c_in,c_out,size", [(8, 8, 64), (32, 32, 32), (64, 64, 9)])   # direct; Winograd (odd maps too)
 def test_the_same_bits_for_any_thread_count(c_in, c_out, size, every_job_shared):
     rng = np.random.default_rng(0)
     x, w, b = _rand(rng, (5, c_in, size, size), np.float32), _rand(rng, (c_out, c_in, 3, 3), np.float32), \
@@ -112,7 +115,7 @@ def test_the_same_bits_for_any_thread_count(c_in, c_out, size, every_job_shared)
 
     def run():
         out, cache = F.conv2d_forward(x, w, b, 1, 1, True)
-        assert cache[5] is None if c_in == 16 else cache[5][0].shape[:2] == (16, c_in)
+        assert cache[5] is None if c_in == 8 else cache[5][0].shape[:2] == (16, c_in)
         return (out, *F.conv2d_backward(dout, cache))
 
     with threads.using(1):

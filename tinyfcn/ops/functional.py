@@ -38,15 +38,14 @@ maps keep ``dout2 @ cols.T``: there the weight is large and the product short, a
 transposing the result back costs more than the product gains (fc6: 0.35 ms to transpose
 (1152 x 256), against 0.04 ms gained).
 
-Where an image's columns would not fit in the cache and the products would be thin (3x3
-stride-1 convolutions with at most 16 channels on maps of 64x64 or more, FCN's conv1_2), a
-direct kernel (``_kernels.conv3x3``) convolves each padded image without columns, and computes
-the input gradient too, as a convolution of dout with the flipped weight (see ``_direct``).
-Elsewhere, with 16 channels or more on maps of 8x8 or more (FCN's conv2_1 to conv4_2), Winograd's
+With 16 channels or more on maps of 8x8 or more (FCN's conv1_2 to conv4_2), Winograd's
 F(2x2, 3x3) replaces each 3x3 window's 9 multiplications per output by 4 (16 per 2x2 block):
 ``out = A^T [(G w G^T) * (B^T d B)] A`` per 4x4 input tile d, the products for an image's tiles as
 16 matrix products (``_kernels.winograd_*``; see ``WINOGRAD_CHANNELS``), backward the same steps
-in reverse.
+in reverse. Where an image's columns would not fit in the cache and the products would be thin but
+Winograd does not run (3x3 stride-1 convolutions with fewer than 16 channels on maps of 64x64 or
+more), a direct kernel (``_kernels.conv3x3``) convolves each padded image without columns, and
+computes the input gradient too, as a convolution of dout with the flipped weight (see ``_direct``).
 
 A transposed convolution runs the same pieces the other way round. Its forward
 pass, ``col2im(weight2.T @ x2)``, is literally the paper's picture: column (n, i, j)
@@ -168,20 +167,19 @@ that product by blocks of 64 output channels (and the input gradient by blocks o
 DIRECT_CHANNELS = 16
 DIRECT_PIXELS = 4096
 """The dispatch rule of the direct 3x3 convolution (:func:`_direct`): at most ``DIRECT_CHANNELS``
-input and output channels, and output maps of at least ``DIRECT_PIXELS`` pixels (64x64).
+input and output channels, fewer than :data:`WINOGRAD_CHANNELS` on one side at least (16 in and 16
+out runs Winograd), and output maps of at least ``DIRECT_PIXELS`` pixels (64x64).
 
-There an image's columns (C_in*9 rows of H_out*W_out: 2.4 MB for 16 channels at 64x64) no longer
-fit in the core's L2 cache, and the products have only 16 rows, so im2col + BLAS ran at about
+There an image's columns (C_in*9 rows of H_out*W_out: 1.2 MB for 8 channels at 64x64) no longer
+fit in the core's L2 cache, and the products have only 8 or 16 rows, so im2col + BLAS ran at about
 25 GFLOP/s where :func:`tinyfcn.ops._kernels.conv3x3` ran at about 50 (one core, single-thread
-CPU time, AVX-512; FCN's conv1_2, 16->16 at 64x64 and 128x128: 2x faster forward; 8->8 at 64x64:
-3x). With 32 channels, or maps of 32x32, the BLAS was as fast or faster (16->32 at 32x32: 1.3x
-faster), so those keep im2col. Measured once and written here; nothing is timed at run time.
-(The kernel has since become faster -- about 75 GFLOP/s on 16->16 at 64x64, the same bits -- and
-the rule has not been changed since: moving a layer to another path changes that layer's sums, and so
-every trained figure. Measured again on a 2-core Intel Xeon (AVX-512), batch 8, medians: FCN-8s's
-conv1_2 forward+backward 9.05 ms direct against 7.22 by Winograd at one thread, 5.33 against 4.68 at
-two, its forward alone 2.77 against 3.00. The rule stays until the trained figures are measured
-again with the other one.)"""
+CPU time, AVX-512; 16->16 at 64x64 and 128x128: 2x faster forward; 8->8 at 64x64: 3x). With 32
+channels, or maps of 32x32, the BLAS was as fast or faster (16->32 at 32x32: 1.3x faster), so those
+keep im2col. FCN-8s's conv1_2 (16->16 at 64x64) ran this kernel until Winograd's chunks became
+faster (a 2-core Intel Xeon, AVX-512, batch 8, medians: forward+backward 9.05 ms direct against 7.22
+by Winograd at one thread, 5.33 against 4.68 at two; the forward alone 2.77 against 3.00); it now
+runs Winograd, which leaves this kernel the layers of fewer than 16 channels (a network of width
+8). Measured once and written here; nothing is timed at run time."""
 
 
 def _direct(weight, stride, padding, pixels):
@@ -191,18 +189,20 @@ def _direct(weight, stride, padding, pixels):
     The kernel's own limits: a 3x3 kernel, stride 1, padding at most 2 (the input gradient pads dout
     by ``2 - padding``) and even channel counts (it computes two output channels at a time, and the
     input gradient runs it with C_in outputs); the rule keeps to multiples of 4, the shapes it was
-    measured on; then :data:`DIRECT_CHANNELS` and :data:`DIRECT_PIXELS`, from measurements.
+    measured on; then :data:`DIRECT_CHANNELS` and :data:`DIRECT_PIXELS`, from measurements, where
+    Winograd does not run (:func:`_winograd`).
     """
     C_out, C_in, kh, kw = weight.shape
     return ((kh, kw) == (3, 3) and tuple(stride) == (1, 1) and max(padding) <= 2 and C_in % 4 == 0
-            and C_out % 4 == 0 and max(C_in, C_out) <= DIRECT_CHANNELS and pixels >= DIRECT_PIXELS)
+            and C_out % 4 == 0 and max(C_in, C_out) <= DIRECT_CHANNELS and pixels >= DIRECT_PIXELS
+            and not _winograd(weight, stride, padding, pixels))
 
 
 WINOGRAD_CHANNELS = 16
 WINOGRAD_PIXELS = 64
 """The dispatch rule of Winograd's F(2x2, 3x3) (:func:`_winograd`): 3x3 stride-1 convolutions with at
 least ``WINOGRAD_CHANNELS`` input and output channels and output maps of at least ``WINOGRAD_PIXELS``
-pixels (8x8), where the direct kernel does not run.
+pixels (8x8).
 
 Winograd computes each 2x2 block of outputs from a 4x4 tile of input with 16 products instead of
 36: 16 matrix products (C_out x C_in) @ (C_in x tiles), 2.25x fewer multiplications than im2col's,
@@ -217,8 +217,8 @@ Winograd ms at one thread, and at two; measured when each thread ran its whole r
 conv2_2 8.14 -> 4.60 and 4.28 -> 2.60, conv3_1 (32->64 at 16x16) 3.08 -> 2.57 and 1.81 -> 1.91,
 conv3_2 5.93 -> 4.29 and 3.25 -> 2.84, conv4_1 (64->128 at 8x8) 3.02 -> 2.71 and 2.09 -> 2.21,
 conv4_2 5.93 -> 4.74 and 3.78 -> 3.55; conv5 (at 4x4) 1.71 -> 2.31, too few tiles for the transforms
-to pay. conv1_2 (16->16 at 64x64) keeps the direct kernel: 7.56 ms against Winograd's 7.22 for
-forward+backward, but 2.23 against 2.61 for the forward pass alone (inference).
+to pay. conv1_2 (16->16 at 64x64): 7.22 ms against the direct kernel's 9.05 (see
+:data:`DIRECT_CHANNELS`).
 
 Its float32 results differ from im2col's by rounding of the same size (RMS 1e-7 to 4e-7 of the values
 against float64, forward and both gradients, on these layers; im2col's 1e-7 to 3e-7), in other places. Measured once and
@@ -228,11 +228,11 @@ written here; nothing is timed at run time."""
 def _winograd(weight, stride, padding, pixels):
     """True when a convolution runs Winograd's F(2x2, 3x3) (see :data:`WINOGRAD_CHANNELS`): a 3x3
     kernel, stride 1, at least :data:`WINOGRAD_CHANNELS` channels in and out, output maps of at
-    least :data:`WINOGRAD_PIXELS` pixels, and not :func:`_direct`. Any padding (the tiles read a
-    zero-padded copy of the input)."""
+    least :data:`WINOGRAD_PIXELS` pixels. Any padding (the tiles read a zero-padded copy of the
+    input)."""
     C_out, C_in, kh, kw = weight.shape
     return ((kh, kw) == (3, 3) and tuple(stride) == (1, 1) and min(C_in, C_out) >= WINOGRAD_CHANNELS
-            and pixels >= WINOGRAD_PIXELS and not _direct(weight, stride, padding, pixels))
+            and pixels >= WINOGRAD_PIXELS)
 
 
 def _winograd_tiles(out_shape):
@@ -240,27 +240,27 @@ def _winograd_tiles(out_shape):
     return -(-out_shape[0] // 2), -(-out_shape[1] // 2)
 
 
-WINOGRAD_CHUNK_PIXELS = 256
-"""Winograd takes ``ceil(WINOGRAD_CHUNK_PIXELS / (H_out*W_out))`` images at a time through every step
-(:func:`_winograd_chunks`): one from 16x16 maps on, four at 8x8, so that each of the 16 products has
-at least 64 tiles. FCN-8s's conv4_1 and conv4_2 (8x8, batch 8), forward+backward, one image a chunk
--> four: 2.68 -> 2.36 ms and 4.57 -> 4.34 at one thread, 1.81 -> 1.63 and 3.18 -> 2.90 at two; two
-images 2.47 and 4.21, 1.73 and 3.01; eight (one chunk: one thread) 2.48 and 4.40, 2.49 and 4.24.
+WINOGRAD_CHUNK_PIXELS = 512
+WINOGRAD_CHUNK_IMAGES = 4
+"""Winograd takes ``min(WINOGRAD_CHUNK_IMAGES, ceil(WINOGRAD_CHUNK_PIXELS / (H_out*W_out)))`` images
+at a time through every step (:func:`_winograd_chunks`): one from 32x32 maps on, two at 16x16, four
+at 8x8, so that each of the 16 products has at least 128 tiles (64 at 8x8), and a chunk's tiles stay
+in the core's cache. Measured on a 2-core Intel Xeon (AVX-512), FCN-8s's layers at batch 8,
+forward+backward, medians of 7 alternating rounds: at 16x16 (conv3_1, conv3_2) chunks of two images
+took 1.98 and 3.26 ms against 2.06 and 3.37 for one at one thread, 1.62 and 2.43 against 1.89 and
+2.68 at two; at 8x8 (conv4_2) four images took 2.55 ms at two threads against 3.11-3.18 for 8 to 32
+(one chunk: one thread). Earlier, on an AMD EPYC (AVX-512), conv4_1 and conv4_2 one image a chunk
+-> four: 2.68 -> 2.36 ms and 4.57 -> 4.34 at one thread, 1.81 -> 1.63 and 3.18 -> 2.90 at two.
 The chunks do not depend on the thread count, and the weight gradient adds their shares in order, so
 neither does any result. (At 4x4, conv5, chunks of 4 or 8 images took 1.66-1.73 ms against im2col's
-1.70 at one thread and 1.59-1.67 against 1.29 at two: it keeps im2col.) Measured again on a 2-core
-Intel Xeon (AVX-512), forward+backward, medians of 7 alternating rounds: at 16x16 (conv3_1, conv3_2)
-chunks of two images took 1.98 and 3.26 ms against 2.06 and 3.37 for one at one thread, 1.62 and 2.43
-against 1.89 and 2.68 at two; at 8x8 four images stayed best at two threads (conv4_2 2.55 ms against
-3.11-3.18 for 8 to 32). Chunks of at least 512 pixels and at most four images would follow that; they
-change conv3_x's weight-gradient sums, so this rule stays until the trained figures are measured again
-with them."""
+1.70 at one thread and 1.59-1.67 against 1.29 at two: it keeps im2col.) Measured once and written
+here; nothing is timed at run time."""
 
 
 def _winograd_chunks(N, pixels):
-    """[(n0, n1), ...]: the batch cut into chunks of ``ceil(WINOGRAD_CHUNK_PIXELS / pixels)`` images (the last may be
-    smaller), the same for any thread count, so no sum depends on it."""
-    B = -(-WINOGRAD_CHUNK_PIXELS // pixels)
+    """[(n0, n1), ...]: the batch cut into chunks of ``min(WINOGRAD_CHUNK_IMAGES, ceil(WINOGRAD_CHUNK_PIXELS /
+    pixels))`` images (the last may be smaller), the same for any thread count, so no sum depends on it."""
+    B = min(WINOGRAD_CHUNK_IMAGES, -(-WINOGRAD_CHUNK_PIXELS // pixels))
     return [(n, min(N, n + B)) for n in range(0, N, B)]
 
 
@@ -303,10 +303,10 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
 
     ``out[n, o, i, j] = bias[o] + sum_{c,u,v} weight[o, c, u, v] * xpad[n, c, i*sh + u, j*sw + v]``
 
-    3x3 stride-1 convolutions with few channels on large maps run a direct kernel instead of
-    im2col and a matrix product (:func:`_direct` gives the rule and the measurements behind it),
-    with 16 channels or more on maps of 8x8 or more Winograd's F(2x2, 3x3) (:func:`_winograd`);
-    both agree with the im2col path to float32 rounding (the terms are added in another order).
+    3x3 stride-1 convolutions with 16 channels or more on maps of 8x8 or more run Winograd's
+    F(2x2, 3x3) (:func:`_winograd`), with fewer channels on large maps a direct kernel
+    (:func:`_direct`) instead of im2col and a matrix product; both agree with the im2col path to
+    float32 rounding (the terms are added in another order).
 
     With ``relu`` the output is ``max(out, 0)``: the bias and the ReLU after the convolution are
     one pass over each image's output (:func:`tinyfcn.ops._kernels.bias_relu`), and the backward
