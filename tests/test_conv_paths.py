@@ -72,8 +72,8 @@ def test_the_dispatch_rules():
     assert not direct(16, 16, 64) and not direct(16, 16, 128)                        # FCN's conv1_2: Winograd
     assert not direct(3, 16, 64) and not direct(8, 6, 64)                            # four channels at a time
     assert not direct(8, 8, 64, kernel=5) and not direct(8, 8, 64, stride=2) and not direct(8, 8, 64, padding=3)
-    for c_in, c_out, size in ((16, 16, 64), (16, 16, 128), (16, 32, 32), (32, 32, 32), (32, 64, 16), (64, 64, 16), (64, 128, 8), (128, 128, 8),
-                              (16, 32, 64), (32, 64, 32)):                       # conv1_2 to conv4_x, at 64 and 128
+    for c_in, c_out, size in ((16, 16, 64), (16, 32, 32), (32, 32, 32), (32, 64, 16), (64, 64, 16), (64, 128, 8),
+                              (128, 128, 8), (16, 16, 128), (16, 32, 64), (32, 64, 32)):   # conv1_2 to conv4_x, at 64 and 128
         assert winograd(c_in, c_out, size) and not direct(c_in, c_out, size)
     assert not winograd(3, 16, 64) and not winograd(8, 8, 64) and not winograd(8, 16, 32)   # conv1_1; few channels
     assert not winograd(128, 128, 4) and not winograd(128, 256, 2)                # conv5, fc6: too few tiles

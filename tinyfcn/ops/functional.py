@@ -178,8 +178,11 @@ channels, or maps of 32x32, the BLAS was as fast or faster (16->32 at 32x32: 1.3
 keep im2col. FCN-8s's conv1_2 (16->16 at 64x64) ran this kernel until Winograd's chunks became
 faster (a 2-core Intel Xeon, AVX-512, batch 8, medians: forward+backward 9.05 ms direct against 7.22
 by Winograd at one thread, 5.33 against 4.68 at two; the forward alone 2.77 against 3.00); it now
-runs Winograd, which leaves this kernel the layers of fewer than 16 channels (a network of width
-8). Measured once and written here; nothing is timed at run time."""
+runs Winograd, which leaves this kernel the layers of fewer than 16 channels (half FCN-8s's
+default widths). Later the same day, with that machine running about 1.3x slower, the two were
+level (forward+backward 10.6-15.7 ms by Winograd against 12.2-13.1 direct, one thread) while
+FCN-8s's whole training step stayed 1.5 % shorter with Winograd. Measured and written here; nothing
+is timed at run time."""
 
 
 def _direct(weight, stride, padding, pixels):
