@@ -10,7 +10,8 @@
    pad the image, the direct kernel; and backward: unfold the image again for the weight
    gradient's product, pad dout, the direct kernel for the input gradient. Where it
    runs Winograd (``functional._winograd``), the pieces are its transforms and its three sets of
-   16 products, chunk by chunk of images. A transposed convolution runs the same pieces the other way round. A
+   16 products, chunk by chunk of images (inside one numba call per thread, ``_kernels.winograd_chunks``
+   and ``_kernels.winograd_chunks_backward``; the replica calls the pieces one by one). A transposed convolution runs the same pieces the other way round. A
    replica of each call, built from tinyfcn's own private helpers (read-only), runs the
    pieces in order with a stopwatch lap after each, at the FCN-8s shapes; the real call
    is timed alongside to show the pieces add up. So a slow op can be pinned on the BLAS,
@@ -170,8 +171,8 @@ def conv_replica(op, rng):
 
 def winograd_replica(op, rng):
     """As :func:`conv_replica`, where tinyfcn runs Winograd's F(2x2, 3x3) (``functional._winograd``): each
-    chunk of images' tiles in turn (``functional._winograd_chunks``) -- transforms, the 16 products of each
-    pass, and back."""
+    chunk of images' tiles in turn (``functional._winograd_chunk_images`` a chunk) -- transforms, the 16
+    products of each pass, and back."""
     x = _randn(rng, op["x_shape"])
     w = _randn(rng, op["w_shape"], 0.1)
     b = _randn(rng, (w.shape[0],))
@@ -190,13 +191,16 @@ def winograd_replica(op, rng):
         t.lap("fwd: checks")
         U = F._winograd_weight(wc)
         t.lap("fwd: weight transform")
-        chunks = F._winograd_chunks(N, Ho * Wo)
+        B = F._winograd_chunk_images(Ho * Wo)
+        chunks = [(n, min(N, n + B)) for n in range(0, N, B)]
         Vs = [np.empty((16, C_in, n1 - n0, T), x.dtype) for n0, n1 in chunks]
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
         for (n0, n1), V in zip(chunks, Vs):
             B = n1 - n0
             M = np.empty((16, C_out, B, T), x.dtype)
-            F._winograd_input(xc[n0:n1], p, tiles, V)
+            xpad = np.zeros((B, C_in, 2 * tiles[0] + 2, 2 * tiles[1] + 2), x.dtype)
+            xpad[:, :, p[0]:p[0] + H, p[1]:p[1] + W] = xc[n0:n1]
+            _kernels.winograd_input(xpad, V)
             t.lap("fwd: pad + input transform")
             np.matmul(U, V.reshape(16, C_in, B * T), out=M.reshape(16, C_out, B * T))
             t.lap("fwd: 16 GEMMs U@V")

@@ -32,7 +32,7 @@ def _both_paths(monkeypatch, path, x, w, b, padding, relu, dout):
         if path == "direct":
             assert (cache[5] is None) == (value == opened)             # the direct path keeps no columns
         else:
-            assert isinstance(cache[5], list) == (value == opened)    # Winograd keeps V, a (16, C_in, B, tiles) per chunk
+            assert (cache[5].ndim == 1) == (value == opened)          # Winograd keeps every chunk's V, flat
         results.append((out, *F.conv2d_backward(dout, cache)))
     return results
 
@@ -90,7 +90,8 @@ def test_each_paths_gradients(monkeypatch, path, padding, seed):
     rng = np.random.default_rng(seed)
     x, w, b = rng.standard_normal((2, 4, 14, 13)), rng.standard_normal((8, 4, 3, 3)), rng.standard_normal(8)
     out, cache = F.conv2d_forward(x, w, b, 1, padding)
-    assert cache[5] is None if path == "direct" else cache[5][0].shape[:2] == (16, 4)
+    tiles = -(-out.shape[2] // 2) * -(-out.shape[3] // 2)
+    assert cache[5] is None if path == "direct" else cache[5].shape == (16 * 4 * 2 * tiles,)    # V, flat
     dout = rng.standard_normal(out.shape)
     dx, dw, db = F.conv2d_backward(dout, cache)
     assert rel_error(dx, numerical_gradient(lambda v: F.conv2d_forward(v, w, b, 1, padding)[0], x, dout)) < 1e-7
@@ -98,12 +99,11 @@ def test_each_paths_gradients(monkeypatch, path, padding, seed):
     assert rel_error(db, numerical_gradient(lambda v: F.conv2d_forward(x, w, v, 1, padding)[0], b, dout)) < 1e-7
 
 
-def test_winograd_chunks_cover_the_batch_whatever_the_thread_count():
-    assert F._winograd_chunks(8, 64) == [(0, 4), (4, 8)]                   # 8x8 maps: four images a chunk
-    assert F._winograd_chunks(5, 64) == [(0, 4), (4, 5)]                   # the last chunk smaller
-    assert F._winograd_chunks(5, 256) == [(0, 2), (2, 4), (4, 5)]          # 16x16: two images a chunk
-    assert F._winograd_chunks(8, 16) == [(0, 4), (4, 8)]                   # at most four images a chunk
-    assert F._winograd_chunks(3, 1024) == [(0, 1), (1, 2), (2, 3)]         # large maps: one image a chunk
+def test_winograd_chunk_sizes_follow_the_map_not_the_thread_count():
+    assert F._winograd_chunk_images(64) == 4                               # 8x8 maps: four images a chunk
+    assert F._winograd_chunk_images(256) == 2                              # 16x16: two
+    assert F._winograd_chunk_images(16) == 4                               # at most four
+    assert F._winograd_chunk_images(1024) == 1                             # large maps: one image a chunk
 
 
 @pytest.mark.parametrize("c_in,c_out,size", [(8, 8, 64), (32, 32, 32), (64, 64, 9)])   # direct; Winograd (odd maps too)
@@ -115,7 +115,7 @@ def test_the_same_bits_for_any_thread_count(c_in, c_out, size, every_job_shared)
 
     def run():
         out, cache = F.conv2d_forward(x, w, b, 1, 1, True)
-        assert cache[5] is None if c_in == 8 else cache[5][0].shape[:2] == (16, c_in)
+        assert cache[5] is None if c_in == 8 else cache[5].shape == (16 * c_in * 5 * (-(-size // 2)) ** 2,)   # V
         return (out, *F.conv2d_backward(dout, cache))
 
     with threads.using(1):

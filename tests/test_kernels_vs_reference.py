@@ -192,6 +192,8 @@ KERNEL_TWINS = {
     "winograd_output": R.winograd_output,
     "winograd_output_adjoint": R.winograd_output_adjoint,
     "winograd_input_adjoint": R.winograd_input_adjoint,
+    "winograd_chunks": R.winograd_chunks,
+    "winograd_chunks_backward": R.winograd_chunks_backward,
     "max_pool2d_forward": R.max_pool2d_forward,
     "max_pool2d_2x2": R.max_pool2d_forward,
     "max_unpool2d": R.max_unpool2d_forward,
@@ -436,6 +438,47 @@ def test_winograd_transforms(dtype, out_size):
     _kernels.winograd_input_adjoint(dV, dxpad)
     assert_close(dxpad, KERNEL_TWINS["winograd_input_adjoint"](dV, xpad.shape), dtype)
 
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size,padding,B", [((6, 5), (1, 1), 2), ((7, 8), (0, 2), 3), ((4, 4), (2, 0), 1), ((5, 9), (1, 2), 5)])
+def test_winograd_chunks(dtype, size, padding, B):
+    """The whole chunk loop, forward and backward, against its twin: five images, so the last chunk is
+    smaller (but for B = 1 and 5); odd maps; the chunks split between two calls, as between two threads;
+    with and without bias, ReLU, kept tiles and input gradient."""
+    N, C_in, C_out = 5, 3, 4
+    (H, W), (ph, pw) = size, padding
+    Ho, Wo = H + 2 * ph - 2, W + 2 * pw - 2
+    th, tw = -(-Ho // 2), -(-Wo // 2)
+    T, chunks = th * tw, -(-N // B)
+    x, U, bias, dout = data((N, C_in, H, W), dtype, 0), data((16, C_out, C_in), dtype, 1), data(C_out, dtype, 2), \
+        data((N, C_out, Ho, Wo), dtype, 3)
+    scratch = lambda C: np.full(16 * C * B * T, np.nan, dtype)         # noqa: E731 -- every value read is written first
+    xpad = np.full((B, C_in, 2 * th + 2, 2 * tw + 2), np.nan, dtype)
+    for b, relu, keep in itertools.product((None, bias), (False, True), (False, True)):
+        want, want_V, want_bad = KERNEL_TWINS["winograd_chunks"](x, padding, U, b, relu, B)
+        out, V = np.full(want.shape, np.nan, dtype), np.full(16 * C_in * N * T, np.nan, dtype) if keep else scratch(C_in)
+        bad = sum(_kernels.winograd_chunks(x, ph, pw, U, b, relu, B, i0, i1, V, keep, xpad, scratch(C_out), out)
+                  for i0, i1 in ((0, chunks // 2), (chunks // 2, chunks)))
+        assert_close(out, want, dtype)
+        assert bad == want_bad == 0
+        if keep:
+            assert_close(V, want_V, dtype)
+        rectified = out if relu else None
+        for with_U in (False, True):
+            want_dU, want_dx, want_masked = KERNEL_TWINS["winograd_chunks_backward"](dout, rectified, x, padding,
+                                                                                     U if with_U else None, B)
+            dU = np.full((chunks, 16, C_out, C_in), np.nan, dtype)
+            dx = np.full(x.shape, np.nan, dtype) if with_U else None
+            masked = np.full(dout.shape, np.nan, dtype) if relu else None
+            for i0, i1 in ((0, chunks // 2), (chunks // 2, chunks)):
+                _kernels.winograd_chunks_backward(dout, rectified, x, ph, pw, U if with_U else None, B, i0, i1, V, keep,
+                                                  masked, dU, dx, xpad, scratch(C_out), scratch(C_in))
+            assert_close((dU, dx, masked), (want_dU, want_dx, want_masked), dtype)
+    x[1, 2, 0, 0] = np.nan                                             # counted where a ReLU meets it (the twin's
+    assert KERNEL_TWINS["winograd_chunks"](x, padding, U, bias, True, B)[2] > 0   # einsums spread it further: 0 * NaN)
+    assert _kernels.winograd_chunks(x, ph, pw, U, bias, True, B, 0, chunks, scratch(C_in), False, xpad, scratch(C_out),
+                                    out) > 0
 
 
 @pytest.mark.parametrize("out_size", [(1, 1), (5, 4), (6, 9), (8, 8)])

@@ -1,6 +1,10 @@
 """tinyfcn's own threads: identical answers with 1 and 3 threads, errors reach the caller, settings restore,
 several Python threads at once, numpy's BLAS given back, and a container's CPU quota."""
+import ast
 import gc
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -239,6 +243,33 @@ def test_blas_has_one_thread_only_while_tinyfcn_computes():
                 assert _blas_threads() == {1}
             assert _blas_threads() == {1}
         assert _blas_threads() == {2}
+
+
+def test_scipys_blas_has_one_thread_too():
+    """Winograd's products run on SciPy's BLAS (numba's np.dot), which numba loads only when a kernel first
+    calls one, after tinyfcn's first computation found the BLAS libraries: held at one thread all the same,
+    in a fresh process whose BLAS libraries start with three."""
+    pytest.importorskip("threadpoolctl")
+    code = """if True:
+        import sys
+        import numpy as np
+        from threadpoolctl import ThreadpoolController
+        from tinyfcn import functional as F, threads
+        x, w = np.ones((2, 16, 8, 8), np.float32), np.ones((16, 16, 3, 3), np.float32)
+        threads.set_threads(2)
+        threads.parallel_for(2, lambda i: None)                                  # no kernel, no SciPy yet
+        F.conv2d_backward(x, F.conv2d_forward(x, w, None, 1, 1)[1])              # Winograd
+        seen = []
+        threads.parallel_for(2, lambda i: seen.append([lib["num_threads"] for lib in
+                                                       ThreadpoolController().select(user_api="blas").info()]))
+        print("scipy.linalg.cython_blas" in sys.modules, seen)
+    """
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "3"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    loaded, seen = result.stdout.split(" ", 1)
+    counts = [n for libraries in ast.literal_eval(seen) for n in libraries]
+    assert loaded == "True" and counts and set(counts) == {1}
 
 
 def test_the_blas_count_comes_back_when_the_last_of_two_python_threads_stops():

@@ -30,8 +30,9 @@ several trainings side by side on purpose, or to measure one core. The count is 
 setting for the whole process; a lock keeps it consistent when several Python threads
 read and change it.
 
-numpy's BLAS is held at one thread only while tinyfcn computes: from the start to the
-end of every :func:`parallel_for`, in whichever Python thread runs it, and inside
+numpy's BLAS (and SciPy's, which the compiled kernels' matrix products call) is held at
+one thread only while tinyfcn computes: from the start to the end of every
+:func:`parallel_for`, in whichever Python thread runs it, and inside
 ``with computing():`` (for matrix products outside :func:`parallel_for`), with
 ``threadpoolctl``. Two layers of threads on the same cores would only get in each
 other's way, and how a BLAS splits a product across its threads can change the last
@@ -256,6 +257,7 @@ def _start_computing():
     with _lock:
         if _blas["libraries"] is None:
             import numpy  # noqa: F401 -- loads numpy's BLAS, for threadpoolctl to find
+            import scipy.linalg.cython_blas  # noqa: F401 -- and SciPy's, which numba's np.dot in the kernels calls
             try:
                 from threadpoolctl import ThreadpoolController
                 _blas["libraries"] = ThreadpoolController().select(user_api="blas").lib_controllers

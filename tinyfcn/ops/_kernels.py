@@ -19,6 +19,10 @@ numba's options are decided here, once, by ``jit``:
 - ``nogil=True``: a running kernel releases the interpreter lock, which is what lets
   those threads run at the same time.
 
+Matrix products inside a kernel (:func:`winograd_chunks`) are numba's ``np.dot``, which calls
+SciPy's BLAS (``scipy.linalg.cython_blas``; numba needs SciPy for it). :mod:`tinyfcn.threads` holds
+that BLAS at one thread too.
+
 Set the environment variable ``NUMBA_DISABLE_JIT=1`` to run these functions as plain
 Python (for a debugger or a coverage report).
 """
@@ -364,6 +368,91 @@ def winograd_input_adjoint(dV, dxpad):
                     for q in range(tw + 1):
                         row[2 * q] += half[0, q]
                         row[2 * q + 1] += half[1, q]
+
+
+@jit
+def winograd_chunks(x, ph, pw, U, bias, relu, B, i0, i1, V, keep, xpad, M, out):
+    """Winograd F(2x2, 3x3) convolution of chunks ``i0`` to ``i1 - 1`` of ``B`` images each (chunk i: images
+    ``i*B`` to ``min(N, (i+1)*B) - 1``), each chunk through every step before the next:
+
+    ``xpad`` = the chunk's images with ``ph``, ``pw`` zeros around them (and past them to whole tiles),
+    ``V = B^T d B`` of its tiles (:func:`winograd_input`), ``M[k] = U[k] @ V[k]`` for the 16 positions
+    k (numba's ``np.dot``: SciPy's BLAS), ``out = A^T m A`` of every tile (:func:`winograd_output`), then
+    bias and ReLU (:func:`bias_relu`). One call does a thread's whole range of chunks without the
+    interpreter lock: with a Python loop around the steps, two threads waited on each other's passes
+    through the interpreter between them.
+
+    x: (N, C_in, H, W); U: (16, C_out, C_in) (:func:`winograd_weight`); bias: (C_out,) or None;
+    V: with ``keep``, every chunk's tiles one chunk after another, flat (chunk i's (16, C_in, B_i, T)
+    starts at ``16*C_in*T*i*B``: a training step's backward reads them); without, room for one chunk's,
+    overwritten by each. xpad: (B, C_in, 2*th + 2, 2*tw + 2); M: flat, room for 16*C_out*B*T;
+    out: (N, C_out, H_out, W_out), ``th = ceil(H_out / 2)``, ``T = th*tw``; chunks i0 to i1 - 1's images
+    overwritten. Returns how many values were NaN or inf before a ReLU (:func:`bias_relu`).
+    """
+    N, C_in, H, W = x.shape
+    C_out, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
+    T = ((Ho + 1) // 2) * ((Wo + 1) // 2)
+    bad = 0
+    for i in range(i0, i1):
+        n0, n1 = i * B, min(N, (i + 1) * B)
+        b = n1 - n0
+        pad = xpad[:b]
+        pad[:] = 0
+        pad[:, :, ph:ph + H, pw:pw + W] = x[n0:n1]
+        start = 16 * C_in * T * n0 if keep else 0
+        Vi = V[start:start + 16 * C_in * b * T].reshape(16, C_in, b * T)
+        winograd_input(pad, Vi.reshape(16, C_in, b, T))
+        Mi = M[:16 * C_out * b * T].reshape(16, C_out, b * T)
+        for k in range(16):
+            np.dot(U[k], Vi[k], Mi[k])
+        winograd_output(Mi.reshape(16, C_out, b, T), out[n0:n1])
+        if bias is not None or relu:
+            bad += bias_relu(out[n0:n1].reshape(b, C_out, Ho * Wo), bias, relu)
+    return bad
+
+
+@jit
+def winograd_chunks_backward(dout, rectified, x, ph, pw, U, B, i0, i1, V, keep, masked, dU, dx, xpad, dM, dV):
+    """The backward pass of :func:`winograd_chunks`, chunk by chunk (the same chunks), each through every step:
+
+    with a ReLU (``rectified``, the forward's output, not None) ``masked = dout * (rectified > 0)``, the
+    gradient from here on (:func:`relu_backward`); ``dM = A dy A^T`` per tile (:func:`winograd_output_adjoint`);
+    ``dU[i, k] = dM[k] @ V[k].T``, chunk i's share of the transformed weights' gradient (V recomputed
+    into the room V gives when ``keep`` is False); with ``U`` (not None), ``dV[k] = U[k].T @ dM[k]`` and
+    dx adds ``B dv B^T`` of each tile into its window (:func:`winograd_input_adjoint`), cropped by the padding.
+
+    dout, rectified, masked: (N, C_out, H_out, W_out) (masked: written where there is a ReLU, for the
+    bias gradient; else unused); x, dx: (N, C_in, H, W) (dx: None with U None); dU: (chunks, 16, C_out,
+    C_in); V, xpad: as in :func:`winograd_chunks`; dM, dV: flat, room for 16*C_out*B*T and 16*C_in*B*T.
+    Chunks i0 to i1 - 1's images of masked and dx and their rows of dU are overwritten.
+    """
+    N, C_in, H, W = x.shape
+    C_out, Ho, Wo = dout.shape[1], dout.shape[2], dout.shape[3]
+    T = ((Ho + 1) // 2) * ((Wo + 1) // 2)
+    for i in range(i0, i1):
+        n0, n1 = i * B, min(N, (i + 1) * B)
+        b = n1 - n0
+        g = dout[n0:n1]
+        if rectified is not None:
+            relu_backward(g.reshape(-1), rectified[n0:n1].reshape(-1), masked[n0:n1].reshape(-1))
+            g = masked[n0:n1]
+        dMi = dM[:16 * C_out * b * T].reshape(16, C_out, b * T)
+        winograd_output_adjoint(g, dMi.reshape(16, C_out, b, T))
+        start = 16 * C_in * T * n0 if keep else 0
+        Vi = V[start:start + 16 * C_in * b * T].reshape(16, C_in, b * T)
+        pad = xpad[:b]
+        if not keep:
+            pad[:] = 0
+            pad[:, :, ph:ph + H, pw:pw + W] = x[n0:n1]
+            winograd_input(pad, Vi.reshape(16, C_in, b, T))
+        for k in range(16):
+            np.dot(dMi[k], Vi[k].T, dU[i, k])
+        if U is not None:
+            dVi = dV[:16 * C_in * b * T].reshape(16, C_in, b * T)
+            for k in range(16):
+                np.dot(U[k].T, dMi[k], dVi[k])
+            winograd_input_adjoint(dVi.reshape(16, C_in, b, T), pad)
+            dx[n0:n1] = pad[:, :, ph:ph + H, pw:pw + W]
 
 
 @jit

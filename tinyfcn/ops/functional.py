@@ -214,7 +214,13 @@ The batch is cut into chunks of images (:data:`WINOGRAD_CHUNK_PIXELS`) and each 
 of chunks, each chunk through every step before the next (input transform, products, output
 transform; backward likewise), so a layer is one hand-over between threads, and a chunk's tiles and
 products stay in the core's cache from one step to the next (a range at a time, they did not:
-FCN-8s's inference at batch 8, one thread, took 4 % longer; its training step 1 % longer).
+FCN-8s's inference at batch 8, one thread, took 4 % longer; its training step 1 % longer). A
+thread's range is one numba call (:func:`tinyfcn.ops._kernels.winograd_chunks` and its backward),
+the products through numba's ``np.dot``, so the thread takes the interpreter lock only to start it:
+with the steps called one by one from Python, two threads waited on each other between them (on a
+2-core Intel Xeon, AVX-512, FCN-8s's training step at batch 8 took 53.5-54.1 ms against 58.1-59.6
+at one thread and 39.0-39.6 against 44.9-45.1 at two, inference 19.1-19.4 against 20.1-20.4 and
+14.2-14.7 against 15.7-17.0; old and new code in alternating processes, the same bits).
 Forward+backward against im2col, FCN-8s's layers at batch 8 x 64x64 (quiet, AVX-512; im2col ms ->
 Winograd ms at one thread, and at two; measured when each thread ran its whole range of images at once): conv2_1 (16->32 at 32x32) 4.24 -> 2.81 and 2.33 -> 1.82,
 conv2_2 8.14 -> 4.60 and 4.28 -> 2.60, conv3_1 (32->64 at 16x16) 3.08 -> 2.57 and 1.81 -> 1.91,
@@ -246,7 +252,7 @@ def _winograd_tiles(out_shape):
 WINOGRAD_CHUNK_PIXELS = 512
 WINOGRAD_CHUNK_IMAGES = 4
 """Winograd takes ``min(WINOGRAD_CHUNK_IMAGES, ceil(WINOGRAD_CHUNK_PIXELS / (H_out*W_out)))`` images
-at a time through every step (:func:`_winograd_chunks`): one from 32x32 maps on, two at 16x16, four
+at a time through every step (:func:`_winograd_chunk_images`): one from 32x32 maps on, two at 16x16, four
 at 8x8, so that each of the 16 products has at least 128 tiles (64 at 8x8), and a chunk's tiles stay
 in the core's cache. Measured on a 2-core Intel Xeon (AVX-512), FCN-8s's layers at batch 8,
 forward+backward, medians of 7 alternating rounds: at 16x16 (conv3_1, conv3_2) chunks of two images
@@ -260,11 +266,11 @@ neither does any result. (At 4x4, conv5, chunks of 4 or 8 images took 1.66-1.73 
 here; nothing is timed at run time."""
 
 
-def _winograd_chunks(N, pixels):
-    """[(n0, n1), ...]: the batch cut into chunks of ``min(WINOGRAD_CHUNK_IMAGES, ceil(WINOGRAD_CHUNK_PIXELS /
-    pixels))`` images (the last may be smaller), the same for any thread count, so no sum depends on it."""
-    B = min(WINOGRAD_CHUNK_IMAGES, -(-WINOGRAD_CHUNK_PIXELS // pixels))
-    return [(n, min(N, n + B)) for n in range(0, N, B)]
+def _winograd_chunk_images(pixels):
+    """B, the images in a chunk: ``min(WINOGRAD_CHUNK_IMAGES, ceil(WINOGRAD_CHUNK_PIXELS / pixels))``. Chunk i
+    holds images ``i*B`` to ``min(N, (i+1)*B) - 1`` (the last may be smaller), the same for any thread count,
+    so no sum depends on it."""
+    return min(WINOGRAD_CHUNK_IMAGES, -(-WINOGRAD_CHUNK_PIXELS // pixels))
 
 
 def _winograd_weight(weight):
@@ -275,15 +281,15 @@ def _winograd_weight(weight):
     return U
 
 
-def _winograd_input(x, padding, tiles, V):
-    """V (16, C_in, N, th*tw): the 4x4 input tiles of images x, transformed (:func:`tinyfcn.ops._kernels.winograd_input`)
-    from this thread's zero-padded copy of x (an odd map's last tile reads zeros past the padding)."""
-    (N, C_in, H, W), (ph, pw), (th, tw) = x.shape, padding, tiles
-    xpad = threads.scratch("winograd xpad", (N, C_in, 2 * th + 2, 2 * tw + 2), x.dtype)
-    xpad.fill(0)
-    xpad[:, :, ph:ph + H, pw:pw + W] = x
-    _kernels.winograd_input(xpad, V)
-    return V
+def _winograd_scratch(B, C_in, C_out, th, tw, dtype):
+    """This thread's buffers for one chunk of B images (:func:`tinyfcn.ops._kernels.winograd_chunks`): the
+    padded input ``xpad`` (B, C_in, 2*th + 2, 2*tw + 2) and, flat, the tiles ``V`` and ``dV`` (16*C_in*B*T
+    values, ``T = th*tw``) and products ``M`` (16*C_out*B*T)."""
+    T = th * tw
+    return {"xpad": threads.scratch("winograd xpad", (B, C_in, 2 * th + 2, 2 * tw + 2), dtype),
+            "V": threads.scratch("winograd V", (16 * C_in * B * T,), dtype),
+            "dV": threads.scratch("winograd dV", (16 * C_in * B * T,), dtype),
+            "M": threads.scratch("winograd M", (16 * C_out * B * T,), dtype)}
 
 
 def _padded(name, a, padding):
@@ -339,7 +345,8 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
         each image's columns (the twin's (C_in*kH*kW, N*H_out*W_out) matrix, cut into images);
         for maps of fewer than :data:`SMALL_MAP` pixels, the twin's matrix itself; None where the
         direct kernel ran (:func:`_direct`); where Winograd ran (:func:`_winograd`), its transformed
-        tiles: a list of V (16, C_in, B, tiles), one per chunk of B images (:func:`_winograd_chunks`);
+        tiles: every chunk's V (16, C_in, B, tiles), chunk after chunk, in one flat array (chunks of B
+        images, :func:`_winograd_chunk_images`);
         None in every case with ``keep_columns=False``. ``rectified``
         is ``out`` with ``relu`` (the gradient passes where it is positive), else None.
         :func:`tinyfcn.ops.reference.conv2d_forward` gives the same layout with ``cols=None``.
@@ -358,25 +365,20 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
     relu = bool(relu)
     size = (N * C_out * P, N * P * weight2.size)                      # values out, multiply-adds: a small job stays on one thread
     if _winograd(weight, stride, padding, P):                          # chunk by chunk of images: tiles, 16 products, outputs
-        th, tw = tiles = _winograd_tiles((Ho, Wo))
-        U, T, chunks = _winograd_weight(weight), th * tw, _winograd_chunks(N, P)
-        cols = [np.empty((16, C_in, n1 - n0, T), x.dtype) for n0, n1 in chunks] if keep_columns else None   # V, in cols' place
+        th, tw = _winograd_tiles((Ho, Wo))
+        U, T, B = _winograd_weight(weight), th * tw, _winograd_chunk_images(P)
+        chunks = -(-N // B)
+        cols = np.empty(16 * C_in * N * T, x.dtype) if keep_columns else None   # every chunk's V, in cols' place
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
-        counts = np.zeros(len(chunks), np.int64)
+        counts = np.zeros(chunks, np.int64)
 
-        def chunk_range(i0, i1):                                       # one range of chunks per thread, each through every step
-            for i in range(i0, i1):
-                n0, n1 = chunks[i]
-                B = n1 - n0
-                V = _winograd_input(x[n0:n1], padding, tiles, threads.scratch("winograd V", (16, C_in, B, T), x.dtype)
-                                    if cols is None else cols[i])
-                M = threads.scratch("winograd M", (16, C_out, B, T), x.dtype)
-                np.matmul(U, V.reshape(16, C_in, B * T), out=M.reshape(16, C_out, B * T))
-                _kernels.winograd_output(M, out[n0:n1])
-                if bias is not None or relu:
-                    counts[i] = _kernels.bias_relu(out[n0:n1].reshape(B, C_out, P), bias, relu)
+        def chunk_range(i0, i1):                                       # one range of chunks per thread, in one kernel call
+            scratch = _winograd_scratch(B, C_in, C_out, th, tw, x.dtype)
+            V = scratch["V"] if cols is None else cols
+            counts[i0] = _kernels.winograd_chunks(x, *padding, U, bias, relu, B, i0, i1, V, cols is not None,
+                                                  scratch["xpad"], scratch["M"], out)
 
-        threads.parallel_ranges(len(chunks), chunk_range, *size)
+        threads.parallel_ranges(chunks, chunk_range, *size)
         out = out.reshape(N, C_out, P)
         nonfinite = counts.sum()
     elif P < SMALL_MAP:                                                # one product over the whole batch
@@ -460,7 +462,8 @@ def conv2d_backward(dout, cache, input_grad=True):
     x, P = np.ascontiguousarray(x), Ho * Wo
     dout3 = dout.reshape(N, C_out, -1)                                 # (N, C_out, Ho*Wo): one matrix per image
     if _winograd(weight, stride, padding, P):
-        return _winograd_backward(dout3, kept, x, weight, has_bias, padding, cols, Ho, Wo, input_grad)
+        return _winograd_backward(dout3.reshape(dout.shape), None if kept is None else kept.reshape(dout.shape),
+                                  x, weight, has_bias, padding, cols, Ho, Wo, input_grad)
     if cols is None and P < SMALL_MAP:                                 # the twin's cache: unfold the batch again
         cols = np.empty((weight[0].size, N * P), x.dtype)
         _kernels.im2col(_padded("xpad", x, padding), *weight.shape[2:], *stride, Ho, Wo, cols)
@@ -518,48 +521,37 @@ def conv2d_backward(dout, cache, input_grad=True):
     return dx, dweight, dbias
 
 
-def _winograd_backward(dout3, kept, x, weight, has_bias, padding, V, Ho, Wo, input_grad):
-    """:func:`conv2d_backward` where the forward pass ran Winograd: back through each step, chunk by chunk.
+def _winograd_backward(dout, kept, x, weight, has_bias, padding, V, Ho, Wo, input_grad):
+    """:func:`conv2d_backward` where the forward pass ran Winograd: back through each step, chunk by chunk
+    (:func:`tinyfcn.ops._kernels.winograd_chunks_backward`, one call per thread).
 
-    ``dM = A dy A^T`` per tile (:func:`tinyfcn.ops._kernels.winograd_output_adjoint`);
-    ``dU[k] = dM[k] @ V[k].T`` per chunk of images (:func:`_winograd_chunks`), added over the chunks in
-    order, and ``dweight = G^T dU G``; ``dV[k] = U[k].T @ dM[k]`` and ``dx`` adds ``B dv B^T`` of each
-    tile into its window (:func:`tinyfcn.ops._kernels.winograd_input_adjoint`). V is recomputed when
-    the cache holds none (the twin's cache, or evaluation mode). With ``input_grad=False`` the steps
-    to dx are skipped and dx is None.
+    ``dM = A dy A^T`` per tile; ``dU[k] = dM[k] @ V[k].T`` per chunk of images (:func:`_winograd_chunk_images`),
+    added over the chunks in order, and ``dweight = G^T dU G``; ``dV[k] = U[k].T @ dM[k]`` and ``dx`` adds
+    ``B dv B^T`` of each tile into its window. V is recomputed when the cache holds none (the twin's
+    cache, or evaluation mode). With ``input_grad=False`` the steps to dx are skipped and dx is None.
     """
     N, C_in, H, W = x.shape
     C_out = weight.shape[0]
-    (ph, pw), (th, tw) = padding, _winograd_tiles((Ho, Wo))
-    T, chunks = th * tw, _winograd_chunks(N, Ho * Wo)
+    th, tw = _winograd_tiles((Ho, Wo))
+    B = _winograd_chunk_images(Ho * Wo)
+    chunks = -(-N // B)
     U = _winograd_weight(weight) if input_grad else None
-    per_chunk = np.empty((len(chunks), 16, C_out, C_in), x.dtype)     # each chunk's dU
+    per_chunk = np.empty((chunks, 16, C_out, C_in), x.dtype)           # each chunk's dU
     per_image_bias = np.empty((N, C_out), x.dtype)
     dx = np.empty(x.shape, x.dtype) if input_grad else None
+    masked = np.empty(dout.shape, x.dtype) if kept is not None else None   # the gradient after the ReLU
 
-    def chunk_range(i0, i1):                                           # one range of chunks per thread, each through every step
-        for i in range(i0, i1):
-            n0, n1 = chunks[i]
-            B = n1 - n0
-            g = dout3[n0:n1]
-            if kept is not None:
-                g = _masked(g, kept[n0:n1], threads.scratch("winograd masked", g.shape, x.dtype))
-            if has_bias:
-                g.sum(axis=2, out=per_image_bias[n0:n1])
-            dM = threads.scratch("winograd M", (16, C_out, B, T), x.dtype)
-            _kernels.winograd_output_adjoint(g.reshape(B, C_out, Ho, Wo), dM)
-            V_i = V[i] if V is not None else \
-                _winograd_input(x[n0:n1], padding, (th, tw), threads.scratch("winograd V", (16, C_in, B, T), x.dtype))
-            dM2 = dM.reshape(16, C_out, B * T)
-            np.matmul(dM2, V_i.reshape(16, C_in, B * T).transpose(0, 2, 1), out=per_chunk[i])
-            if input_grad:
-                dV = threads.scratch("winograd dV", (16, C_in, B, T), x.dtype)
-                np.matmul(U.transpose(0, 2, 1), dM2, out=dV.reshape(16, C_in, B * T))
-                dxpad = threads.scratch("winograd xpad", (B, C_in, 2 * th + 2, 2 * tw + 2), x.dtype)
-                _kernels.winograd_input_adjoint(dV, dxpad)
-                dx[n0:n1] = dxpad[:, :, ph:ph + H, pw:pw + W]
+    def chunk_range(i0, i1):                                           # one range of chunks per thread, in one kernel call
+        scratch = _winograd_scratch(B, C_in, C_out, th, tw, x.dtype)
+        _kernels.winograd_chunks_backward(dout, kept, x, *padding, U, B, i0, i1, scratch["V"] if V is None else V,
+                                          V is not None, masked, per_chunk, dx, scratch["xpad"], scratch["M"],
+                                          scratch["dV"])
+        if has_bias:
+            n0, n1 = i0 * B, min(N, i1 * B)
+            g = dout if masked is None else masked
+            g[n0:n1].reshape(n1 - n0, C_out, -1).sum(axis=2, out=per_image_bias[n0:n1])
 
-    threads.parallel_ranges(len(chunks), chunk_range, N * C_out * Ho * Wo, N * Ho * Wo * weight.size)
+    threads.parallel_ranges(chunks, chunk_range, N * C_out * Ho * Wo, N * Ho * Wo * weight.size)
     dweight = np.empty(weight.shape, x.dtype)                          # G^T dU G, the chunks' dU added in a fixed order
     _kernels.winograd_weight_adjoint(per_chunk.sum(axis=0), dweight)
     dbias = per_image_bias.sum(axis=0) if has_bias else None

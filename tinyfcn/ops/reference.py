@@ -13,7 +13,8 @@ kinds of function live here:
 - :func:`im2col`, :func:`col2im`, :func:`count_nonfinite`, :func:`sgd_update`, :func:`adam_update`,
   :func:`batch_norm2d_stats`, :func:`batch_norm2d_normalize`, :func:`batch_norm2d_grad_sums`,
   :func:`batch_norm2d_grad_input`, :func:`bias_relu`, :func:`conv3x3`, :func:`winograd_weight`, :func:`winograd_weight_adjoint`, :func:`winograd_input`,
-  :func:`winograd_output`, :func:`winograd_output_adjoint` and :func:`winograd_input_adjoint` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
+  :func:`winograd_output`, :func:`winograd_output_adjoint`, :func:`winograd_input_adjoint`, :func:`winograd_chunks` and
+  :func:`winograd_chunks_backward` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
   only (some ops above are a kernel's twin too). A kernel takes its sizes one by one and fills arrays its caller made, as in
   ``_kernels.col2im(cols, kh, kw, sh, sw, ph, pw, Ho, Wo, x)``; its twin takes pairs and
   returns the result, ``col2im(cols, x_shape, kernel, stride, padding)`` (``_kernels.im2col``
@@ -206,6 +207,60 @@ def winograd_input_adjoint(dV, xpad_shape):
         for j in range(tw):
             dxpad[:, :, 2 * i:2 * i + 4, 2 * j:2 * j + 4] += dd[:, :, i, j]
     return dxpad
+
+
+def winograd_chunks(x, padding, U, bias, relu, B):
+    """A Winograd F(2x2, 3x3) convolution a chunk of B images at a time, each through every step: the chunk
+    zero-padded (to whole tiles past the padding), ``V = B^T d B`` of its tiles, ``M[k] = U[k] @ V[k]``,
+    ``A^T m A`` of every tile, bias and ReLU.
+
+    x: (N, C_in, H, W); U: (16, C_out, C_in) (:func:`winograd_weight`); bias: (C_out,) or None. Returns the
+    output (N, C_out, H + 2*ph - 2, W + 2*pw - 2), every chunk's V (16, C_in, B, th*tw) flat one after
+    another, and how many values were NaN or inf before a ReLU.
+    """
+    (N, C_in, H, W), (ph, pw) = x.shape, padding
+    Ho, Wo = H + 2 * ph - 2, W + 2 * pw - 2
+    th, tw = -(-Ho // 2), -(-Wo // 2)
+    outs, Vs, bad = [], [], 0
+    for n0 in range(0, N, B):
+        chunk = x[n0:n0 + B]
+        xpad = np.zeros((len(chunk), C_in, 2 * th + 2, 2 * tw + 2), x.dtype)
+        xpad[:, :, ph:ph + H, pw:pw + W] = chunk
+        V = winograd_input(xpad)
+        M = U @ V.reshape(16, C_in, -1)
+        out, n_bad = bias_relu(winograd_output(M.reshape(16, -1, len(chunk), th * tw), (len(chunk), U.shape[1], Ho, Wo)),
+                               bias, relu)
+        outs.append(out)
+        Vs.append(V.ravel())
+        bad += n_bad
+    return np.concatenate(outs), np.concatenate(Vs), bad
+
+
+def winograd_chunks_backward(dout, rectified, x, padding, U, B):
+    """The backward pass of :func:`winograd_chunks`, chunk by chunk: with a ReLU (``rectified``, the forward's
+    output, not None) the gradient ``masked = dout * (rectified > 0)``; ``dM = A dy A^T`` per tile; each
+    chunk's ``dU[k] = dM[k] @ V[k].T``; with ``U`` (not None) ``dV[k] = U[k].T @ dM[k]`` and dx, the
+    windows' ``B dv B^T`` added up and cropped by the padding.
+
+    Returns ``dU`` (chunks, 16, C_out, C_in), dx (N, C_in, H, W) or None, masked (as dout) or None.
+    """
+    (N, C_in, H, W), (ph, pw) = x.shape, padding
+    masked = None if rectified is None else dout * (rectified > 0)
+    g = dout if masked is None else masked
+    Ho, Wo = g.shape[2:]
+    th, tw = -(-Ho // 2), -(-Wo // 2)
+    dU, dx = [], []
+    for n0 in range(0, N, B):
+        chunk = x[n0:n0 + B]
+        xpad = np.zeros((len(chunk), C_in, 2 * th + 2, 2 * tw + 2), x.dtype)
+        xpad[:, :, ph:ph + H, pw:pw + W] = chunk
+        V = winograd_input(xpad).reshape(16, C_in, -1)
+        dM = winograd_output_adjoint(g[n0:n0 + B]).reshape(16, g.shape[1], -1)
+        dU.append(dM @ V.transpose(0, 2, 1))
+        if U is not None:
+            dV = U.transpose(0, 2, 1) @ dM
+            dx.append(winograd_input_adjoint(dV.reshape(16, C_in, len(chunk), -1), xpad.shape)[:, :, ph:ph + H, pw:pw + W])
+    return np.stack(dU), np.concatenate(dx) if U is not None else None, masked
 
 
 def bias_relu(out, bias, relu):
