@@ -462,8 +462,8 @@ def conv2d_backward(dout, cache, input_grad=True):
     x, P = np.ascontiguousarray(x), Ho * Wo
     dout3 = dout.reshape(N, C_out, -1)                                 # (N, C_out, Ho*Wo): one matrix per image
     if _winograd(weight, stride, padding, P):
-        return _winograd_backward(dout3.reshape(dout.shape), None if kept is None else kept.reshape(dout.shape),
-                                  x, weight, has_bias, padding, cols, Ho, Wo, input_grad)
+        return _winograd_backward(dout, None if kept is None else kept.reshape(dout.shape), x, weight, has_bias,
+                                  padding, cols, Ho, Wo, input_grad)
     if cols is None and P < SMALL_MAP:                                 # the twin's cache: unfold the batch again
         cols = np.empty((weight[0].size, N * P), x.dtype)
         _kernels.im2col(_padded("xpad", x, padding), *weight.shape[2:], *stride, Ho, Wo, cols)
