@@ -56,8 +56,8 @@ def tinyfcn_steps(arch, norm, x, y):
         opt.step(model.grads)
 
     def infer():
-        model.eval()
-        model.forward(x)
+        with model.inference():        # as predict and evaluate: BatchNorm folded, no backward caches
+            model.forward(x)
 
     return train, infer
 

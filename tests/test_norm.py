@@ -27,6 +27,7 @@ from tinyfcn.training.checkpoint import (
     save_checkpoint,
 )
 from tinyfcn.training.optim import SGD
+from tinyfcn.training.train import evaluate
 
 TINY = dict(widths=(2, 3, 3, 4, 4), fc_width=4)
 
@@ -310,6 +311,58 @@ def test_fold_batchnorm_of_the_classifier_and_its_score_map():
     assert isinstance(folded_map, ScoreMap) and not folded_map.buffers
     big = np.random.default_rng(2).standard_normal((1, 3, 77, 70)).astype(np.float32)
     _scores_agree(net.forward(big), folded_map.forward(big))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_a_batch_norms_fold_is_its_evaluation_map_after_the_layer_before(dtype):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 9, 11)).astype(dtype)
+    weight = rng.standard_normal((5, 3, 3, 3)).astype(dtype)
+    bn = nn.BatchNorm2d(5, eps=1e-3, dtype=dtype).eval()
+    for array, (low, high) in zip([bn.params["weight"], bn.params["bias"], bn.buffers["running_mean"],
+                                   bn.buffers["running_var"]], [(-2, 2), (-1, 1), (-1, 1), (0.1, 3)]):
+        array[...] = rng.uniform(low, high, array.shape)
+    for bias in [None, rng.standard_normal(5).astype(dtype)]:
+        conv = F.conv2d_forward(x, weight, bias, 1, 1)[0]
+        folded_weight, folded_bias = bn.fold(weight, bias)
+        assert folded_weight.dtype == folded_bias.dtype == dtype
+        np.testing.assert_allclose(F.conv2d_forward(x, folded_weight, folded_bias, 1, 1)[0], bn.forward(conv),
+                                   rtol=0, atol=(1e-5 if dtype == np.float32 else 1e-12) * np.ptp(conv))
+
+
+@pytest.mark.parametrize("variant", ["fcn8s", "fcn32s-unpool", "fcn8s-conv-concat"])
+def test_inference_folds_every_batch_norm_and_keeps_no_backward_cache(variant):
+    model = train_a_little(perturb(make(variant)))
+    assert {model.folds[conv] for conv in model.folds} == {norm_of(conv) for conv in model.folds}
+    assert len(model.folds) == sum(isinstance(layer, nn.BatchNorm2d) for layer in model.layers.values())
+    x = np.random.default_rng(1).standard_normal((2, 3, 35, 29)).astype(np.float32)
+    with nn.evaluating(model):
+        scores = model.forward(x)
+    with model.inference():
+        assert not model.training
+        inferred = model.forward(x)
+    assert model.training                                            # the caller's mode comes back
+    np.testing.assert_array_equal(inferred, fold_batchnorm(model).forward(x))   # the folded network, bit for bit
+    _scores_agree(scores, inferred)
+    kept = [name for name, layer in model.layers.items()
+            if getattr(layer, "cache", None) is not None and not isinstance(layer, nn.MaxPool2d)]
+    assert kept == []
+    with pytest.raises(RuntimeError, match="inference"):
+        model.backward(np.ones_like(inferred))
+    model.forward(x)                                                 # a training pass: backward works again
+    model.backward(np.ones_like(inferred))
+
+
+def test_predict_and_evaluate_run_the_folded_network():
+    model = train_a_little(perturb(make("fcn8s")))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3, 24, 20)).astype(np.float32)
+    images, labels = rng.random((5, 24, 20, 3)).astype(np.float32), rng.integers(0, 4, (5, 24, 20))
+    folded = fold_batchnorm(model)
+    np.testing.assert_array_equal(model.predict(x), folded.predict(x))
+    mine, theirs = evaluate(model, (images, labels), batch_size=2), evaluate(folded, (images, labels), batch_size=2)
+    assert mine["loss"] == theirs["loss"] and model.training
+    np.testing.assert_array_equal(mine["confusion"], theirs["confusion"])
 
 
 def test_a_model_without_batch_norm_folds_into_a_copy():

@@ -27,15 +27,19 @@ output (a :class:`~tinyfcn.ops.nn.Conv2d` or :class:`~tinyfcn.ops.nn.BatchNorm2d
 (:meth:`Graph.fuse_relus`): that layer writes ``max(out, 0)`` in its own pass and folds the
 ReLU's mask into its backward, and the ReLU node passes the map and its gradient through. The
 declaration, the parameters and every result stay the same; one pass over the map is saved in
-each direction.
+each direction. For prediction, :meth:`Graph.inference` goes further: a BatchNorm that alone
+reads a convolution is folded into it, and no layer keeps a backward cache.
 
 A :class:`Graph` is itself a layer (:class:`~tinyfcn.ops.nn.Layer`): ``forward``,
 ``backward``, ``params``, ``grads``, ``buffers``, ``train``/``eval``, so the optimizer, the
 checkpoints and a bigger graph treat it like any other layer.
 """
+import contextlib
+
 import numpy as np
 
 from .. import threads
+from ..ops import functional as F
 from ..ops import nn
 from .coord_map import IDENTITY, compose, crop_offset, layer_map, receptive_field
 
@@ -90,6 +94,8 @@ class Graph(nn.Layer):
     buffers : dict keyed ``"<node>.<name>"`` like ``params`` (a :class:`ParameterDict` of kind
         ``"buffers"``): the layers' state that gradients do not train, such as a BatchNorm2d's
         running statistics, the arrays the layers update in place. Empty without such layers.
+    folds : dict, node name of a Conv2d -> node name of the BatchNorm2d that alone reads it:
+        the pairs :meth:`inference` runs as one convolution.
     """
 
     def __init__(self, nodes):
@@ -104,6 +110,10 @@ class Graph(nn.Layer):
         self.buffers = ParameterDict(self.layers, "buffers")
         self._readers = {m: sum(s.count(m) for s in self.sources.values()) for m in self.coords}
         self.fuse_relus()
+        self.folds = {self.sources[name][0]: name for name, layer in self.layers.items()
+                      if type(layer) is nn.BatchNorm2d and self._readers[self.sources[name][0]] == 1
+                      and isinstance(self.layers.get(self.sources[name][0]), nn.Conv2d)}
+        self._inferring = self._inferred = False
 
     def _add(self, name, layer, sources):
         where = f"Graph: node {name!r}"
@@ -145,20 +155,40 @@ class Graph(nn.Layer):
         """Run every node in order on ``x`` (the map ``"input"``); returns the last node's map.
 
         The whole pass runs inside :func:`tinyfcn.threads.computing`, as does :meth:`backward`:
-        numpy's BLAS is set to one thread once per pass, not once per layer.
+        numpy's BLAS is set to one thread once per pass, not once per layer. Inside
+        :meth:`inference` the pass folds each BatchNorm into its convolution and keeps no
+        backward caches.
         """
         maps, readers = {"input": x}, dict(self._readers)
         self.shapes = {"input": x.shape}
+        self._inferred = self._inferring
         with threads.computing():
             for name, layer in self.layers.items():
                 sources = self.sources[name]
-                maps[name] = layer.forward(*(maps[s] for s in sources))
+                if not self._inferring:
+                    maps[name] = layer.forward(*(maps[s] for s in sources))
+                else:
+                    maps[name] = self._infer(name, layer, [maps[s] for s in sources])
                 self.shapes[name] = maps[name].shape
                 for s in sources:                          # drop a map once its last reader has run
                     readers[s] -= 1
                     if readers[s] == 0 and s != self.output:
                         del maps[s]
         return maps[self.output]
+
+    def _infer(self, name, layer, inputs):
+        """One node's map inside :meth:`inference`; the layer keeps no backward cache (a max-pool its switches)."""
+        if name in self.folds:                             # the convolution with its BatchNorm folded in
+            norm = self.layers[self.folds[name]]
+            weight, bias = norm.fold(layer.params["weight"], layer.params.get("bias"))
+            out = F.conv2d_forward(inputs[0], weight, bias, layer.stride, layer.padding, norm.relu, keep_columns=False)[0]
+        elif name in self.folds.values():                  # that BatchNorm: its map is the convolution's
+            out = inputs[0]
+        else:
+            out = layer.forward(*inputs)
+        if not isinstance(layer, nn.MaxPool2d):            # an unpooling may read a pool's switches
+            layer.cache = None
+        return out
 
     def backward(self, dout, input_grad=True):
         """Backpropagate ``dout`` (the gradient of the output map); fills :attr:`grads`, returns d input.
@@ -168,6 +198,9 @@ class Graph(nn.Layer):
         only the input skips its input gradient (a training step needs no gradient of the images:
         FCN-8s's conv1_1 then does a third less work); every entry of :attr:`grads` is the same.
         """
+        if self._inferred:
+            raise RuntimeError(f"{type(self).__name__}.backward: the last forward pass ran inside inference(), "
+                               "which keeps nothing for a backward pass; run forward outside it first")
         grads = {self.output: dout}
         with threads.computing():
             for name in reversed(self.layers):
@@ -192,12 +225,33 @@ class Graph(nn.Layer):
             layer.train(mode)
         return self
 
+    @contextlib.contextmanager
+    def inference(self):
+        """``with net.inference(): scores = net.forward(x)``: forward passes for prediction only.
+
+        Inside, the graph runs in evaluation mode, and each :class:`~tinyfcn.ops.nn.BatchNorm2d`
+        that alone reads a :class:`~tinyfcn.ops.nn.Conv2d` is folded into it: the convolution runs
+        with :meth:`~tinyfcn.ops.nn.BatchNorm2d.fold`'s weight and bias (and the BatchNorm's ReLU),
+        the BatchNorm passes that map on -- one pass over each map instead of two, the scores
+        :func:`~tinyfcn.networks.surgery.fold_batchnorm`'s network computes, bit for bit, and equal
+        to evaluation mode's up to rounding. Every layer but a max-pool (whose switches an unpooling
+        may read) drops its backward cache as soon as it has run, so a map is freed after its last
+        reader; a ``backward`` after such a pass raises. The caller's mode comes back on exit.
+        What :meth:`predict` and :func:`~tinyfcn.training.train.evaluate` run.
+        """
+        inferring, self._inferring = self._inferring, True
+        try:
+            with nn.evaluating(self):
+                yield self
+        finally:
+            self._inferring = inferring
+
     def predict(self, x):
-        """The arg-max class of :meth:`forward` along the class axis, run in evaluation mode.
+        """The arg-max class of :meth:`forward` along the class axis, run inside :meth:`inference`.
 
         Scores (N, K, H, W) give a label map (N, H, W); a classifier's logits (N, K) one label per image.
         """
-        with nn.evaluating(self):
+        with self.inference():
             return self.forward(x).argmax(axis=1)
 
     # -- reading the declaration

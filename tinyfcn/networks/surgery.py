@@ -121,12 +121,14 @@ def fold_batchnorm(model):
 
     In evaluation a BatchNorm is a per-channel affine map of the convolution (or dense layer)
     before it, ``gamma * (conv(x) - mean) / sqrt(var + eps) + beta`` with the running mean and
-    variance, so it folds into that layer's weight and bias: with ``s = gamma / sqrt(var + eps)``
-    per output channel, ``w' = s * w`` and ``b' = (b - mean) * s + beta`` (b = 0: a convolution
-    before BatchNorm has no bias). The result is the model's config with ``norm="none"``, built
-    afresh (:func:`build`, or :class:`ScoreMap` for a convolutionalized classifier), holding the
-    folded weights and a copy of every other parameter. The folding is computed in float64, so
-    the scores differ by rounding only. A model without BatchNorm gives a copy.
+    variance, so it folds into that layer's weight and bias (:meth:`~tinyfcn.ops.nn.BatchNorm2d.fold`:
+    with ``s = gamma / sqrt(var + eps)`` per output channel, ``w' = s * w`` and
+    ``b' = (b - mean) * s + beta``; b = 0: a convolution before BatchNorm has no bias). The result
+    is the model's config with ``norm="none"``, built afresh (:func:`build`, or :class:`ScoreMap`
+    for a convolutionalized classifier), holding the folded weights and a copy of every other
+    parameter; the scores differ by rounding only. :meth:`~tinyfcn.networks.graph.Graph.inference`
+    (what ``predict`` and ``evaluate`` run) folds the same weights on each pass, so its scores are
+    this network's, bit for bit. A model without BatchNorm gives a copy.
     """
     config = dict(model.config, norm="none")
     new = ScoreMap(config, dtype=model.dtype) if isinstance(model, ScoreMap) else build(config, dtype=model.dtype)
@@ -136,13 +138,6 @@ def fold_batchnorm(model):
         node, name = key.split(".", 1)
         if node not in norms:
             target[...] = model.params[key]
-            continue
-        bn = norms[node]
-        mean, var = (bn.buffers[k].astype(np.float64) for k in ("running_mean", "running_var"))
-        gamma, beta = (bn.params[k].astype(np.float64) for k in ("weight", "bias"))
-        scale = gamma / np.sqrt(var + bn.eps)
-        if name == "weight":
-            target[...] = model.params[key] * scale.reshape(-1, *[1] * (target.ndim - 1))
-        else:
-            target[...] = (model.params.get(key, 0) - mean) * scale + beta
+        elif name == "weight":
+            target[...], new.params[f"{node}.bias"][...] = norms[node].fold(model.params[key], model.params.get(f"{node}.bias"))
     return new.eval()

@@ -293,6 +293,22 @@ class BatchNorm2d(Layer):
         dx, self.grads["weight"], self.grads["bias"] = F.batch_norm2d_backward(dout, self.cache)
         return dx
 
+    def fold(self, weight, bias=None):
+        """The weight and bias of the layer before this one with this layer's evaluation-mode map folded in.
+
+        In evaluation a BatchNorm is a per-channel affine map of the convolution (or dense layer)
+        before it: with ``s = gamma / sqrt(running_var + eps)``, ``bn(conv(x; w, b)) = conv(x; w', b')``
+        for ``w' = s * w`` (each output channel's row of ``weight``, shape (C, ...)) and
+        ``b' = (b - running_mean) * s + beta`` (``bias`` None: b = 0). ``s`` and ``b'`` are
+        computed in float64; ``w'`` is ``weight`` times ``s`` rounded to ``weight``'s dtype, one
+        product per weight. Returns ``(w', b')`` in ``weight``'s dtype.
+        """
+        mean, var = (self.buffers[k].astype(np.float64) for k in ("running_mean", "running_var"))
+        gamma, beta = (self.params[k].astype(np.float64) for k in ("weight", "bias"))
+        scale = gamma / np.sqrt(var + self.eps)
+        folded_bias = ((0.0 if bias is None else bias.astype(np.float64)) - mean) * scale + beta
+        return weight * scale.astype(weight.dtype).reshape(-1, *[1] * (weight.ndim - 1)), folded_bias.astype(weight.dtype)
+
     def __repr__(self):
         return f"{type(self).__name__}({self.params['weight'].size}, momentum={self.momentum}, eps={self.eps})"
 

@@ -56,6 +56,9 @@ class TrainingWarning(UserWarning):
 def evaluate(model, dataset, batch_size=8, boundary_width=3, normalization=None, class_weights=None):
     """Run ``model`` over ``dataset`` in evaluation mode and score it with one dataset-wide confusion matrix.
 
+    The passes run inside ``model.inference()`` (:meth:`~tinyfcn.networks.graph.Graph.inference`):
+    each BatchNorm folded into the convolution before it, no backward caches kept.
+
     ``dataset`` is a :class:`~tinyfcn.datasets.Dataset` or a pair of arrays ``(images, labels)``
     (see :meth:`~tinyfcn.datasets.Dataset.from_arrays`). K is ``model.config["num_classes"]``
     for the FCN models, else the dataset's. ``normalization`` is the input's (mean, std); by default
@@ -72,15 +75,13 @@ def evaluate(model, dataset, batch_size=8, boundary_width=3, normalization=None,
     """
     dataset = _as_dataset(dataset, "evaluate", "dataset")
     normalization = getattr(model, "normalization", FIXED) if normalization is None else normalization
-    training = model.training
-    model.eval()
     K = getattr(model, "config", {}).get("num_classes", dataset.num_classes)
     confusion = ConfusionMatrix(K, IGNORE)
     boundary = BoundaryAccuracy(boundary_width, IGNORE)
     class_weights = None if class_weights is None else np.asarray(class_weights, np.float64)
     weights = np.ones(K) if class_weights is None else class_weights
     total, counted = 0.0, 0.0
-    try:
+    with model.inference():
         for first, (x, y) in zip(range(0, len(dataset), batch_size),
                                  datasets.batches(dataset, batch_size, normalization=normalization)):
             with np.errstate(over="ignore", invalid="ignore"):    # overflow is caught as NonFiniteError
@@ -94,8 +95,6 @@ def evaluate(model, dataset, batch_size=8, boundary_width=3, normalization=None,
             for n in range(len(y)):             # each image at its own size: the padding is no object's edge
                 h, w = dataset[first + n][1].shape
                 boundary.update(y[n, :h, :w], pred[n, :h, :w])
-    finally:
-        model.train(training)
     return dict(loss=total / counted if counted else 0.0, **confusion.scores(), boundary_accuracy=boundary.value(),
                 confusion=confusion.matrix)
 
