@@ -113,7 +113,7 @@ class Graph(nn.Layer):
         self.folds = {self.sources[name][0]: name for name, layer in self.layers.items()
                       if type(layer) is nn.BatchNorm2d and self._readers[self.sources[name][0]] == 1
                       and isinstance(self.layers.get(self.sources[name][0]), nn.Conv2d)}
-        self._inferring = self._inferred = False
+        self._folded, self._inferred = None, False           # inside inference(): conv node -> folded (weight, bias)
 
     def _add(self, name, layer, sources):
         where = f"Graph: node {name!r}"
@@ -161,11 +161,11 @@ class Graph(nn.Layer):
         """
         maps, readers = {"input": x}, dict(self._readers)
         self.shapes = {"input": x.shape}
-        self._inferred = self._inferring
+        self._inferred = self._folded is not None
         with threads.computing():
             for name, layer in self.layers.items():
                 sources = self.sources[name]
-                if not self._inferring:
+                if self._folded is None:
                     maps[name] = layer.forward(*(maps[s] for s in sources))
                 else:
                     maps[name] = self._infer(name, layer, [maps[s] for s in sources])
@@ -179,9 +179,9 @@ class Graph(nn.Layer):
     def _infer(self, name, layer, inputs):
         """One node's map inside :meth:`inference`; the layer keeps no backward cache (a max-pool its switches)."""
         if name in self.folds:                             # the convolution with its BatchNorm folded in
-            norm = self.layers[self.folds[name]]
-            weight, bias = norm.fold(layer.params["weight"], layer.params.get("bias"))
-            out = F.conv2d_forward(inputs[0], weight, bias, layer.stride, layer.padding, norm.relu, keep_columns=False)[0]
+            weight, bias = self._folded[name]
+            out = F.conv2d_forward(inputs[0], weight, bias, layer.stride, layer.padding,
+                                   self.layers[self.folds[name]].relu, keep_columns=False)[0]
         elif name in self.folds.values():                  # that BatchNorm: its map is the convolution's
             out = inputs[0]
         else:
@@ -236,15 +236,19 @@ class Graph(nn.Layer):
         :func:`~tinyfcn.networks.surgery.fold_batchnorm`'s network computes, bit for bit, and equal
         to evaluation mode's up to rounding. Every layer but a max-pool (whose switches an unpooling
         may read) drops its backward cache as soon as it has run, so a map is freed after its last
-        reader; a ``backward`` after such a pass raises. The caller's mode comes back on exit.
-        What :meth:`predict` and :func:`~tinyfcn.training.train.evaluate` run.
+        reader; a ``backward`` after such a pass raises. The folded weights are computed once, on
+        entering the block (so every pass of an evaluation shares them): change no parameter inside
+        it. The caller's mode comes back on exit. What :meth:`predict` and
+        :func:`~tinyfcn.training.train.evaluate` run.
         """
-        inferring, self._inferring = self._inferring, True
+        folded, self._folded = self._folded, {
+            conv: self.layers[norm].fold(self.layers[conv].params["weight"], self.layers[conv].params.get("bias"))
+            for conv, norm in self.folds.items()}
         try:
             with nn.evaluating(self):
                 yield self
         finally:
-            self._inferring = inferring
+            self._folded = folded
 
     def predict(self, x):
         """The arg-max class of :meth:`forward` along the class axis, run inside :meth:`inference`.
