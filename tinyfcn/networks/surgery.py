@@ -127,7 +127,7 @@ def fold_batchnorm(model):
     is the model's config with ``norm="none"``, built afresh (:func:`build`, or :class:`ScoreMap`
     for a convolutionalized classifier), holding the folded weights and a copy of every other
     parameter; the scores differ by rounding only. :meth:`~tinyfcn.networks.graph.Graph.inference`
-    (what ``predict`` and ``evaluate`` run) folds the same weights on each pass, so its scores are
+    (what ``predict`` and ``evaluate`` run) folds the same weights, so its scores are
     this network's, bit for bit. A model without BatchNorm gives a copy.
     """
     config = dict(model.config, norm="none")
