@@ -193,16 +193,17 @@ def winograd_replica(op, rng):
         t.lap("fwd: weight transform")
         B = F._winograd_chunk_images(Ho * Wo)
         chunks = [(n, min(N, n + B)) for n in range(0, N, B)]
-        Vs = [np.empty((16, C_in, n1 - n0, T), x.dtype) for n0, n1 in chunks]
+        gap = _kernels.ROW_GAP                                         # the kernels' rows: C*B*T values, then a gap
+        Vs = [np.empty((16, C_in * (n1 - n0) * T + gap), x.dtype) for n0, n1 in chunks]
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
         for (n0, n1), V in zip(chunks, Vs):
             B = n1 - n0
-            M = np.empty((16, C_out, B, T), x.dtype)
+            M = np.empty((16, C_out * B * T + gap), x.dtype)
             xpad = np.zeros((B, C_in, 2 * tiles[0] + 2, 2 * tiles[1] + 2), x.dtype)
             xpad[:, :, p[0]:p[0] + H, p[1]:p[1] + W] = xc[n0:n1]
             _kernels.winograd_input(xpad, V)
             t.lap("fwd: pad + input transform")
-            np.matmul(U, V.reshape(16, C_in, B * T), out=M.reshape(16, C_out, B * T))
+            np.matmul(U, V[:, :C_in * B * T].reshape(16, C_in, B * T), out=M[:, :C_out * B * T].reshape(16, C_out, B * T))
             t.lap("fwd: 16 GEMMs U@V")
             _kernels.winograd_output(M, out[n0:n1])
             t.lap("fwd: output transform")
@@ -213,13 +214,14 @@ def winograd_replica(op, rng):
         dU = np.empty((len(chunks), *U.shape), x.dtype)
         for i, ((n0, n1), V) in enumerate(zip(chunks, Vs)):
             B = n1 - n0
-            M, dV = np.empty((16, C_out, B, T), x.dtype), np.empty((16, C_in, B, T), x.dtype)
+            M, dV = np.empty((16, C_out * B * T + gap), x.dtype), np.empty((16, C_in * B * T + gap), x.dtype)
             dxpad = np.empty((B, C_in, 2 * tiles[0] + 2, 2 * tiles[1] + 2), x.dtype)
             _kernels.winograd_output_adjoint(d[n0:n1], M)
             t.lap("bwd: output adjoint")
-            np.matmul(M.reshape(16, C_out, B * T), V.reshape(16, C_in, B * T).transpose(0, 2, 1), out=dU[i])
+            Mv, Vv = M[:, :C_out * B * T].reshape(16, C_out, B * T), V[:, :C_in * B * T].reshape(16, C_in, B * T)
+            np.matmul(Mv, Vv.transpose(0, 2, 1), out=dU[i])
             t.lap("bwd: 16 GEMMs dM@V.T (dW)")
-            np.matmul(U.transpose(0, 2, 1), M.reshape(16, C_out, B * T), out=dV.reshape(16, C_in, B * T))
+            np.matmul(U.transpose(0, 2, 1), Mv, out=dV[:, :C_in * B * T].reshape(16, C_in, B * T))
             t.lap("bwd: 16 GEMMs U.T@dM (dx)")
             _kernels.winograd_input_adjoint(dV, dxpad)
             t.lap("bwd: input adjoint")

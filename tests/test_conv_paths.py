@@ -5,6 +5,7 @@ import pytest
 
 from tinyfcn import functional as F
 from tinyfcn import threads
+from tinyfcn.ops import _kernels
 from tinyfcn.ops.gradcheck import numerical_gradient, rel_error
 
 AGREEMENT = {np.float32: 1e-6, np.float64: 1e-12}
@@ -91,7 +92,9 @@ def test_each_paths_gradients(monkeypatch, path, padding, seed):
     x, w, b = rng.standard_normal((2, 4, 14, 13)), rng.standard_normal((8, 4, 3, 3)), rng.standard_normal(8)
     out, cache = F.conv2d_forward(x, w, b, 1, padding)
     tiles = -(-out.shape[2] // 2) * -(-out.shape[3] // 2)
-    assert cache[5] is None if path == "direct" else cache[5].shape == (16 * 4 * 2 * tiles,)    # V, flat
+    B = F._winograd_chunk_images(out[0, 0].size)                       # images a chunk; one chunk of rows of tiles
+    kept = -(-2 // B) * 16 * (4 * B * tiles + _kernels.ROW_GAP)         # each row: C_in*B*tiles values and a gap
+    assert cache[5] is None if path == "direct" else cache[5].shape == (kept,)    # V, flat
     dout = rng.standard_normal(out.shape)
     dx, dw, db = F.conv2d_backward(dout, cache)
     assert rel_error(dx, numerical_gradient(lambda v: F.conv2d_forward(v, w, b, 1, padding)[0], x, dout)) < 1e-7
@@ -115,7 +118,8 @@ def test_the_same_bits_for_any_thread_count(c_in, c_out, size, every_job_shared)
 
     def run():
         out, cache = F.conv2d_forward(x, w, b, 1, 1, True)
-        assert cache[5] is None if c_in == 8 else cache[5].shape == (16 * c_in * 5 * (-(-size // 2)) ** 2,)   # V
+        B, T = F._winograd_chunk_images(size * size), (-(-size // 2)) ** 2        # V: each chunk's rows, with gaps
+        assert cache[5] is None if c_in == 8 else cache[5].shape == (-(-5 // B) * 16 * (c_in * B * T + _kernels.ROW_GAP),)
         return (out, *F.conv2d_backward(dout, cache))
 
     with threads.using(1):

@@ -418,26 +418,40 @@ def test_winograd_weight(dtype, shape):
     assert_close(dweight, KERNEL_TWINS["winograd_weight_adjoint"](dU), dtype)
 
 
+def rows(a):
+    """A (16, ...) array in the Winograd kernels' layout: its 16 rows flat, each followed by ROW_GAP NaNs."""
+    out = np.full((16, a[0].size + _kernels.ROW_GAP), np.nan, a.dtype)
+    out[:, :a[0].size] = a.reshape(16, -1)
+    return out
+
+
+def unrows(r, shape):
+    """The (16, C, N, T) array of ``shape`` in the first columns of the kernels' rows ``r``."""
+    return r[:, :int(np.prod(shape[1:]))].reshape(shape)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("out_size", [(1, 1), (2, 2), (5, 4), (6, 9), (8, 7)])     # odd maps: tiles cut at the edge
 def test_winograd_transforms(dtype, out_size):
+    """Each transform against its twin, its (16, C, N, T) arrays as the kernels take them: rows with a gap of
+    NaNs after each (:data:`tinyfcn.ops._kernels.ROW_GAP`), which the kernels must neither read nor write."""
     N, C = 3, 2
     th, tw = -(-out_size[0] // 2), -(-out_size[1] // 2)
     xpad, dout = data((N, C, 2 * th + 2, 2 * tw + 2), dtype, 0), data((N, C, *out_size), dtype, 1)
     M, dV = data((16, C, N, th * tw), dtype, 2), data((16, C, N, th * tw), dtype, 3)
-    V = np.full(M.shape, np.nan, dtype)                                # every value overwritten
+    V = rows(np.full(M.shape, np.nan, dtype))                          # every value overwritten
     _kernels.winograd_input(xpad, V)
-    assert_close(V, KERNEL_TWINS["winograd_input"](xpad), dtype)
+    assert_close(unrows(V, M.shape), KERNEL_TWINS["winograd_input"](xpad), dtype)
     out = np.full((N, C, *out_size), np.nan, dtype)
-    _kernels.winograd_output(M, out)
+    _kernels.winograd_output(rows(M), out)
     assert_close(out, KERNEL_TWINS["winograd_output"](M, out.shape), dtype)
-    dM = np.full(M.shape, np.nan, dtype)
+    dM = rows(np.full(M.shape, np.nan, dtype))
     _kernels.winograd_output_adjoint(dout, dM)
-    assert_close(dM, KERNEL_TWINS["winograd_output_adjoint"](dout), dtype)
+    assert_close(unrows(dM, M.shape), KERNEL_TWINS["winograd_output_adjoint"](dout), dtype)
     dxpad = np.full(xpad.shape, np.nan, dtype)
-    _kernels.winograd_input_adjoint(dV, dxpad)
+    _kernels.winograd_input_adjoint(rows(dV), dxpad)
     assert_close(dxpad, KERNEL_TWINS["winograd_input_adjoint"](dV, xpad.shape), dtype)
-
+    assert np.isnan(V[:, M[0].size:]).all() and np.isnan(dM[:, M[0].size:]).all()   # the gaps untouched
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -453,17 +467,20 @@ def test_winograd_chunks(dtype, size, padding, B):
     T, chunks = th * tw, -(-N // B)
     x, U, bias, dout = data((N, C_in, H, W), dtype, 0), data((16, C_out, C_in), dtype, 1), data(C_out, dtype, 2), \
         data((N, C_out, Ho, Wo), dtype, 3)
-    scratch = lambda C: np.full(16 * C * B * T, np.nan, dtype)         # noqa: E731 -- every value read is written first
+    S_in = C_in * B * T + _kernels.ROW_GAP                             # a chunk's rows of tiles, with their gaps
+    scratch = lambda C: np.full(16 * (C * B * T + _kernels.ROW_GAP), np.nan, dtype)   # noqa: E731 -- read only where written
     xpad = np.full((B, C_in, 2 * th + 2, 2 * tw + 2), np.nan, dtype)
     for b, relu, keep in itertools.product((None, bias), (False, True), (False, True)):
         want, want_V, want_bad = KERNEL_TWINS["winograd_chunks"](x, padding, U, b, relu, B)
-        out, V = np.full(want.shape, np.nan, dtype), np.full(16 * C_in * N * T, np.nan, dtype) if keep else scratch(C_in)
+        out, V = np.full(want.shape, np.nan, dtype), np.full(chunks * 16 * S_in, np.nan, dtype) if keep else scratch(C_in)
         bad = sum(_kernels.winograd_chunks(x, ph, pw, U, b, relu, B, i0, i1, V, keep, xpad, scratch(C_out), out)
                   for i0, i1 in ((0, chunks // 2), (chunks // 2, chunks)))
         assert_close(out, want, dtype)
         assert bad == want_bad == 0
-        if keep:
-            assert_close(V, want_V, dtype)
+        if keep:                                                       # chunk i's (16, C_in, b, T) in its rows
+            kept = [V[16 * S_in * i:16 * S_in * (i + 1)].reshape(16, S_in)[:, :C_in * len(x[i * B:(i + 1) * B]) * T]
+                    for i in range(chunks)]
+            assert_close(np.concatenate([k.ravel() for k in kept]), want_V, dtype)
         rectified = out if relu else None
         for with_U in (False, True):
             want_dU, want_dx, want_masked = KERNEL_TWINS["winograd_chunks_backward"](dout, rectified, x, padding,
@@ -495,7 +512,7 @@ def test_the_winograd_output_transforms_add_in_their_documented_order(out_size):
     y = np.stack([f[:, 0] + f[:, 1] + f[:, 2], f[:, 1] - f[:, 2] - f[:, 3]], axis=-1)    # f A, y[r, c, n, i, j, s]
     expected = y.transpose(2, 1, 3, 0, 4, 5).reshape(N, C, 2 * th, 2 * tw)[:, :, :H, :W]
     out = np.full((N, C, H, W), np.nan, np.float32)
-    _kernels.winograd_output(M, out)
+    _kernels.winograd_output(rows(M), out)
     assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
     dy = np.zeros((N, C, 2 * th, 2 * tw), np.float32)
     dy[:, :, :H, :W] = dout
@@ -503,9 +520,9 @@ def test_the_winograd_output_transforms_add_in_their_documented_order(out_size):
     g = np.stack([d[0], d[0] + d[1], d[0] - d[1], -d[1]])              # A dy, g[a, s]
     p, q = g[:, 0], g[:, 1]
     expected = np.stack([p, p + q, p - q, -q], axis=1).reshape(16, C, N, th * tw)
-    dM = np.full(M.shape, np.nan, np.float32)
+    dM = rows(np.full(M.shape, np.nan, np.float32))
     _kernels.winograd_output_adjoint(dout, dM)
-    assert np.array_equal(dM.view(np.uint32), expected.view(np.uint32))
+    assert np.array_equal(unrows(dM, M.shape).view(np.uint32), expected.view(np.uint32))
 
 def test_the_winograd_adjoints_are_adjoints():
     xpad, dout = data((2, 3, 8, 10), np.float64, 0), data((2, 3, 5, 7), np.float64, 1)

@@ -184,19 +184,33 @@ def winograd_weight_adjoint(dU, dweight):
                 wo[i + 6] = (b[c] + d[c]) * 0.5 + e[c]
 
 
+ROW_GAP = 32
+"""Values left unused after each row of the (16, S) arrays the Winograd kernels read and write (``S = L + ROW_GAP``
+with L = C*N*T values in use), and after each row of their own temporaries.
+
+A row holds one position k of every tile, so the 16 rows are written (or read) side by side, a few values of each
+in turn. Rows of L values alone start a power of two bytes apart on FCN's maps (64 KB for conv1_2's 16 channels of
+1024 tiles), all in the same sets of the core's L1 and L2 caches, which hold 8 to 16 lines a set: the streams then
+evict one another. 32 values (128 bytes of float32) between rows spreads them over different sets. Measured on a
+2-core Intel Xeon (AVX-512), FCN-8s's seven Winograd layers at batch 8, one thread, medians: the input transform
+3.45 ms without the gap, 2.52 with 16 values, 2.41 with 32, 2.38 with 48."""
+
+
 @jit
 def winograd_input(xpad, V):
-    """Winograd F(2x2, 3x3)'s input transform: ``V[:, c, n, t] = B^T d B`` (flattened row-major) for every
-    4x4 tile ``d = xpad[n, c, 2i:2i+4, 2j:2j+4]``, tile ``t = i*tw + j``.
+    """Winograd F(2x2, 3x3)'s input transform: ``V[k, (c*N + n)*T + t]`` is position k = 4a + b of ``B^T d B``
+    for every 4x4 tile ``d = xpad[n, c, 2i:2i+4, 2j:2j+4]``, tile ``t = i*tw + j`` (T = th*tw tiles a map).
 
     ``B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]``: each row of ``e = B^T d`` is
     a sum or difference of two rows of d, each entry of ``e B`` of two columns of e. A row of tiles at
     a time: the four rows of e over the whole width, split into even and odd columns, so that tile j
     reads ``even[j], odd[j], even[j + 1], odd[j + 1]`` and every loop over j runs on contiguous memory.
-    xpad: (N, C, 2*th + 2, 2*tw + 2); V: (16, C, N, th*tw), overwritten.
+    xpad: (N, C, 2*th + 2, 2*tw + 2); V: (16, S) with S >= C*N*T (see :data:`ROW_GAP`); its first
+    C*N*T columns overwritten.
     """
     N, C = xpad.shape[0], xpad.shape[1]
     th, tw = (xpad.shape[2] - 2) // 2, (xpad.shape[3] - 2) // 2
+    T = th * tw
     even, odd = np.empty((4, tw + 1), xpad.dtype), np.empty((4, tw + 1), xpad.dtype)
     for c in range(C):
         for n in range(N):
@@ -208,11 +222,11 @@ def winograd_input(xpad, V):
                         half[1, q] = r1[k] + r2[k]
                         half[2, q] = r2[k] - r1[k]
                         half[3, q] = r1[k] - r3[k]
-                t0 = i * tw
+                t0 = (c * N + n) * T + i * tw
                 for a in range(4):
                     e, o = even[a], odd[a]
-                    v0, v1, v2, v3 = V[4 * a, c, n, t0:t0 + tw], V[4 * a + 1, c, n, t0:t0 + tw], \
-                        V[4 * a + 2, c, n, t0:t0 + tw], V[4 * a + 3, c, n, t0:t0 + tw]
+                    v0, v1, v2, v3 = V[4 * a, t0:t0 + tw], V[4 * a + 1, t0:t0 + tw], \
+                        V[4 * a + 2, t0:t0 + tw], V[4 * a + 3, t0:t0 + tw]
                     for j in range(tw):
                         v0[j] = e[j] - e[j + 1]
                         v1[j] = o[j] + e[j + 1]
@@ -223,30 +237,30 @@ def winograd_input(xpad, V):
 @jit
 def winograd_output(M, out):
     """Winograd F(2x2, 3x3)'s output transform: each tile's 2x2 outputs ``A^T m A`` from its 16 products
-    ``m = M[:, o, n, t]`` (as 4x4, row-major), ``A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]``.
+    ``m = M[:, (o*N + n)*T + t]`` (as 4x4, row-major), ``A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]``.
 
-    Two passes over all of M at once, each a loop over every tile of every map (M[k] is one contiguous
-    row of C*N*T values): ``f = A^T m`` (rows of m combined: ``f[0] = m0 + m1 + m2``, ``f[1] = m1 - m2 -
+    Two passes over all of M at once, each a loop over every tile of every map (row k of M holds position
+    k of every tile): ``f = A^T m`` (rows of m combined: ``f[0] = m0 + m1 + m2``, ``f[1] = m1 - m2 -
     m3``, left to right), then ``y = f A`` (its columns combined the same way); last, each output row is
     filled from y, the tiles' even and odd columns interleaved. Short loops cost more than their
     arithmetic here: with one loop per map over its tiles (and per output row), this kernel took 2x
     as long on FCN-8s's 32x32 maps and 4x on its 8x8 ones (one thread, AVX-512); its adjoint, 1.6x
     and 4x. The sums are the same, in the same order (a test checks the bits).
-    M: (16, C_out, N, th*tw); out: (N, C_out, H_out, W_out) with ``th = ceil(H_out / 2)``,
-    ``tw = ceil(W_out / 2)``, overwritten (an odd map drops its tiles' last row or column).
+    M: (16, S) with S >= C_out*N*T (see :data:`ROW_GAP`); out: (N, C_out, H_out, W_out) with
+    ``th = ceil(H_out / 2)``, ``tw = ceil(W_out / 2)``, T = th*tw, overwritten (an odd map drops its
+    tiles' last row or column).
     """
     N, C, Ho, Wo = out.shape
     th, tw = (Ho + 1) // 2, (Wo + 1) // 2
     T = th * tw
     L = C * N * T
-    m = M.reshape(16, L)
-    f = np.empty((8, L), M.dtype)                     # f[4r + b] = (A^T m)[r, b], for every tile
+    f = np.empty((8, L + ROW_GAP), M.dtype)           # f[4r + b] = (A^T m)[r, b], for every tile
     for b in range(4):
-        m0, m1, m2, m3, f0, f1 = m[b], m[4 + b], m[8 + b], m[12 + b], f[b], f[4 + b]
+        m0, m1, m2, m3, f0, f1 = M[b], M[4 + b], M[8 + b], M[12 + b], f[b], f[4 + b]
         for k in range(L):
             f0[k] = m0[k] + m1[k] + m2[k]
             f1[k] = m1[k] - m2[k] - m3[k]
-    y = np.empty((4, L), M.dtype)                     # y[2r + s]: output (r, s) of every tile
+    y = np.empty((4, L + ROW_GAP), M.dtype)           # y[2r + s]: output (r, s) of every tile
     for r in range(2):
         g0, g1, g2, g3, ye, yo = f[4 * r], f[4 * r + 1], f[4 * r + 2], f[4 * r + 3], y[2 * r], y[2 * r + 1]
         for k in range(L):
@@ -268,21 +282,22 @@ def winograd_output(M, out):
 
 @jit
 def winograd_output_adjoint(dout, dM):
-    """The adjoint of :func:`winograd_output`: ``dM[:, o, n, t] = A dy A^T`` for each tile's 2x2 gradient
+    """The adjoint of :func:`winograd_output`: ``dM[:, (o*N + n)*T + t] = A dy A^T`` for each tile's 2x2 gradient
     ``dy = dout[n, o, 2i:2i+2, 2j:2j+2]`` (0 past an odd map's edge).
 
     With ``A = [[1, 0], [1, 1], [1, -1], [0, -1]]``, row a of ``A dy`` is ``(p, q)`` = dy's first row,
     the sum of its rows, their difference, minus its second row; then ``dM[4a:4a+4] = (p, p + q, p - q, -q)``.
     First each tile's four dy entries are gathered from dout's rows (even and odd columns), then both
-    steps run as loops over every tile of every map at once (dM[k] is one contiguous row), as in
-    :func:`winograd_output`.
-    dout: (N, C_out, H_out, W_out); dM: (16, C_out, N, th*tw), overwritten.
+    steps run as loops over every tile of every map at once (row k of dM holds position k of every
+    tile), as in :func:`winograd_output`.
+    dout: (N, C_out, H_out, W_out); dM: (16, S) with S >= C_out*N*T (see :data:`ROW_GAP`), its first
+    C_out*N*T columns overwritten.
     """
     N, C, Ho, Wo = dout.shape
     th, tw = (Ho + 1) // 2, (Wo + 1) // 2
     T = th * tw
     L = C * N * T
-    y = np.empty((4, L), dout.dtype)                  # y[2r + s]: dy[r, s] of every tile (0 past the edge)
+    y = np.empty((4, L + ROW_GAP), dout.dtype)        # y[2r + s]: dy[r, s] of every tile (0 past the edge)
     for o in range(C):
         for n in range(N):
             base = (o * N + n) * T
@@ -300,7 +315,7 @@ def winograd_output_adjoint(dout, dM):
             if Ho % 2:                                # ... and the last tile row's row 1 zero
                 y[2, base + T - tw:base + T] = 0
                 y[3, base + T - tw:base + T] = 0
-    g = np.empty((8, L), dout.dtype)                  # g[2a + s] = (A dy)[a, s]
+    g = np.empty((8, L + ROW_GAP), dout.dtype)        # g[2a + s] = (A dy)[a, s]
     for s in range(2):
         a0, a1, b0, b1, b2, b3 = y[s], y[2 + s], g[s], g[2 + s], g[4 + s], g[6 + s]
         for k in range(L):
@@ -308,9 +323,8 @@ def winograd_output_adjoint(dout, dM):
             b1[k] = a0[k] + a1[k]
             b2[k] = a0[k] - a1[k]
             b3[k] = -a1[k]
-    d = dM.reshape(16, L)
     for a in range(4):
-        p, q, d0, d1, d2, d3 = g[2 * a], g[2 * a + 1], d[4 * a], d[4 * a + 1], d[4 * a + 2], d[4 * a + 3]
+        p, q, d0, d1, d2, d3 = g[2 * a], g[2 * a + 1], dM[4 * a], dM[4 * a + 1], dM[4 * a + 2], dM[4 * a + 3]
         for k in range(L):
             d0[k] = p[k]
             d1[k] = p[k] + q[k]
@@ -320,7 +334,7 @@ def winograd_output_adjoint(dout, dM):
 
 @jit
 def winograd_input_adjoint(dV, dxpad):
-    """The adjoint of :func:`winograd_input`: every tile adds ``B dv B^T`` (``dv = dV[:, c, n, t]`` as 4x4)
+    """The adjoint of :func:`winograd_input`: every tile adds ``B dv B^T`` (``dv = dV[:, (c*N + n)*T + t]`` as 4x4)
     into its window ``dxpad[n, c, 2i:2i+4, 2j:2j+4]``; windows overlap by two rows and columns.
 
     One map at a time: ``E = dv B^T`` combines the columns of dv and ``R = B E`` the rows of E, for
@@ -328,19 +342,21 @@ def winograd_input_adjoint(dV, dxpad):
     took 1.1x to 1.4x as long on FCN-8s's 8x8 to 32x32 maps). Then a row of tiles at a time: each
     window's columns 0 and 1 are the even and odd columns at j, its columns 2 and 3 those at j + 1,
     added up in even and odd halves before they go into the rows of dxpad.
-    dV: (16, C, N, th*tw); dxpad: (N, C, 2*th + 2, 2*tw + 2), overwritten.
+    dV: (16, S) with S >= C*N*T (see :data:`ROW_GAP`); dxpad: (N, C, 2*th + 2, 2*tw + 2), overwritten.
     """
     N, C = dxpad.shape[0], dxpad.shape[1]
     th, tw = (dxpad.shape[2] - 2) // 2, (dxpad.shape[3] - 2) // 2
     T = th * tw
-    E = np.empty((4, 4, T), dV.dtype)                 # row a, column b of dv B^T, for every tile t
-    R = np.empty((4, 4, T), dV.dtype)                 # row r, column b of B dv B^T
+    E = np.empty((4, 4, T + ROW_GAP), dV.dtype)       # row a, column b of dv B^T, for every tile t
+    R = np.empty((4, 4, T + ROW_GAP), dV.dtype)       # row r, column b of B dv B^T
     half = np.empty((2, tw + 1), dV.dtype)            # one window row's even and odd columns, summed
     dxpad[:] = 0
     for c in range(C):
         for n in range(N):
+            base = (c * N + n) * T
             for a in range(4):
-                v0, v1, v2, v3 = dV[4 * a, c, n], dV[4 * a + 1, c, n], dV[4 * a + 2, c, n], dV[4 * a + 3, c, n]
+                v0, v1, v2, v3 = dV[4 * a, base:base + T], dV[4 * a + 1, base:base + T], \
+                    dV[4 * a + 2, base:base + T], dV[4 * a + 3, base:base + T]
                 e0, e1, e2, e3 = E[a, 0], E[a, 1], E[a, 2], E[a, 3]
                 for t in range(T):
                     e0[t] = v0[t]
@@ -383,15 +399,17 @@ def winograd_chunks(x, ph, pw, U, bias, relu, B, i0, i1, V, keep, xpad, M, out):
     through the interpreter between them.
 
     x: (N, C_in, H, W); U: (16, C_out, C_in) (:func:`winograd_weight`); bias: (C_out,) or None;
-    V: with ``keep``, every chunk's tiles one chunk after another, flat (chunk i's (16, C_in, B_i, T)
-    starts at ``16*C_in*T*i*B``: a training step's backward reads them); without, room for one chunk's,
-    overwritten by each. xpad: (B, C_in, 2*th + 2, 2*tw + 2); M: flat, room for 16*C_out*B*T;
+    V: with ``keep``, every chunk's tiles one chunk after another, flat: chunk i's (16, S_in) array, its
+    rows ``S_in = C_in*B*T + ROW_GAP`` long (:data:`ROW_GAP`), starts at ``16*S_in*i`` (a training step's
+    backward reads them); without, room for one chunk's, overwritten by each. xpad: (B, C_in, 2*th + 2,
+    2*tw + 2); M: flat, room for 16 rows of ``S_out = C_out*B*T + ROW_GAP``;
     out: (N, C_out, H_out, W_out), ``th = ceil(H_out / 2)``, ``T = th*tw``; chunks i0 to i1 - 1's images
     overwritten. Returns how many values were NaN or inf before a ReLU (:func:`bias_relu`).
     """
     N, C_in, H, W = x.shape
     C_out, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
     T = ((Ho + 1) // 2) * ((Wo + 1) // 2)
+    S_in, S_out = C_in * B * T + ROW_GAP, C_out * B * T + ROW_GAP
     bad = 0
     for i in range(i0, i1):
         n0, n1 = i * B, min(N, (i + 1) * B)
@@ -399,13 +417,13 @@ def winograd_chunks(x, ph, pw, U, bias, relu, B, i0, i1, V, keep, xpad, M, out):
         pad = xpad[:b]
         pad[:] = 0
         pad[:, :, ph:ph + H, pw:pw + W] = x[n0:n1]
-        start = 16 * C_in * T * n0 if keep else 0
-        Vi = V[start:start + 16 * C_in * b * T].reshape(16, C_in, b * T)
-        winograd_input(pad, Vi.reshape(16, C_in, b, T))
-        Mi = M[:16 * C_out * b * T].reshape(16, C_out, b * T)
+        start = 16 * S_in * i if keep else 0
+        Vi = V[start:start + 16 * S_in].reshape(16, S_in)
+        winograd_input(pad, Vi)
+        Mi = M[:16 * S_out].reshape(16, S_out)
         for k in range(16):
-            np.dot(U[k], Vi[k], Mi[k])
-        winograd_output(Mi.reshape(16, C_out, b, T), out[n0:n1])
+            np.dot(U[k], Vi[k, :C_in * b * T].reshape(C_in, b * T), Mi[k, :C_out * b * T].reshape(C_out, b * T))
+        winograd_output(Mi, out[n0:n1])
         if bias is not None or relu:
             bad += bias_relu(out[n0:n1].reshape(b, C_out, Ho * Wo), bias, relu)
     return bad
@@ -423,12 +441,14 @@ def winograd_chunks_backward(dout, rectified, x, ph, pw, U, B, i0, i1, V, keep, 
 
     dout, rectified, masked: (N, C_out, H_out, W_out) (masked: written where there is a ReLU, for the
     bias gradient; else unused); x, dx: (N, C_in, H, W) (dx: None with U None); dU: (chunks, 16, C_out,
-    C_in); V, xpad: as in :func:`winograd_chunks`; dM, dV: flat, room for 16*C_out*B*T and 16*C_in*B*T.
+    C_in); V, xpad: as in :func:`winograd_chunks`; dM, dV: flat, room for 16 rows of S_out and of S_in values
+    (see :func:`winograd_chunks`).
     Chunks i0 to i1 - 1's images of masked and dx and their rows of dU are overwritten.
     """
     N, C_in, H, W = x.shape
     C_out, Ho, Wo = dout.shape[1], dout.shape[2], dout.shape[3]
     T = ((Ho + 1) // 2) * ((Wo + 1) // 2)
+    S_in, S_out = C_in * B * T + ROW_GAP, C_out * B * T + ROW_GAP
     for i in range(i0, i1):
         n0, n1 = i * B, min(N, (i + 1) * B)
         b = n1 - n0
@@ -436,22 +456,22 @@ def winograd_chunks_backward(dout, rectified, x, ph, pw, U, B, i0, i1, V, keep, 
         if rectified is not None:
             relu_backward(g.reshape(-1), rectified[n0:n1].reshape(-1), masked[n0:n1].reshape(-1))
             g = masked[n0:n1]
-        dMi = dM[:16 * C_out * b * T].reshape(16, C_out, b * T)
-        winograd_output_adjoint(g, dMi.reshape(16, C_out, b, T))
-        start = 16 * C_in * T * n0 if keep else 0
-        Vi = V[start:start + 16 * C_in * b * T].reshape(16, C_in, b * T)
+        dMi = dM[:16 * S_out].reshape(16, S_out)
+        winograd_output_adjoint(g, dMi)
+        start = 16 * S_in * i if keep else 0
+        Vi = V[start:start + 16 * S_in].reshape(16, S_in)
         pad = xpad[:b]
         if not keep:
             pad[:] = 0
             pad[:, :, ph:ph + H, pw:pw + W] = x[n0:n1]
-            winograd_input(pad, Vi.reshape(16, C_in, b, T))
+            winograd_input(pad, Vi)
         for k in range(16):
-            np.dot(dMi[k], Vi[k].T, dU[i, k])
+            np.dot(dMi[k, :C_out * b * T].reshape(C_out, b * T), Vi[k, :C_in * b * T].reshape(C_in, b * T).T, dU[i, k])
         if U is not None:
-            dVi = dV[:16 * C_in * b * T].reshape(16, C_in, b * T)
+            dVi = dV[:16 * S_in].reshape(16, S_in)
             for k in range(16):
-                np.dot(U[k].T, dMi[k], dVi[k])
-            winograd_input_adjoint(dVi.reshape(16, C_in, b, T), pad)
+                np.dot(U[k].T, dMi[k, :C_out * b * T].reshape(C_out, b * T), dVi[k, :C_in * b * T].reshape(C_in, b * T))
+            winograd_input_adjoint(dVi, pad)
             dx[n0:n1] = pad[:, :, ph:ph + H, pw:pw + W]
 
 

@@ -283,13 +283,14 @@ def _winograd_weight(weight):
 
 def _winograd_scratch(B, C_in, C_out, th, tw, dtype):
     """This thread's buffers for one chunk of B images (:func:`tinyfcn.ops._kernels.winograd_chunks`): the
-    padded input ``xpad`` (B, C_in, 2*th + 2, 2*tw + 2) and, flat, the tiles ``V`` and ``dV`` (16*C_in*B*T
-    values, ``T = th*tw``) and products ``M`` (16*C_out*B*T)."""
-    T = th * tw
+    padded input ``xpad`` (B, C_in, 2*th + 2, 2*tw + 2) and, flat, the tiles ``V`` and ``dV`` (16 rows of
+    C_in*B*T values, ``T = th*tw``, each followed by :data:`tinyfcn.ops._kernels.ROW_GAP` unused ones) and
+    products ``M`` (16 rows of C_out*B*T, each with its gap)."""
+    S_in, S_out = C_in * B * th * tw + _kernels.ROW_GAP, C_out * B * th * tw + _kernels.ROW_GAP
     return {"xpad": threads.scratch("winograd xpad", (B, C_in, 2 * th + 2, 2 * tw + 2), dtype),
-            "V": threads.scratch("winograd V", (16 * C_in * B * T,), dtype),
-            "dV": threads.scratch("winograd dV", (16 * C_in * B * T,), dtype),
-            "M": threads.scratch("winograd M", (16 * C_out * B * T,), dtype)}
+            "V": threads.scratch("winograd V", (16 * S_in,), dtype),
+            "dV": threads.scratch("winograd dV", (16 * S_in,), dtype),
+            "M": threads.scratch("winograd M", (16 * S_out,), dtype)}
 
 
 def _padded(name, a, padding):
@@ -345,8 +346,10 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
         each image's columns (the twin's (C_in*kH*kW, N*H_out*W_out) matrix, cut into images);
         for maps of fewer than :data:`SMALL_MAP` pixels, the twin's matrix itself; None where the
         direct kernel ran (:func:`_direct`); where Winograd ran (:func:`_winograd`), its transformed
-        tiles: every chunk's V (16, C_in, B, tiles), chunk after chunk, in one flat array (chunks of B
-        images, :func:`_winograd_chunk_images`);
+        tiles: every chunk's V, chunk after chunk, in one flat array (chunks of B images,
+        :func:`_winograd_chunk_images`), each chunk 16 rows of C_in*B*tiles values (its (16, C_in, B, tiles)
+        array, a smaller last chunk's in the first columns), each row followed by
+        :data:`tinyfcn.ops._kernels.ROW_GAP` unused values;
         None in every case with ``keep_columns=False``. ``rectified``
         is ``out`` with ``relu`` (the gradient passes where it is positive), else None.
         :func:`tinyfcn.ops.reference.conv2d_forward` gives the same layout with ``cols=None``.
@@ -368,7 +371,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
         th, tw = _winograd_tiles((Ho, Wo))
         U, T, B = _winograd_weight(weight), th * tw, _winograd_chunk_images(P)
         chunks = -(-N // B)
-        cols = np.empty(16 * C_in * N * T, x.dtype) if keep_columns else None   # every chunk's V, in cols' place
+        cols = np.empty(chunks * 16 * (C_in * B * T + _kernels.ROW_GAP), x.dtype) if keep_columns else None   # every chunk's V, in cols' place
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
         counts = np.zeros(chunks, np.int64)
 
