@@ -414,6 +414,7 @@ def winograd_chunks(x, ph, pw, U, bias, relu, B, i0, i1, V, keep, xpad, M, out):
     for i in range(i0, i1):
         n0, n1 = i * B, min(N, (i + 1) * B)
         b = n1 - n0
+        bT = b * T                                    # the chunk's tiles: each row's first C*bT values are in use
         pad = xpad[:b]
         pad[:] = 0
         pad[:, :, ph:ph + H, pw:pw + W] = x[n0:n1]
@@ -422,7 +423,7 @@ def winograd_chunks(x, ph, pw, U, bias, relu, B, i0, i1, V, keep, xpad, M, out):
         winograd_input(pad, Vi)
         Mi = M[:16 * S_out].reshape(16, S_out)
         for k in range(16):
-            np.dot(U[k], Vi[k, :C_in * b * T].reshape(C_in, b * T), Mi[k, :C_out * b * T].reshape(C_out, b * T))
+            np.dot(U[k], Vi[k, :C_in * bT].reshape(C_in, bT), Mi[k, :C_out * bT].reshape(C_out, bT))
         winograd_output(Mi, out[n0:n1])
         if bias is not None or relu:
             bad += bias_relu(out[n0:n1].reshape(b, C_out, Ho * Wo), bias, relu)
@@ -452,6 +453,7 @@ def winograd_chunks_backward(dout, rectified, x, ph, pw, U, B, i0, i1, V, keep, 
     for i in range(i0, i1):
         n0, n1 = i * B, min(N, (i + 1) * B)
         b = n1 - n0
+        bT = b * T                                    # the chunk's tiles: each row's first C*bT values are in use
         g = dout[n0:n1]
         if rectified is not None:
             relu_backward(g.reshape(-1), rectified[n0:n1].reshape(-1), masked[n0:n1].reshape(-1))
@@ -466,11 +468,11 @@ def winograd_chunks_backward(dout, rectified, x, ph, pw, U, B, i0, i1, V, keep, 
             pad[:, :, ph:ph + H, pw:pw + W] = x[n0:n1]
             winograd_input(pad, Vi)
         for k in range(16):
-            np.dot(dMi[k, :C_out * b * T].reshape(C_out, b * T), Vi[k, :C_in * b * T].reshape(C_in, b * T).T, dU[i, k])
+            np.dot(dMi[k, :C_out * bT].reshape(C_out, bT), Vi[k, :C_in * bT].reshape(C_in, bT).T, dU[i, k])
         if U is not None:
             dVi = dV[:16 * S_in].reshape(16, S_in)
             for k in range(16):
-                np.dot(U[k].T, dMi[k, :C_out * b * T].reshape(C_out, b * T), dVi[k, :C_in * b * T].reshape(C_in, b * T))
+                np.dot(U[k].T, dMi[k, :C_out * bT].reshape(C_out, bT), dVi[k, :C_in * bT].reshape(C_in, bT))
             winograd_input_adjoint(dVi, pad)
             dx[n0:n1] = pad[:, :, ph:ph + H, pw:pw + W]
 
