@@ -181,8 +181,10 @@ by Winograd at one thread, 5.33 against 4.68 at two; the forward alone 2.77 agai
 runs Winograd, which leaves this kernel the layers of fewer than 16 channels (half FCN-8s's
 default widths). Later the same day, with that machine running about 1.3x slower, the two were
 level (forward+backward 10.6-15.7 ms by Winograd against 12.2-13.1 direct, one thread) while
-FCN-8s's whole training step stayed 1.5 % shorter with Winograd. Measured and written here; nothing
-is timed at run time."""
+FCN-8s's whole training step stayed 1.5 % shorter with Winograd. With Winograd's rows staggered
+(:data:`tinyfcn.ops._kernels.ROW_GAP`), three alternating rounds on that machine: forward+backward
+6.7-7.2 ms by Winograd against 9.2-9.4 direct at one thread, 4.0-4.3 against 5.4-5.9 at two; the
+forward alone 2.5-2.7 against 2.7-2.8. Measured and written here; nothing is timed at run time."""
 
 
 def _direct(weight, stride, padding, pixels):
