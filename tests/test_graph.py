@@ -187,3 +187,51 @@ def test_backward_without_the_input_gradient_fills_the_same_grads(monkeypatch):
     assert net.grads.keys() == grads.keys()
     for key, g in grads.items():
         np.testing.assert_array_equal(net.grads[key], g, err_msg=key)
+
+
+def test_a_graph_scans_its_input_and_output_once_and_its_layers_not_at_all(monkeypatch):
+    """Two scans for NaN and inf per pass (the input and the output), not one per map and weight each layer reads."""
+    net, x = small_graph(), rand(2, 2, 7, 9)
+    scanned = []
+    all_finite = F.all_finite
+    monkeypatch.setattr(F, "all_finite", lambda a: scanned.append(a.shape) or all_finite(a))
+    out = net.forward(x)
+    assert scanned == [x.shape, out.shape]
+    scanned.clear()
+    net.backward(np.ones_like(out))
+    assert scanned == [out.shape]
+    scanned.clear()
+    F.conv2d_forward(x, net.params["conv.weight"])                      # an op on its own scans what it is given
+    assert scanned == [x.shape, net.params["conv.weight"].shape]
+
+
+def test_a_graph_names_nan_and_inf_at_its_input_its_output_and_a_fused_relu():
+    net, x = small_graph(), rand(2, 2, 7, 9)
+    out = net.forward(x)
+    bad = x.copy()
+    bad[1, 0, 3, 3] = np.nan
+    with pytest.raises(F.NonFiniteError, match="^Graph: the input contains NaN or inf$"):
+        net.forward(bad)
+    with pytest.raises(F.NonFiniteError, match="^Graph: dout contains NaN or inf$"):
+        net.backward(np.full_like(out, np.inf))
+    net.params["skip.weight"][0, 0] = np.inf                           # the skip has no ReLU: the output shows it
+    with pytest.raises(F.NonFiniteError, match="^Graph: the output contains NaN or inf$"), np.errstate(invalid="ignore"):
+        net.forward(x)
+    net.params["skip.weight"][0, 0] = 0
+    net.params["conv.weight"][0, 0, 0, 0] = np.nan                     # conv's fused ReLU counts it
+    with pytest.raises(F.NonFiniteError, match="conv2d: the output contains NaN or inf .before its ReLU.$"):
+        net.forward(x)
+
+
+def test_unscanned_skips_only_the_scan_and_nests():
+    x, w = rand(1, 2, 5, 5), rand(3, 2, 3, 3)
+    x[0, 0, 0, 0] = np.nan
+    with F.unscanned(), np.errstate(invalid="ignore"):
+        assert np.isnan(F.conv2d_forward(x, w)[0]).any()              # NaN in, NaN out: nothing looked for it
+        with pytest.raises(ValueError, match="conv2d: x has 2 channels"):
+            F.conv2d_forward(x, w[:, :1])                                 # every other check stays
+        with F.unscanned():
+            pass
+        F.conv2d_forward(x, w)                                         # the inner block left it unscanned
+    with pytest.raises(F.NonFiniteError, match="conv2d: x contains NaN or inf"):
+        F.conv2d_forward(x, w)

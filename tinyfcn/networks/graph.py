@@ -158,11 +158,25 @@ class Graph(nn.Layer):
         numpy's BLAS is set to one thread once per pass, not once per layer. Inside
         :meth:`inference` the pass folds each BatchNorm into its convolution and keeps no
         backward caches.
+
+        The graph scans ``x`` and its output for NaN and inf, its layers run inside
+        :func:`tinyfcn.ops.functional.unscanned`: a map is not scanned again by each layer that
+        reads it, nor a weight in every pass. A NaN or inf that arises inside is caught where a
+        fused ReLU counts it (:func:`~tinyfcn.ops.functional.conv2d_forward`'s ``relu``) or where
+        it reaches the output; one that a max-pool, a crop or an unfused ReLU discards on the way
+        is not looked for.
+
+        Raises
+        ------
+        tinyfcn.ops.functional.NonFiniteError
+            ``x`` or the output contains NaN or inf, or a fused ReLU met them.
         """
+        who = type(self).__name__
+        F.scan(who, "the input", x)
         maps, readers = {"input": x}, dict(self._readers)
         self.shapes = {"input": x.shape}
         self._inferred = self._folded is not None
-        with threads.computing():
+        with threads.computing(), F.unscanned():
             for name, layer in self.layers.items():
                 sources = self.sources[name]
                 if self._folded is None:
@@ -174,6 +188,7 @@ class Graph(nn.Layer):
                     readers[s] -= 1
                     if readers[s] == 0 and s != self.output:
                         del maps[s]
+        F.scan(who, "the output", maps[self.output])
         return maps[self.output]
 
     def _infer(self, name, layer, inputs):
@@ -197,12 +212,16 @@ class Graph(nn.Layer):
         ``input_grad=False`` returns None instead, and a :class:`~tinyfcn.ops.nn.Conv2d` that reads
         only the input skips its input gradient (a training step needs no gradient of the images:
         FCN-8s's conv1_1 then does a third less work); every entry of :attr:`grads` is the same.
+        As in :meth:`forward`, ``dout`` is scanned for NaN and inf once and the layers run unscanned:
+        a gradient that overflows shows in the weights the optimizer updates with it
+        (:func:`~tinyfcn.training.train.train_step` scans them) and in the next forward pass.
         """
+        F.scan(type(self).__name__, "dout", dout)
         if self._inferred:
             raise RuntimeError(f"{type(self).__name__}.backward: the last forward pass ran inside inference(), "
                                "which keeps nothing for a backward pass; run forward outside it first")
         grads = {self.output: dout}
-        with threads.computing():
+        with threads.computing(), F.unscanned():
             for name in reversed(self.layers):
                 layer, sources = self.layers[name], self.sources[name]
                 if name not in grads:                      # nothing downstream depends on this map

@@ -54,6 +54,9 @@ of ``weight2.T @ x2`` is the kernel weighted by the input pixel x[n, :, i, j], a
 
 The plain-NumPy twins of these functions live in :mod:`tinyfcn.ops.reference`.
 """
+import contextlib
+import contextvars
+
 import numpy as np
 
 from .. import threads
@@ -94,8 +97,39 @@ _EXPONENT_BITS = {np.float32: (np.uint32, np.uint32(0x7f800000)),
 """Per float dtype: the unsigned integer of its width, and the mask of its exponent bits."""
 
 
+_SCANNING = contextvars.ContextVar("tinyfcn_scanning", default=True)
+"""False inside :func:`unscanned`."""
+
+
+@contextlib.contextmanager
+def unscanned():
+    """``with unscanned(): ...``: the ops skip their scan for NaN and inf; every other check stays.
+
+    Outside it each op scans every array it is given (:func:`scan`): its input, weight, bias,
+    ``dout``. A :class:`~tinyfcn.networks.graph.Graph` runs its layers inside it and scans only its
+    own input (or, backward, the gradient it is given) and its output: a map made by one layer
+    and read by the next is not scanned again by every reader, nor a weight in every pass (on
+    FCN-8s, batch 8 x 64x64, one thread: 2.4 of a training step's 45 ms, 1.6 of an inference
+    pass's 14). Nested blocks restore the outer setting on exit.
+    """
+    token = _SCANNING.set(False)
+    try:
+        yield
+    finally:
+        _SCANNING.reset(token)
+
+
+def scan(who, name, a):
+    """Raise :class:`NonFiniteError` ("``who``: ``name`` contains NaN or inf") when the float array ``a``
+    holds NaN or inf; nothing inside :func:`unscanned`. Other arrays are left to the ops' type checks."""
+    if (_SCANNING.get() and isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64)
+            and not all_finite(a)):
+        raise NonFiniteError(f"{who}: {name} contains NaN or inf")
+
+
 def _check_array(op, name, a, layout=None, dtype=None):
-    """Return ``a`` as a C-contiguous float array after checking type, dtype, ndim and finiteness.
+    """Return ``a`` as a C-contiguous float array after checking type, dtype, ndim and finiteness
+    (:func:`scan`).
 
     ``layout`` names the expected axes, e.g. ``("N", "C", "H", "W")``; None accepts any ndim.
     ``dtype``, when given, is the dtype ``a`` must match (that of the op's input).
@@ -109,8 +143,7 @@ def _check_array(op, name, a, layout=None, dtype=None):
     if layout is not None and a.ndim != len(layout):
         raise ValueError(f"{op}: {name} must be {len(layout)}-D ({', '.join(layout)}), got shape {a.shape}")
     a = np.ascontiguousarray(a)
-    if not all_finite(a):
-        raise NonFiniteError(f"{op}: {name} contains NaN or inf")
+    scan(op, name, a)
     return a
 
 
