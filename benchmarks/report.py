@@ -107,24 +107,32 @@ def model_name(m):
     return m["arch"] + (" +BN" if m.get("norm", "none") == "batch" else "")
 
 
+def spread(values):
+    """``"lo-hi"`` of a list of ratios (one per round), or None."""
+    return f"{min(values):.2f}-{max(values):.2f}" if values else None
+
+
 def model_rows(models):
     rows = []
     for m in models["configs"]:
         t, r = m["tinyfcn"], m.get("torch") or {}
         rows.append([model_name(m), f"{m['batch']} x {m['size']}x{m['size']}",
                      num(t["train_img_s"]), num(r.get("train_img_s")), x(m.get("train_ratio")),
+                     spread(m.get("train_ratio_per_round")),
                      num(t["infer_img_s"]), num(r.get("infer_img_s")), x(m.get("infer_ratio")),
+                     spread(m.get("infer_ratio_per_round")),
                      num(t["peak_rss_mb"], 0), num(r.get("peak_rss_mb"), 0),
                      both({"tinyfcn": t["rss_after_import_mb"], "torch": r.get("rss_after_import_mb")}, 0)])
     return rows
 
 
 def models_table(models):
-    headers = ["model", "batch x input", "train img/s", "torch", "ratio", "infer img/s", "torch", "ratio",
-               "peak RSS MB", "torch", "after import MB tiny/torch"]
+    headers = ["model", "batch x input", "train img/s", "torch", "ratio", "per round", "infer img/s", "torch",
+               "ratio", "per round", "peak RSS MB", "torch", "after import MB tiny/torch"]
     return table(headers, model_rows(models),
                  f"Whole model, {models['threads']} thread(s), medians over {models['rounds']} process(es) each "
-                 "(ratio = tinyfcn time / torch time)")
+                 "(ratio = tinyfcn time / torch time; per round = lowest-highest ratio of one round's two "
+                 "processes, run one after the other)")
 
 
 def scaling_table(by_threads):

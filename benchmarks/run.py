@@ -132,6 +132,7 @@ def run_models(threads, quick, torch_on, rounds, environ=None):
             if torch_on:
                 for mode in ("train", "infer"):
                     entry[f"{mode}_ratio"] = entry["tinyfcn"][f"{mode}_s"] / entry["torch"][f"{mode}_s"]
+                    entry[f"{mode}_ratio_per_round"] = paired_ratios(entry["tinyfcn"], entry["torch"], mode)
             configs.append(entry)
     return {"threads": threads, "rounds": rounds, "configs": configs, "linearity": linearity(configs, libs),
             "batchnorm": batchnorm_cost(configs, libs)}
@@ -159,12 +160,21 @@ def run_busy(quick, torch_on, rounds):
     return {"rounds": rounds, "rows": rows}
 
 
+def paired_ratios(tiny, torch, mode):
+    """tinyfcn's time over PyTorch's, round by round: round r's two processes ran one right after the
+    other, so a machine that slows down or speeds up over minutes moves both of a pair alike (the
+    spread of these ratios shows how far one run's ratio can be trusted)."""
+    return [a / b for a, b in zip(tiny[f"{mode}_s_per_process"], torch[f"{mode}_s_per_process"])]
+
+
 def summarize_model_runs(runs, batch):
-    """Median step time (pooled over processes), images/s and memory for one configuration and library."""
+    """Median step time (pooled over processes), images/s and memory for one configuration and library;
+    also each process's own median step time, in the order the processes ran."""
     out = {}
     for mode in ("train", "infer"):
         times = [t for run in runs for t in run[f"{mode}_s"]]
         out[f"{mode}_s"] = statistics.median(times)
+        out[f"{mode}_s_per_process"] = [statistics.median(run[f"{mode}_s"]) for run in runs]
         out[f"{mode}_steps"] = len(times)
         out[f"{mode}_img_s"] = batch / out[f"{mode}_s"]
     for key in ("peak_rss_mb", "peak_rss_train_mb", "rss_after_import_mb"):

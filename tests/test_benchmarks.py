@@ -23,17 +23,16 @@ def test_the_ops_and_breakdown_sections_run_and_skip_nothing(tmp_path):
     assert section["ops"], "the ops section measured nothing"
 
 
-def _gemm_module():
+def _benchmark_module(name):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        import gemm
+        return __import__(name)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    return gemm
 
 
 def test_the_machine_line_says_how_idle_cpus_wait(tmp_path):
-    cpu_idle = _gemm_module().cpu_idle
+    cpu_idle = _benchmark_module("gemm").cpu_idle
     assert cpu_idle(tmp_path) == "unknown"                       # nothing in sysfs says
     cpuidle = tmp_path / "sys" / "devices" / "system" / "cpu" / "cpuidle"
     cpuidle.mkdir(parents=True)
@@ -45,3 +44,17 @@ def test_the_machine_line_says_how_idle_cpus_wait(tmp_path):
     poll.mkdir(parents=True)
     (poll / "guest_halt_poll_ns").write_text("0\n")
     assert cpu_idle(tmp_path) == "driver haltpoll, governor menu, guest_halt_poll_ns 0"
+
+
+def test_whole_model_ratios_pair_each_rounds_processes():
+    run, report = _benchmark_module("run"), _benchmark_module("report")
+
+    def process(train_s, infer_s):
+        return {"train_s": train_s, "infer_s": infer_s, "peak_rss_mb": 1, "peak_rss_train_mb": 1, "rss_after_import_mb": 1}
+
+    tiny = run.summarize_model_runs([process([1.0, 1.0, 9.0], [0.5]), process([2.0, 2.0], [1.0])], batch=8)
+    torch = run.summarize_model_runs([process([2.0], [0.5]), process([2.0, 2.0, 2.0], [2.0])], batch=8)
+    assert tiny["train_s_per_process"] == [1.0, 2.0]                  # each process's own median
+    assert run.paired_ratios(tiny, torch, "train") == [0.5, 1.0]      # round by round, not pooled
+    assert run.paired_ratios(tiny, torch, "infer") == [1.0, 0.5]
+    assert report.spread([1.0, 0.5, 0.75]) == "0.50-1.00" and report.spread([]) is None
