@@ -334,15 +334,17 @@ def test_the_unpooling_decoder_learns_which_object_is_where(tmp_path):
     """The decoder fits eight shapes images, naming each object's class, not only finding it.
 
     With score_dec at zero, as FCN's score layers start, it finds the objects but labels them all one
-    class (after these 1000 steps too; notebook 5 shows both): its gradient is score_dec's weight
+    class (after these 400 steps too; notebook 5 shows both): its gradient is score_dec's weight
     (transposed) times the score gradient, so equal rows for the object classes ask the decoder to
-    carry "object here", not which object.
+    carry "object here", not which object. 400 steps at lr 5e-3 (1000 at 1e-3 before: 2.5x the time)
+    pass with the model seeded 0 to 4 (every object class given, trace 0.999-1.000); with score_dec
+    at zero, 0.63 and one class unused.
     """
     split = load_split(make_shapes(tmp_path / "shapes", n_train=8, n_val=1, seed=0), "train")
     x, y = collate([split[i] for i in range(len(split))])
     model = FCN32s(4, upsample="unpool", norm="batch", dropout=0.0, seed=0, widths=(8, 16, 32, 64, 64), fc_width=128)
-    optimizer = AdamW(model.params, lr=1e-3, weight_decay=1e-4)
-    for _ in range(1000):
+    optimizer = AdamW(model.params, lr=5e-3, weight_decay=1e-4)
+    for _ in range(400):
         train_step(model, nn.SoftmaxCrossEntropy(), optimizer, x, y)
     objects = confusion_matrix(y, model.predict(x), 4)[1:, 1:]        # true object class x predicted object class
     assert np.trace(objects) / objects.sum() > 0.9, objects              # each found object given its own class
