@@ -17,7 +17,13 @@ numba's options are decided here, once, by ``jit``:
 - no ``parallel``: the kernels are serial. :mod:`tinyfcn.threads` runs them on
   whole images (or blocks of channels) from several Python threads at once;
 - ``nogil=True``: a running kernel releases the interpreter lock, which is what lets
-  those threads run at the same time.
+  those threads run at the same time;
+- ``error_model="numpy"``: a division by zero gives inf or NaN, as in NumPy, instead of
+  raising Python's ZeroDivisionError. Python's rule puts a test of the divisor before every
+  division, and a loop with such a branch is not turned into vector instructions:
+  :func:`adam_update` took 5.7 ms for FCN-8s's 957,308 weights with it and 1.5 ms without (one
+  thread, an AVX2 AMD EPYC; the same bits). No kernel divides by a value that can be 0 (Adam's
+  divisor holds ``eps > 0``, the loss's a sum that includes ``exp(0) = 1``).
 
 Matrix products inside a kernel (:func:`winograd_chunks`) are numba's ``np.dot``, which calls
 SciPy's BLAS (``scipy.linalg.cython_blas``; numba needs SciPy for it). :mod:`tinyfcn.threads` holds
@@ -31,7 +37,7 @@ import math
 import numba
 import numpy as np
 
-jit = numba.njit(cache=True, nogil=True)
+jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
 @jit
