@@ -20,7 +20,6 @@ functions' source, which the test suite runs to see every check print ``✔``.
 """
 import argparse
 import ast
-import copy
 import hashlib
 import os
 import sys
@@ -92,28 +91,6 @@ def functions(source):
     """Name -> source text of every function that ``source`` defines at its top level, in order."""
     return {node.name: ast.get_source_segment(source, node)
             for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)}
-
-
-def solve(nb, path):
-    """A copy of the notebook ``nb`` (read from ``path``) with its exercises solved.
-
-    Every cell tagged ``exercise`` gets, in place of its source, the source of the functions of
-    the same names in :func:`solutions_file`; the solutions may use what the notebook imported.
-
-    Raises
-    ------
-    KeyError
-        When the solutions file lacks a function that an exercise cell defines.
-    """
-    answers = functions(solutions_file(path).read_text(encoding="utf-8"))
-    solved = copy.deepcopy(nb)
-    for cell in tagged(solved, "exercise"):
-        names = list(functions(cell.source))
-        missing = [name for name in names if name not in answers]
-        if missing:
-            raise KeyError(f"{solutions_file(path).name} does not define {', '.join(missing)}")
-        cell.source = "\n\n\n".join(answers[name] for name in names)
-    return solved
 
 
 def build(path):
