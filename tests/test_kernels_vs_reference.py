@@ -184,6 +184,7 @@ def _reduce_by_numpy(lanes):
 KERNEL_TWINS = {
     "_valid_range": _valid_range_by_brute_force,
     "im2col": R.im2col,
+    "im2col_images": R.im2col_images,
     "col2im": R.col2im,
     "conv3x3": R.conv3x3,
     "winograd_weight": R.winograd_weight,
@@ -237,6 +238,17 @@ def test_every_kernel_has_a_twin_test():
     kernels = {name for name, obj in vars(_kernels).items()
                if callable(obj) and getattr(obj, "__module__", None) == _kernels.__name__}
     assert kernels == set(KERNEL_TWINS)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_im2col_images_pads_and_unfolds_a_range_of_images(dtype):
+    for seed, (shape, kernel, stride, padding, (Ho, Wo)) in enumerate(_conv_cases()):
+        x = data(shape, dtype, seed)
+        n0 = shape[0] // 2                                             # from the middle of the batch on
+        cols = np.full((shape[0] - n0, shape[1] * kernel[0] * kernel[1], Ho * Wo), np.nan, dtype)
+        xpad = np.full((1, shape[1], shape[2] + 2 * padding[0], shape[3] + 2 * padding[1]), np.nan, dtype)  # stale
+        _kernels.im2col_images(x, *padding, *kernel, *stride, Ho, Wo, n0, xpad, cols)
+        np.testing.assert_array_equal(cols, KERNEL_TWINS["im2col_images"](x[n0:], kernel, stride, padding))
 
 
 @pytest.mark.parametrize("n_out,n_in,stride", [(5, 5, 1), (4, 9, 2), (3, 7, 3), (6, 2, 1), (1, 1, 1)])

@@ -343,6 +343,13 @@ def _padded(name, a, padding):
     return buf
 
 
+def _im2col_images(x, n0, cols, kernel, stride, padding, out_size):
+    """``cols[i]``: the columns of image ``n0 + i`` of ``x`` (:func:`tinyfcn.ops._kernels.im2col_images`, one
+    call; its padded copy in this thread's scratch buffer)."""
+    xpad = threads.scratch("xpad", (1, x.shape[1], x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]), x.dtype)
+    _kernels.im2col_images(x, *padding, *kernel, *stride, *out_size, n0, xpad, cols)
+
+
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_columns=True):
     """2-D convolution (cross-correlation, as in every deep-learning library).
 
@@ -434,16 +441,16 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
         counts = np.zeros(N, np.int64)
 
         def images(n0, n1):                                            # one range of images per thread
-            for n in range(n0, n1):
-                if direct:
+            if direct:
+                for n in range(n0, n1):
                     _kernels.conv3x3(_padded("xpad", x[n], padding), weight, out[n].reshape(C_out, Ho, Wo))
-                elif cols is None:                                     # columns not kept: one reused buffer
-                    cols_n = threads.scratch("cols", (C_in * kh * kw, P), x.dtype)
-                    _kernels.im2col(_padded("xpad", x[n:n + 1], padding), kh, kw, *stride, Ho, Wo, cols_n)
-                    np.matmul(weight2, cols_n, out=out[n])
-                else:
-                    _kernels.im2col(_padded("xpad", x[n:n + 1], padding), kh, kw, *stride, Ho, Wo, cols[n])
-            if cols is not None:                                       # the range's products in one call
+            elif cols is None:                                         # columns not kept: an image at a time, one reused buffer
+                cols_n = threads.scratch("cols", (1, C_in * kh * kw, P), x.dtype)
+                for n in range(n0, n1):
+                    _im2col_images(x, n, cols_n, kernel, stride, padding, (Ho, Wo))
+                    np.matmul(weight2, cols_n[0], out=out[n])
+            else:                                                      # the range's columns in one call, its products in one
+                _im2col_images(x, n0, cols[n0:n1], kernel, stride, padding, (Ho, Wo))
                 np.matmul(weight2, cols[n0:n1], out=out[n0:n1])
             if bias is not None or relu:
                 counts[n0] = _kernels.bias_relu(out[n0:n1], bias, relu)
@@ -534,10 +541,10 @@ def conv2d_backward(dout, cache, input_grad=True):
         if kept is not None:
             g = _masked(g, kept[n0:n1], threads.scratch("masked", g.shape, x.dtype))
         if cols is None:                                               # the direct kernel's (or the twin's) cache
+            cols_n = threads.scratch("cols", (1, weight2.shape[1], P), x.dtype)
             for n in range(n0, n1):                                    # each image's columns, then its product
-                cols_n = threads.scratch("cols", (weight2.shape[1], P), x.dtype)
-                _kernels.im2col(_padded("xpad", x[n:n + 1], padding), *weight.shape[2:], *stride, Ho, Wo, cols_n)
-                np.matmul(cols_n, g[n - n0].T, out=per_image[n])
+                _im2col_images(x, n, cols_n, weight.shape[2:], stride, padding, (Ho, Wo))
+                np.matmul(cols_n[0], g[n - n0].T, out=per_image[n])
         else:                                                          # the range's products in one call
             np.matmul(cols[n0:n1], g.transpose(0, 2, 1), out=per_image[n0:n1])
         if has_bias:
@@ -643,14 +650,15 @@ def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0):
     weight2t = weight.reshape(C_in, -1).T
     out = np.empty((N, C_out, Ho, Wo), x.dtype)
 
-    def image(n):
+    def images(n0, n1):                                                # one range of images per thread
         copies = threads.scratch("copies", weight2t.shape[:1] + (H * W,), x.dtype)
-        np.matmul(weight2t, x3[n], out=copies)                         # column (i, j): kernel weighted by x[n, :, i, j]
-        _kernels.col2im(copies, *kernel, *stride, *padding, H, W, out[n:n + 1])
+        for n in range(n0, n1):
+            np.matmul(weight2t, x3[n], out=copies)                     # column (i, j): kernel weighted by x[n, :, i, j]
+            _kernels.col2im(copies, *kernel, *stride, *padding, H, W, out[n:n + 1])
         if bias is not None:
-            out[n] += bias[:, None, None]
+            out[n0:n1] += bias[:, None, None]
 
-    threads.parallel_for(N, image, out.size, x.size * weight[0].size)
+    threads.parallel_ranges(N, images, out.size, x.size * weight[0].size)
     return out, (x, weight, bias is not None, stride, padding, None)
 
 
@@ -684,14 +692,15 @@ def conv_transpose2d_backward(dout, cache, weight_grad=True):
     dx = np.empty((N, C_in, H * W), x.dtype)
     per_image = np.empty((N, *weight2.shape[::-1]), x.dtype) if weight_grad else None   # dweight's shares, transposed
 
-    def image(n):
-        cols = threads.scratch("cols", (weight2.shape[1], H * W), x.dtype)   # (C_out*kH*kW, H*W)
-        _kernels.im2col(_padded("doutpad", dout[n:n + 1], padding), *weight.shape[2:], *stride, H, W, cols)
-        np.matmul(weight2, cols, out=dx[n])
-        if weight_grad:
-            np.matmul(cols, x3[n].T, out=per_image[n])
+    def images(n0, n1):                                                # one range of images per thread
+        cols = threads.scratch("cols", (1, weight2.shape[1], H * W), x.dtype)   # an image's (C_out*kH*kW, H*W)
+        for n in range(n0, n1):
+            _im2col_images(dout, n, cols, weight.shape[2:], stride, padding, (H, W))
+            np.matmul(weight2, cols[0], out=dx[n])
+            if weight_grad:
+                np.matmul(cols[0], x3[n].T, out=per_image[n])
 
-    threads.parallel_for(N, image, dout.size, x.size * weight[0].size)
+    threads.parallel_ranges(N, images, dout.size, x.size * weight[0].size)
     dx = dx.reshape(N, C_in, H, W)
     if not weight_grad:
         return dx, None, None

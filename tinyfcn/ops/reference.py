@@ -10,7 +10,7 @@ kinds of function live here:
   :func:`softmax` and :func:`softmax_cross_entropy` have the signatures
   of their twins in :mod:`tinyfcn.ops.functional` and return the same values (up to the
   rounding of sums added in another order).
-- :func:`im2col`, :func:`col2im`, :func:`count_nonfinite`, :func:`sgd_update`, :func:`adam_update`,
+- :func:`im2col`, :func:`im2col_images`, :func:`col2im`, :func:`count_nonfinite`, :func:`sgd_update`, :func:`adam_update`,
   :func:`batch_norm2d_stats`, :func:`batch_norm2d_normalize`, :func:`batch_norm2d_grad_sums`,
   :func:`batch_norm2d_grad_input`, :func:`bias_relu`, :func:`conv3x3`, :func:`winograd_weight`, :func:`winograd_weight_adjoint`, :func:`winograd_input`,
   :func:`winograd_output`, :func:`winograd_output_adjoint`, :func:`winograd_input_adjoint`, :func:`winograd_chunks` and
@@ -62,6 +62,11 @@ def im2col(x, kernel, stride, padding):
         for v in range(kw):
             cols[:, u, v] = xpad[:, :, u:u + sh * Ho:sh, v:v + sw * Wo:sw].transpose(1, 0, 2, 3)
     return cols.reshape(C * kh * kw, N * Ho * Wo)
+
+
+def im2col_images(x, kernel, stride, padding):
+    """:func:`im2col` image by image: ``cols[n]`` holds the columns of image n, shape (N, C*kH*kW, H_out*W_out)."""
+    return np.stack([im2col(x[n:n + 1], kernel, stride, padding) for n in range(len(x))])
 
 
 def col2im(cols, x_shape, kernel, stride, padding):
@@ -557,3 +562,4 @@ def batch_norm2d_grad_input(dout, x, mean, scale, centre, slope, rectified):
     """``dx = scale[c] * (g - centre[c] - (x - mean[c]) * slope[c])`` for every channel c, g as in :func:`batch_norm2d_grad_sums`."""
     g = dout if rectified is None else dout * (rectified > 0)
     return scale[:, None] * (g - centre[:, None] - (x - mean[:, None]) * slope[:, None])
+
