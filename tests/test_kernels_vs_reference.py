@@ -213,6 +213,8 @@ KERNEL_TWINS = {
     "batch_norm2d_normalize": R.batch_norm2d_normalize,
     "batch_norm2d_grad_sums": R.batch_norm2d_grad_sums,
     "batch_norm2d_grad_input": R.batch_norm2d_grad_input,
+    "batch_norm2d_forward_channels": R.batch_norm2d_forward_channels,
+    "batch_norm2d_backward_channels": R.batch_norm2d_backward_channels,
 }
 """kernel name -> its plain-NumPy twin; each entry has a test below."""
 
@@ -609,6 +611,41 @@ def test_batch_norm2d_kernels(dtype, shape, relu):
         want = KERNEL_TWINS["batch_norm2d_grad_input"](dout, x, mean.astype(dtype), scale, centre, slope, rectified)
         assert_close(dx[:, part], want[:, part], dtype)
         assert np.isnan(dx[:, :c0]).all()                              # channels outside the range untouched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("relu", [False, True])
+def test_batch_norm2d_channel_range_kernels(dtype, training, relu):
+    """Each direction's steps in one call for a range of channels, against the steps' twins."""
+    shape = N, C, P = (3, 5, 37)
+    x, dout = data(shape, dtype, 0) * 2 + 5, data(shape, dtype, 1)
+    gamma, beta = data(C, dtype, 2), data(C, dtype, 3)
+    given_mean, given_var = data(C, np.float64, 4) + 5, data(C, np.float64, 5) ** 2
+    rectified = data(shape, dtype, 7) if relu else None
+    want, want_bad, want_mean, want_var, want_inv_std = KERNEL_TWINS["batch_norm2d_forward_channels"](
+        x, gamma, beta, given_mean, given_var, training, 1e-5, relu)
+    want_dx, want_dgamma, want_dbeta = KERNEL_TWINS["batch_norm2d_backward_channels"](
+        dout, x, gamma, want_mean, want_inv_std, rectified, training)
+    for c0, c1 in ((0, C), (2, C)):                                    # every channel, and the last ones only
+        part = slice(c0, c1)
+        mean, var = (given_mean.copy(), given_var.copy()) if not training else (np.full(C, np.nan), np.full(C, np.nan))
+        inv_std, mean_x, scale = np.full(C, np.nan), np.full(C, np.nan, dtype), np.full(C, np.nan, dtype)
+        out = np.full(shape, np.nan, dtype)
+        bad = _kernels.batch_norm2d_forward_channels(x, gamma, beta, training, 1e-5, relu, c0, c1, mean, var, inv_std,
+                                                     mean_x, scale, out)
+        assert bad == want_bad == 0
+        assert_close((mean[part], var[part], inv_std[part]), (want_mean[part], want_var[part], want_inv_std[part]),
+                     np.float64)
+        assert_close(out[:, part], want[:, part], dtype)
+        assert np.isnan(out[:, :c0]).all()                             # channels outside the range untouched
+        dbeta, dgamma, dx = np.full(C, np.nan), np.full(C, np.nan), np.full(shape, np.nan, dtype)
+        centre, slope = np.zeros(C, dtype), np.zeros(C, dtype)
+        _kernels.batch_norm2d_backward_channels(dout, x, gamma, mean, inv_std, rectified, training, c0, c1, dbeta,
+                                                dgamma, mean_x, scale, centre, slope, dx)
+        assert_close((dbeta[part], dgamma[part]), (want_dbeta[part], want_dgamma[part]), np.float64)
+        assert_close(dx[:, part], want_dx[:, part], dtype)
+        assert np.isnan(dx[:, :c0]).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -944,3 +944,56 @@ def batch_norm2d_grad_input(dout, x, mean, scale, centre, slope, rectified, c0, 
                     i = np.uint64(p)
                     result[i] = s * ((g[i] if kept[i] > 0 else zero) - a - (plane[i] - m) * b)
 
+
+@jit
+def batch_norm2d_forward_channels(x, gamma, beta, training, eps, relu, c0, c1, mean, var, inv_std, mean_x, scale, out):
+    """Batch norm's forward pass for the channels c in ``[c0, c1)``, in one call: in training the batch's
+    ``mean[c] = sums[c] / m`` and biased ``var[c] = squares[c] / m`` (:func:`batch_norm2d_stats`, m = N*P;
+    in evaluation mean and var are given), then ``inv_std[c] = 1 / sqrt(var[c] + eps)`` and
+    :func:`batch_norm2d_normalize` with ``mean_x[c] = mean[c]`` and ``scale[c] = gamma[c] * inv_std[c]``
+    in x's dtype, ``shift = beta``.
+
+    One call a thread's range: with the per-channel arithmetic in NumPy between two kernels, two
+    threads passed Python's interpreter lock back and forth between them, and a batch norm of FCN-8s's
+    16 channels at 64x64 (batch 8) took as long on two threads as on one.
+    x, out: (N, C, P); gamma, beta, mean_x, scale: (C,) of x's dtype; mean, var, inv_std: (C,) float64.
+    Entries c0 to c1 - 1 of mean and var (in training), inv_std, mean_x, scale and out's channels are
+    overwritten. Returns how many values were NaN or inf before the ReLU, as :func:`batch_norm2d_normalize` does.
+    """
+    N, C, P = x.shape
+    m = N * P
+    if training:
+        batch_norm2d_stats(x, c0, c1, mean, var)      # the sums and squares, divided next
+        for c in range(c0, c1):
+            mean[c] = mean[c] / m
+            var[c] = var[c] / m
+    for c in range(c0, c1):
+        inv_std[c] = 1 / np.sqrt(var[c] + eps)
+        mean_x[c] = mean[c]
+        scale[c] = gamma[c] * inv_std[c]
+    return batch_norm2d_normalize(x, mean_x, scale, beta, relu, c0, c1, out)
+
+
+@jit
+def batch_norm2d_backward_channels(dout, x, gamma, mean, inv_std, rectified, training, c0, c1, dbeta, dgamma, mean_x,
+                                   scale, centre, slope, dx):
+    """Batch norm's backward pass for the channels c in ``[c0, c1)``, in one call (see
+    :func:`batch_norm2d_forward_channels`): ``dbeta[c] = sum(g)`` and ``dgamma[c] = inv_std[c] * sum(g * (x - mean[c]))``
+    (:func:`batch_norm2d_grad_sums`); in training ``centre[c] = dbeta[c] / m`` and ``slope[c] = inv_std[c] *
+    dgamma[c] / m`` (m = N*P; in evaluation centre and slope stay as given, 0); then
+    :func:`batch_norm2d_grad_input` with ``mean_x[c] = mean[c]`` and ``scale[c] = gamma[c] * inv_std[c]``.
+    dout, x, rectified, dx: (N, C, P) (rectified: None without a fused ReLU); gamma, mean_x, scale, centre,
+    slope: (C,) of x's dtype; mean, inv_std, dbeta, dgamma: (C,) float64. Entries c0 to c1 - 1 of dbeta,
+    dgamma, mean_x, scale, centre and slope (in training) and dx's channels are overwritten.
+    """
+    N, C, P = x.shape
+    m = N * P
+    batch_norm2d_grad_sums(dout, x, mean, rectified, c0, c1, dbeta, dgamma)   # dgamma: the products, scaled next
+    for c in range(c0, c1):
+        dgamma[c] = inv_std[c] * dgamma[c]
+        if training:
+            centre[c] = dbeta[c] / m
+            slope[c] = inv_std[c] * dgamma[c] / m
+        mean_x[c] = mean[c]
+        scale[c] = gamma[c] * inv_std[c]
+    batch_norm2d_grad_input(dout, x, mean_x, scale, centre, slope, rectified, c0, c1, dx)

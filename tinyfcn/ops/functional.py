@@ -934,16 +934,19 @@ def _check_class_weights(op, class_weights, K):
 
 # ---------------------------------------------------------------- batch normalisation
 
-BN_SHARE = 1 << 19
+BN_SHARE = 1 << 20
 """A batch norm of at least this many values is shared between tinyfcn's threads, one range of
-whole channels each; a smaller one runs on the calling thread. Each range runs both kernels over
-its channels, one after the other: one call of each per thread, since every call between the
-kernels (the per-channel arithmetic in numpy) hands the interpreter lock back and forth.
+whole channels each; a smaller one runs on the calling thread. Each range runs in one kernel call
+(:func:`tinyfcn.ops._kernels.batch_norm2d_forward_channels`, ``..._backward_channels``): with the
+per-channel arithmetic in numpy between two kernels, the two threads handed the interpreter lock
+back and forth between them.
 
-Measured (FCN-8s's shapes at batch 8, quiet, one thread against two): 16 channels at 64x64 (524K
-values) forward 0.27 / 0.33 ms, backward 0.46 / 0.35; 32 at 32x32 (262K) 0.16 / 0.28 and
-0.19 / 0.27; 64 at 16x16 0.11 / 0.25 and 0.11 / 0.18. Items of about 64K values, as earlier
-versions shared it, took 0.37 / 0.68 and 0.51 / 0.64 ms at 64x64. A channel is summed in one piece,
+Measured on a 2-core AMD EPYC (AVX2), the forward and backward pass of a training step, one thread
+against two, medians: 8 x 16 channels at 64x64 (512K values, FCN-8s's first block at batch 8)
+0.45 / 0.54 ms and 0.43 / 0.55; at 96x96 (1.1M) 1.01 / 0.77 and 1.16 / 0.80; at 128x128 (2M)
+2.04 / 1.44 and 2.53 / 1.59; 4 x 64 channels at 64x64 (1M) 0.87 / 0.75 and 0.97 / 0.81. (On an
+Intel Xeon, before the one-call kernels, 512K values took 0.27 / 0.33 ms forward and 0.46 / 0.35
+backward.) A channel is summed in one piece,
 in a fixed order, so no result depends on the ranges or the thread count."""
 
 
@@ -978,10 +981,10 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
 
     How it runs: for each channel a kernel sums its values, then their squared deviations from
     the channel's mean, in float64 even for float32 input (a variance is a small difference of
-    large sums; float32 keeps 7 digits): ``mean = sum / m``, ``var = squares / m``. A second kernel
-    then writes ``out`` in one pass. Channels are independent, so tinyfcn's threads take ranges of
-    whole channels (from :data:`BN_SHARE` values on) and each runs both kernels on its range, one
-    after the other.
+    large sums; float32 keeps 7 digits): ``mean = sum / m``, ``var = squares / m``; then ``out`` is
+    written in one pass. Channels are independent, so tinyfcn's threads take ranges of whole channels
+    (from :data:`BN_SHARE` values on), each range in one kernel call
+    (:func:`tinyfcn.ops._kernels.batch_norm2d_forward_channels`).
 
     Parameters
     ----------
@@ -1034,17 +1037,11 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
         mean, var = np.empty(C), np.empty(C)                           # the batch's, range by range
     else:
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
-    sums, squares, inv_std = np.empty(C), np.empty(C), np.empty(C)
-    mean_x, scale, counts = np.empty(C, x.dtype), np.empty(C, x.dtype), np.zeros(C, np.int64)
+    inv_std, mean_x, scale, counts = np.empty(C), np.empty(C, x.dtype), np.empty(C, x.dtype), np.zeros(C, np.int64)
 
-    def channels(c0, c1):                   # channels c0 to c1 - 1, from start to end
-        c = slice(c0, c1)
-        if training:
-            _kernels.batch_norm2d_stats(x3, c0, c1, sums, squares)
-            mean[c], var[c] = sums[c] / m, squares[c] / m
-        inv_std[c] = 1 / np.sqrt(var[c] + eps)
-        mean_x[c], scale[c] = mean[c], gamma[c] * inv_std[c]
-        counts[c0] = _kernels.batch_norm2d_normalize(x3, mean_x, scale, beta, relu, c0, c1, out3)
+    def channels(c0, c1):                   # channels c0 to c1 - 1, from start to end, in one kernel call
+        counts[c0] = _kernels.batch_norm2d_forward_channels(x3, gamma, beta, training, eps, relu, c0, c1, mean, var,
+                                                            inv_std, mean_x, scale, out3)
 
     _for_channel_ranges(N, C, P, channels)
     _check_rectified(op, counts.sum())
@@ -1093,23 +1090,18 @@ def batch_norm2d_backward(dout, cache):
     """
     x, gamma, mean, inv_std, training, rectified = cache
     N, C, H, W = x.shape
-    P, m = H * W, N * H * W
+    P = H * W
     dout = _check_grad("batch_norm2d_backward", dout, x.shape, x.dtype)
     x3, dout3 = np.ascontiguousarray(x).reshape(N, C, P), dout.reshape(N, C, P)
     kept = None if rectified is None else np.ascontiguousarray(rectified).reshape(N, C, P)
-    dbeta, products, dgamma = np.empty(C), np.empty(C), np.empty(C)
+    dbeta, dgamma = np.empty(C), np.empty(C)
     mean_x, scale, centre, slope = (np.zeros(C, x.dtype) for _ in range(4))   # centre = slope = 0 in evaluation
     dx = np.empty(x.shape, x.dtype)
     dx3 = dx.reshape(N, C, P)
 
-    def channels(c0, c1):                   # channels c0 to c1 - 1, from start to end
-        c = slice(c0, c1)
-        _kernels.batch_norm2d_grad_sums(dout3, x3, mean, kept, c0, c1, dbeta, products)
-        dgamma[c] = inv_std[c] * products[c]                           # sum(dout * x_hat)
-        if training:
-            centre[c], slope[c] = dbeta[c] / m, inv_std[c] * dgamma[c] / m
-        mean_x[c], scale[c] = mean[c], gamma[c] * inv_std[c]
-        _kernels.batch_norm2d_grad_input(dout3, x3, mean_x, scale, centre, slope, kept, c0, c1, dx3)
+    def channels(c0, c1):                   # channels c0 to c1 - 1, from start to end, in one kernel call
+        _kernels.batch_norm2d_backward_channels(dout3, x3, gamma, mean, inv_std, kept, training, c0, c1, dbeta, dgamma,
+                                                mean_x, scale, centre, slope, dx3)
 
     _for_channel_ranges(N, C, P, channels)
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)

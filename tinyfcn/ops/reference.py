@@ -12,7 +12,8 @@ kinds of function live here:
   rounding of sums added in another order).
 - :func:`im2col`, :func:`im2col_images`, :func:`col2im`, :func:`count_nonfinite`, :func:`sgd_update`, :func:`adam_update`,
   :func:`batch_norm2d_stats`, :func:`batch_norm2d_normalize`, :func:`batch_norm2d_grad_sums`,
-  :func:`batch_norm2d_grad_input`, :func:`bias_relu`, :func:`conv3x3`, :func:`winograd_weight`, :func:`winograd_weight_adjoint`, :func:`winograd_input`,
+  :func:`batch_norm2d_grad_input`, :func:`batch_norm2d_forward_channels`,
+  :func:`batch_norm2d_backward_channels`, :func:`bias_relu`, :func:`conv3x3`, :func:`winograd_weight`, :func:`winograd_weight_adjoint`, :func:`winograd_input`,
   :func:`winograd_output`, :func:`winograd_output_adjoint`, :func:`winograd_input_adjoint`, :func:`winograd_chunks` and
   :func:`winograd_chunks_backward` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
   only (some ops above are a kernel's twin too). A kernel takes its sizes one by one and fills arrays its caller made, as in
@@ -563,3 +564,30 @@ def batch_norm2d_grad_input(dout, x, mean, scale, centre, slope, rectified):
     g = dout if rectified is None else dout * (rectified > 0)
     return scale[:, None] * (g - centre[:, None] - (x - mean[:, None]) * slope[:, None])
 
+
+def batch_norm2d_forward_channels(x, gamma, beta, mean, var, training, eps, relu):
+    """The forward pass from the steps above: in training ``mean = sums / m`` and ``var = squares / m``
+    (:func:`batch_norm2d_stats`, m = N*P; else mean and var as given), ``inv_std = 1 / sqrt(var + eps)``, then
+    :func:`batch_norm2d_normalize` with ``scale = gamma * inv_std`` and ``shift = beta``.
+    Returns out, the count of NaN or inf before the ReLU, and mean, var and inv_std (float64)."""
+    if training:
+        sums, squares = batch_norm2d_stats(x)
+        m = x.shape[0] * x.shape[2]
+        mean, var = sums / m, squares / m
+    inv_std = 1 / np.sqrt(var + eps)
+    out, bad = batch_norm2d_normalize(x, mean.astype(x.dtype), (gamma * inv_std).astype(x.dtype), beta, relu)
+    return out, bad, mean, var, inv_std
+
+
+def batch_norm2d_backward_channels(dout, x, gamma, mean, inv_std, rectified, training):
+    """The backward pass from the steps above: ``dbeta`` and the products of :func:`batch_norm2d_grad_sums`,
+    ``dgamma = inv_std * products``, then :func:`batch_norm2d_grad_input` with ``scale = gamma * inv_std``
+    and, in training, ``centre = dbeta / m``, ``slope = inv_std * dgamma / m`` (0 in evaluation).
+    Returns dx, dgamma and dbeta (float64)."""
+    dbeta, products = batch_norm2d_grad_sums(dout, x, mean, rectified)
+    dgamma = inv_std * products
+    m = x.shape[0] * x.shape[2]
+    centre, slope = (dbeta / m, inv_std * dgamma / m) if training else (0 * dbeta, 0 * dbeta)
+    dx = batch_norm2d_grad_input(dout, x, mean.astype(x.dtype), (gamma * inv_std).astype(x.dtype),
+                                 centre.astype(x.dtype), slope.astype(x.dtype), rectified)
+    return dx, dgamma, dbeta
