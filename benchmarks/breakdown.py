@@ -1,7 +1,8 @@
 """Worker: where tinyfcn's time goes -- inside each convolution, and inside one training step.
 
-1. Convolution pieces. ``conv2d_forward`` is: check the inputs, ``im2col`` image by image,
-   one stacked matrix product straight into NCHW, add the bias; ``conv2d_backward`` is: check
+1. Convolution pieces. ``conv2d_forward`` is: check the inputs, ``im2col_images`` (a thread's
+   images padded and unfolded in one kernel call), one stacked matrix product straight into NCHW,
+   add the bias; ``conv2d_backward`` is: check
    dout, the weight gradient's products as one stacked call, then per image the column
    gradient's product and ``col2im``, and the images' weight gradients summed. Maps of fewer
    than ``SMALL_MAP`` pixels run each product once over the whole batch instead. Where
@@ -113,8 +114,7 @@ def conv_replica(op, rng):
                 t.lap("fwd: direct conv3x3")
         else:
             cols = np.empty((N, K, P), x.dtype)
-            for n in range(N):
-                _kernels.im2col(F._padded("xpad", xc[n:n + 1], p), *k, *s, Ho, Wo, cols[n])
+            F._im2col_images(xc, 0, cols, k, s, p, (Ho, Wo))              # the one thread's range: every image
             t.lap("fwd: im2col")
             np.matmul(w2, cols, out=out)
             t.lap("fwd: GEMM W@cols")
@@ -136,11 +136,11 @@ def conv_replica(op, rng):
             return t.times
         per_image = np.empty((N, K, C_out), x.dtype)
         if direct:
-            cols_n = np.empty((K, P), x.dtype)
+            cols_n = np.empty((1, K, P), x.dtype)
             for n in range(N):
-                _kernels.im2col(F._padded("xpad", xc[n:n + 1], p), *k, *s, Ho, Wo, cols_n)
+                F._im2col_images(xc, n, cols_n, k, s, p, (Ho, Wo))
                 t.lap("bwd: im2col again")
-                np.matmul(cols_n, d3[n].T, out=per_image[n])
+                np.matmul(cols_n[0], d3[n].T, out=per_image[n])
                 t.lap("bwd: GEMM dW")
         else:
             np.matmul(cols, d3.transpose(0, 2, 1), out=per_image)
@@ -260,10 +260,11 @@ def convT_replica(op, rng):
             t.lap("fwd: col2im")
         dc = F._check_array("conv_transpose2d_backward", "dout", dout)
         t.lap("bwd: check dout")
-        cols, dx = np.empty((w2.shape[1], H * W), x.dtype), np.empty((N, C_in, H * W), x.dtype)
+        cols3, dx = np.empty((1, w2.shape[1], H * W), x.dtype), np.empty((N, C_in, H * W), x.dtype)
+        cols = cols3[0]
         dw = np.zeros(w2.shape, x.dtype)
         for n in range(N):
-            _kernels.im2col(F._padded("doutpad", dc[n:n + 1], p), *k, *s, H, W, cols)
+            F._im2col_images(dc, n, cols3, k, s, p, (H, W))
             t.lap("bwd: im2col(dout)")
             np.matmul(w2, cols, out=dx[n])
             t.lap("bwd: GEMM dx")
