@@ -98,7 +98,10 @@ def im2col_images(x, ph, pw, kh, kw, sh, sw, Ho, Wo, n0, xpad, cols):
     x: (N, C, H, W); xpad: (1, C, H + 2*ph, W + 2*pw), overwritten; cols: (B, C*kh*kw, Ho*Wo), overwritten.
     """
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    xpad[:] = 0
+    xpad[:, :, :ph] = 0                               # the border, once: every image overwrites the inside
+    xpad[:, :, ph + H:] = 0
+    xpad[:, :, ph:ph + H, :pw] = 0
+    xpad[:, :, ph:ph + H, pw + W:] = 0
     for i in range(cols.shape[0]):
         for c in range(C):
             for h in range(H):
