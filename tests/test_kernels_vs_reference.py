@@ -6,7 +6,7 @@ import pytest
 
 from tinyfcn import functional as F
 from tinyfcn import reference as R
-from tinyfcn.ops import _kernels
+from tinyfcn.ops import _kernels, blas
 from tinyfcn.ops.check_table import _distinct
 from tinyfcn.ops.sizes import conv2d_output_size, pair, pool2d_output_size
 
@@ -195,6 +195,8 @@ KERNEL_TWINS = {
     "winograd_input_adjoint": R.winograd_input_adjoint,
     "winograd_chunks": R.winograd_chunks,
     "winograd_chunks_backward": R.winograd_chunks_backward,
+    "product": R.product,
+    "_cblas_gemm": R.product,
     "max_pool2d_forward": R.max_pool2d_forward,
     "max_pool2d_2x2": R.max_pool2d_forward,
     "max_unpool2d": R.max_unpool2d_forward,
@@ -468,12 +470,44 @@ def test_winograd_transforms(dtype, out_size):
     assert np.isnan(V[:, M[0].size:]).all() and np.isnan(dM[:, M[0].size:]).all()   # the gaps untouched
 
 
+def _blas_addresses(dtype):
+    """The ``gemm`` arguments to test: 0 (numba's np.dot), and NumPy's BLAS where tinyfcn can call it."""
+    return [0] + [address for address in [blas.gemm_address(dtype)] if address]
+
+
+def test_numpy_blas_is_found_where_numpy_carries_the_wheels_openblas():
+    config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    wheels = config.get("name") == "scipy-openblas" and "USE64BITINT" in config.get("openblas configuration", "")
+    for dtype in DTYPES:
+        assert (blas.gemm_address(dtype) != 0) == wheels
+    assert blas.gemm_address(np.float16) == blas.gemm_address(np.int32) == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,k,n", [(5, 7, 9), (16, 16, 64), (1, 4, 3), (4, 1, 3), (3, 4, 1)])
+def test_product(dtype, m, k, n):
+    """By either BLAS, each operand as stored or a transposed view of a stored matrix (as ``V[k].T``), into a
+    C-contiguous output: its twin's values; NumPy's BLAS gives np.matmul's very bits (both at one thread) where no
+    size is 1 (there NumPy may take another routine)."""
+    from threadpoolctl import threadpool_limits
+    for gemm, a_t, b_t in itertools.product(_blas_addresses(dtype), (False, True), (False, True)):
+        a = data((k, m), dtype, 0).T if a_t else data((m, k), dtype, 0)
+        b = data((n, k), dtype, 1).T if b_t else data((k, n), dtype, 1)
+        out = np.full((m, n), np.nan, dtype)
+        with threadpool_limits(1):
+            _kernels.product(gemm, a, b, out)
+            want = KERNEL_TWINS["product"](a, b)
+        assert_close(out, want, dtype)
+        if gemm and 1 not in (m, k, n):
+            np.testing.assert_array_equal(out, want)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size,padding,B", [((6, 5), (1, 1), 2), ((7, 8), (0, 2), 3), ((4, 4), (2, 0), 1), ((5, 9), (1, 2), 5)])
 def test_winograd_chunks(dtype, size, padding, B):
     """The whole chunk loop, forward and backward, against its twin: five images, so the last chunk is
     smaller (but for B = 1 and 5); odd maps; the chunks split between two calls, as between two threads;
-    with and without bias, ReLU, kept tiles and input gradient."""
+    with and without bias, ReLU, kept tiles and input gradient; the products by either BLAS."""
     N, C_in, C_out = 5, 3, 4
     (H, W), (ph, pw) = size, padding
     Ho, Wo = H + 2 * ph - 2, W + 2 * pw - 2
@@ -484,10 +518,10 @@ def test_winograd_chunks(dtype, size, padding, B):
     S_in = C_in * B * T + _kernels.ROW_GAP                             # a chunk's rows of tiles, with their gaps
     scratch = lambda C: np.full(16 * (C * B * T + _kernels.ROW_GAP), np.nan, dtype)   # noqa: E731 -- read only where written
     xpad = np.full((B, C_in, 2 * th + 2, 2 * tw + 2), np.nan, dtype)
-    for b, relu, keep in itertools.product((None, bias), (False, True), (False, True)):
+    for b, relu, keep, gemm in itertools.product((None, bias), (False, True), (False, True), _blas_addresses(dtype)):
         want, want_V, want_bad = KERNEL_TWINS["winograd_chunks"](x, padding, U, b, relu, B)
         out, V = np.full(want.shape, np.nan, dtype), np.full(chunks * 16 * S_in, np.nan, dtype) if keep else scratch(C_in)
-        bad = sum(_kernels.winograd_chunks(x, ph, pw, U, b, relu, B, i0, i1, V, keep, xpad, scratch(C_out), out)
+        bad = sum(_kernels.winograd_chunks(x, ph, pw, U, gemm, b, relu, B, i0, i1, V, keep, xpad, scratch(C_out), out)
                   for i0, i1 in ((0, chunks // 2), (chunks // 2, chunks)))
         assert_close(out, want, dtype)
         assert bad == want_bad == 0
@@ -503,12 +537,12 @@ def test_winograd_chunks(dtype, size, padding, B):
             dx = np.full(x.shape, np.nan, dtype) if with_U else None
             masked = np.full(dout.shape, np.nan, dtype) if relu else None
             for i0, i1 in ((0, chunks // 2), (chunks // 2, chunks)):
-                _kernels.winograd_chunks_backward(dout, rectified, x, ph, pw, U if with_U else None, B, i0, i1, V, keep,
+                _kernels.winograd_chunks_backward(dout, rectified, x, ph, pw, U if with_U else None, gemm, B, i0, i1, V, keep,
                                                   masked, dU, dx, xpad, scratch(C_out), scratch(C_in))
             assert_close((dU, dx, masked), (want_dU, want_dx, want_masked), dtype)
     x[1, 2, 0, 0] = np.nan                                             # counted where a ReLU meets it (the twin's
     assert KERNEL_TWINS["winograd_chunks"](x, padding, U, bias, True, B)[2] > 0   # einsums spread it further: 0 * NaN)
-    assert _kernels.winograd_chunks(x, ph, pw, U, bias, True, B, 0, chunks, scratch(C_in), False, xpad, scratch(C_out),
+    assert _kernels.winograd_chunks(x, ph, pw, U, 0, bias, True, B, 0, chunks, scratch(C_in), False, xpad, scratch(C_out),
                                     out) > 0
 
 

@@ -30,7 +30,7 @@ several trainings side by side on purpose, or to measure one core. The count is 
 setting for the whole process; a lock keeps it consistent when several Python threads
 read and change it.
 
-numpy's BLAS (and SciPy's, which the compiled kernels' matrix products call) is held at
+numpy's BLAS (which the compiled kernels' matrix products call too, or SciPy's) is held at
 one thread only while tinyfcn computes: from the start to the end of every
 :func:`parallel_for`, in whichever Python thread runs it, and inside
 ``with computing():`` (for matrix products outside :func:`parallel_for`), with

@@ -25,9 +25,10 @@ numba's options are decided here, once, by ``jit``:
   thread, an AVX2 AMD EPYC; the same bits). No kernel divides by a value that can be 0 (Adam's
   divisor holds ``eps > 0``, the loss's a sum that includes ``exp(0) = 1``).
 
-Matrix products inside a kernel (:func:`winograd_chunks`) are numba's ``np.dot``, which calls
-SciPy's BLAS (``scipy.linalg.cython_blas``; numba needs SciPy for it). :mod:`tinyfcn.threads` holds
-that BLAS at one thread too.
+Matrix products inside a kernel (:func:`winograd_chunks`) go through :func:`product`: NumPy's own
+BLAS, called at the address :func:`tinyfcn.ops.blas.gemm_address` finds, or numba's ``np.dot``,
+which calls SciPy's BLAS (``scipy.linalg.cython_blas``; numba needs SciPy for it).
+:mod:`tinyfcn.threads` holds both at one thread while tinyfcn computes.
 
 Set the environment variable ``NUMBA_DISABLE_JIT=1`` to run these functions as plain
 Python (for a debugger or a coverage report).
@@ -36,6 +37,9 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
@@ -419,19 +423,64 @@ def winograd_input_adjoint(dV, dxpad):
                         row[2 * q + 1] += half[1, q]
 
 
+# ---------------------------------------------------------------- matrix products
+
+@intrinsic
+def _cblas_gemm(typingctx, address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+    """``c = op(a) @ op(b)`` (m x n, inner size k) by the CBLAS ``?gemm`` at ``address``: row-major, alpha 1,
+    beta 0, ``trans_*`` 111 for a matrix as stored and 112 for its transpose, 64-bit integer sizes.
+
+    The call is compiled in and the address is an argument, so numba can cache the kernels that call it
+    (an address known at compile time would be stale in the next process).
+    """
+    def codegen(context, builder, signature, args):
+        address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc = args
+        real = context.get_value_type(signature.args[6].dtype)      # float or double
+        i32, i64, ptr = ir.IntType(32), ir.IntType(64), real.as_pointer()
+        gemm = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64])
+        a, b, c = (context.make_array(t)(context, builder, v).data for t, v in zip(signature.args[6:11:2], (a, b, c)))
+        builder.call(builder.inttoptr(address, gemm.as_pointer()),
+                     [ir.Constant(i32, 101), builder.trunc(trans_a, i32), builder.trunc(trans_b, i32), m, n, k,
+                      ir.Constant(real, 1.0), a, lda, b, ldb, ir.Constant(real, 0.0), c, ldc])
+        return context.get_dummy_value()
+    i = types.int64
+    return types.void(i, i, i, i, i, i, a, i, b, i, c, i), codegen
+
+
 @jit
-def winograd_chunks(x, ph, pw, U, bias, relu, B, i0, i1, V, keep, xpad, M, out):
+def product(gemm, a, b, out):
+    """``out = a @ b`` by NumPy's own BLAS, its ``cblas_?gemm`` at address ``gemm``
+    (:func:`tinyfcn.ops.blas.gemm_address`), or by numba's ``np.dot`` (SciPy's BLAS) when ``gemm`` is 0.
+
+    a, b: 2-D, each with contiguous rows or a transposed view of such (``V.T``); out: C-contiguous
+    (a.shape[0], b.shape[1]), overwritten. The same bits as ``np.matmul`` on NumPy's BLAS at one thread
+    (a test checks), whose kernels may add in another order than SciPy's (see
+    :data:`tinyfcn.ops.functional.WINOGRAD_NUMPY_BLAS_CHANNELS`).
+    """
+    if gemm == 0:
+        np.dot(a, b, out)
+        return
+    s = a.itemsize
+    ta, lda = (111, a.strides[0] // s) if a.strides[1] == s and a.strides[0] >= a.shape[1] * s else (112, a.strides[1] // s)
+    tb, ldb = (111, b.strides[0] // s) if b.strides[1] == s and b.strides[0] >= b.shape[1] * s else (112, b.strides[1] // s)
+    _cblas_gemm(gemm, ta, tb, out.shape[0], out.shape[1], a.shape[1], a, max(lda, 1), b, max(ldb, 1), out,
+                max(out.strides[0] // s, 1))
+
+
+@jit
+def winograd_chunks(x, ph, pw, U, gemm, bias, relu, B, i0, i1, V, keep, xpad, M, out):
     """Winograd F(2x2, 3x3) convolution of chunks ``i0`` to ``i1 - 1`` of ``B`` images each (chunk i: images
     ``i*B`` to ``min(N, (i+1)*B) - 1``), each chunk through every step before the next:
 
     ``xpad`` = the chunk's images with ``ph``, ``pw`` zeros around them (and past them to whole tiles),
     ``V = B^T d B`` of its tiles (:func:`winograd_input`), ``M[k] = U[k] @ V[k]`` for the 16 positions
-    k (numba's ``np.dot``: SciPy's BLAS), ``out = A^T m A`` of every tile (:func:`winograd_output`), then
+    k (:func:`product`, by the BLAS ``gemm`` says), ``out = A^T m A`` of every tile (:func:`winograd_output`), then
     bias and ReLU (:func:`bias_relu`). One call does a thread's whole range of chunks without the
     interpreter lock: with a Python loop around the steps, two threads waited on each other's passes
     through the interpreter between them.
 
-    x: (N, C_in, H, W); U: (16, C_out, C_in) (:func:`winograd_weight`); bias: (C_out,) or None;
+    x: (N, C_in, H, W); U: (16, C_out, C_in) (:func:`winograd_weight`); gemm: the products' BLAS, as for
+    :func:`product`; bias: (C_out,) or None;
     V: with ``keep``, every chunk's tiles one chunk after another, flat: chunk i's (16, S_in) array, its
     rows ``S_in = C_in*B*T + ROW_GAP`` long (:data:`ROW_GAP`), starts at ``16*S_in*i`` (a training step's
     backward reads them); without, room for one chunk's, overwritten by each. xpad: (B, C_in, 2*th + 2,
@@ -456,7 +505,7 @@ def winograd_chunks(x, ph, pw, U, bias, relu, B, i0, i1, V, keep, xpad, M, out):
         winograd_input(pad, Vi)
         Mi = M[:16 * S_out].reshape(16, S_out)
         for k in range(16):
-            np.dot(U[k], Vi[k, :C_in * bT].reshape(C_in, bT), Mi[k, :C_out * bT].reshape(C_out, bT))
+            product(gemm, U[k], Vi[k, :C_in * bT].reshape(C_in, bT), Mi[k, :C_out * bT].reshape(C_out, bT))
         winograd_output(Mi, out[n0:n1])
         if bias is not None or relu:
             bad += bias_relu(out[n0:n1].reshape(b, C_out, Ho * Wo), bias, relu)
@@ -464,12 +513,12 @@ def winograd_chunks(x, ph, pw, U, bias, relu, B, i0, i1, V, keep, xpad, M, out):
 
 
 @jit
-def winograd_chunks_backward(dout, rectified, x, ph, pw, U, B, i0, i1, V, keep, masked, dU, dx, xpad, dM, dV):
+def winograd_chunks_backward(dout, rectified, x, ph, pw, U, gemm, B, i0, i1, V, keep, masked, dU, dx, xpad, dM, dV):
     """The backward pass of :func:`winograd_chunks`, chunk by chunk (the same chunks), each through every step:
 
     with a ReLU (``rectified``, the forward's output, not None) ``masked = dout * (rectified > 0)``, the
     gradient from here on (:func:`relu_backward`); ``dM = A dy A^T`` per tile (:func:`winograd_output_adjoint`);
-    ``dU[i, k] = dM[k] @ V[k].T``, chunk i's share of the transformed weights' gradient (V recomputed
+    ``dU[i, k] = dM[k] @ V[k].T`` (the products by :func:`product` with ``gemm``), chunk i's share of the transformed weights' gradient (V recomputed
     into the room V gives when ``keep`` is False); with ``U`` (not None), ``dV[k] = U[k].T @ dM[k]`` and
     dx adds ``B dv B^T`` of each tile into its window (:func:`winograd_input_adjoint`), cropped by the padding.
 
@@ -501,11 +550,11 @@ def winograd_chunks_backward(dout, rectified, x, ph, pw, U, B, i0, i1, V, keep, 
             pad[:, :, ph:ph + H, pw:pw + W] = x[n0:n1]
             winograd_input(pad, Vi)
         for k in range(16):
-            np.dot(dMi[k, :C_out * bT].reshape(C_out, bT), Vi[k, :C_in * bT].reshape(C_in, bT).T, dU[i, k])
+            product(gemm, dMi[k, :C_out * bT].reshape(C_out, bT), Vi[k, :C_in * bT].reshape(C_in, bT).T, dU[i, k])
         if U is not None:
             dVi = dV[:16 * S_in].reshape(16, S_in)
             for k in range(16):
-                np.dot(U[k].T, dMi[k, :C_out * bT].reshape(C_out, bT), dVi[k, :C_in * bT].reshape(C_in, bT))
+                product(gemm, U[k].T, dMi[k, :C_out * bT].reshape(C_out, bT), dVi[k, :C_in * bT].reshape(C_in, bT))
             winograd_input_adjoint(dVi, pad)
             dx[n0:n1] = pad[:, :, ph:ph + H, pw:pw + W]
 

@@ -61,7 +61,7 @@ import numpy as np
 
 from .. import threads
 from ..labels import IGNORE
-from . import _kernels
+from . import _kernels, blas
 from .sizes import (
     conv2d_output_size,
     conv_transpose2d_output_size,
@@ -251,7 +251,8 @@ transform; backward likewise), so a layer is one hand-over between threads, and 
 products stay in the core's cache from one step to the next (a range at a time, they did not:
 FCN-8s's inference at batch 8, one thread, took 4 % longer; its training step 1 % longer). A
 thread's range is one numba call (:func:`tinyfcn.ops._kernels.winograd_chunks` and its backward),
-the products through numba's ``np.dot``, so the thread takes the interpreter lock only to start it:
+the products through :func:`tinyfcn.ops._kernels.product` (see :data:`WINOGRAD_NUMPY_BLAS_CHANNELS`), so
+the thread takes the interpreter lock only to start it:
 with the steps called one by one from Python, two threads waited on each other between them (on a
 2-core Intel Xeon, AVX-512, FCN-8s's training step at batch 8 took 53.5-54.1 ms against 58.1-59.6
 at one thread and 39.0-39.6 against 44.9-45.1 at two, inference 19.1-19.4 against 20.1-20.4 and
@@ -306,6 +307,30 @@ def _winograd_chunk_images(pixels):
     holds images ``i*B`` to ``min(N, (i+1)*B) - 1`` (the last may be smaller), the same for any thread count,
     so no sum depends on it."""
     return min(WINOGRAD_CHUNK_IMAGES, -(-WINOGRAD_CHUNK_PIXELS // pixels))
+
+
+WINOGRAD_NUMPY_BLAS_CHANNELS = 32
+"""Winograd's products (:func:`tinyfcn.ops._kernels.product`) run on NumPy's own BLAS
+(:func:`tinyfcn.ops.blas.gemm_address`) where a layer has at most this many channels in or out, and on
+SciPy's (numba's ``np.dot``) where both sides have more (:func:`_winograd_gemm`). NumPy's is used
+wherever tinyfcn can call it (NumPy's PyPI wheels); with any other NumPy every product is ``np.dot``.
+
+The two are different builds of OpenBLAS (SciPy 1.17.1's wheels carry 0.3.30, NumPy 2.4's 0.3.31).
+Measured on a 2-core AMD EPYC (Zen 3, AVX2: both use their Haswell kernels), one thread, FCN-8s's
+layers at batch 8 x 64x64, the 48 products of a forward + backward pass (forward, weight gradient and
+input gradient) called as the kernels call them, SciPy's ms -> NumPy's: conv1_2 (16->16) 7.2 -> 4.6,
+conv2_1 (16->32) 2.8 -> 1.9, conv2_2 (32->32) 4.6 -> 3.2, conv3_1 (32->64) 1.9 -> 1.5; with 64 channels
+on both sides SciPy's was as fast or faster (conv3_2 2.5 against 2.7, conv4_1 1.3 against 1.3, conv4_2
+2.5 against 2.6). Where NumPy's runs there, the two gave the same bits for every product of those
+four layers (in the 64-channel layers they do not), so on that machine the rule changed no result;
+with other CPUs' kernels, whether the two versions add alike was not measured. Measured once and
+written here; nothing is timed at run time."""
+
+
+def _winograd_gemm(C_in, C_out, dtype):
+    """The ``gemm`` argument of the Winograd kernels: NumPy's BLAS (its address) for a layer of at most
+    :data:`WINOGRAD_NUMPY_BLAS_CHANNELS` channels on one side at least, else 0 (numba's ``np.dot``)."""
+    return blas.gemm_address(dtype) if min(C_in, C_out) <= WINOGRAD_NUMPY_BLAS_CHANNELS else 0
 
 
 def _winograd_weight(weight):
@@ -412,6 +437,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
     if _winograd(weight, stride, padding, P):                          # chunk by chunk of images: tiles, 16 products, outputs
         th, tw = _winograd_tiles((Ho, Wo))
         U, T, B = _winograd_weight(weight), th * tw, _winograd_chunk_images(P)
+        gemm = _winograd_gemm(C_in, C_out, x.dtype)
         chunks = -(-N // B)
         cols = np.empty(chunks * 16 * (C_in * B * T + _kernels.ROW_GAP), x.dtype) if keep_columns else None   # every chunk's V, in cols' place
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
@@ -420,7 +446,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
         def chunk_range(i0, i1):                                       # one range of chunks per thread, in one kernel call
             scratch = _winograd_scratch(B, C_in, C_out, th, tw, x.dtype)
             V = scratch["V"] if cols is None else cols
-            counts[i0] = _kernels.winograd_chunks(x, *padding, U, bias, relu, B, i0, i1, V, cols is not None,
+            counts[i0] = _kernels.winograd_chunks(x, *padding, U, gemm, bias, relu, B, i0, i1, V, cols is not None,
                                                   scratch["xpad"], scratch["M"], out)
 
         threads.parallel_ranges(chunks, chunk_range, *size)
@@ -581,6 +607,7 @@ def _winograd_backward(dout, kept, x, weight, has_bias, padding, V, Ho, Wo, inpu
     B = _winograd_chunk_images(Ho * Wo)
     chunks = -(-N // B)
     U = _winograd_weight(weight) if input_grad else None
+    gemm = _winograd_gemm(C_in, C_out, x.dtype)
     per_chunk = np.empty((chunks, 16, C_out, C_in), x.dtype)           # each chunk's dU
     per_image_bias = np.empty((N, C_out), x.dtype)
     dx = np.empty(x.shape, x.dtype) if input_grad else None
@@ -588,7 +615,7 @@ def _winograd_backward(dout, kept, x, weight, has_bias, padding, V, Ho, Wo, inpu
 
     def chunk_range(i0, i1):                                           # one range of chunks per thread, in one kernel call
         scratch = _winograd_scratch(B, C_in, C_out, th, tw, x.dtype)
-        _kernels.winograd_chunks_backward(dout, kept, x, *padding, U, B, i0, i1, scratch["V"] if V is None else V,
+        _kernels.winograd_chunks_backward(dout, kept, x, *padding, U, gemm, B, i0, i1, scratch["V"] if V is None else V,
                                           V is not None, masked, per_chunk, dx, scratch["xpad"], scratch["M"],
                                           scratch["dV"])
         if has_bias:

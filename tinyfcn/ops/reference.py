@@ -14,8 +14,8 @@ kinds of function live here:
   :func:`batch_norm2d_stats`, :func:`batch_norm2d_normalize`, :func:`batch_norm2d_grad_sums`,
   :func:`batch_norm2d_grad_input`, :func:`batch_norm2d_forward_channels`,
   :func:`batch_norm2d_backward_channels`, :func:`bias_relu`, :func:`conv3x3`, :func:`winograd_weight`, :func:`winograd_weight_adjoint`, :func:`winograd_input`,
-  :func:`winograd_output`, :func:`winograd_output_adjoint`, :func:`winograd_input_adjoint`, :func:`winograd_chunks` and
-  :func:`winograd_chunks_backward` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
+  :func:`winograd_output`, :func:`winograd_output_adjoint`, :func:`winograd_input_adjoint`, :func:`winograd_chunks`,
+  :func:`winograd_chunks_backward` and :func:`product` are the twins of numba kernels in :mod:`tinyfcn.ops._kernels`
   only (some ops above are a kernel's twin too). A kernel takes its sizes one by one and fills arrays its caller made, as in
   ``_kernels.col2im(cols, kh, kw, sh, sw, ph, pw, Ho, Wo, x)``; its twin takes pairs and
   returns the result, ``col2im(cols, x_shape, kernel, stride, padding)`` (``_kernels.im2col``
@@ -213,6 +213,11 @@ def winograd_input_adjoint(dV, xpad_shape):
         for j in range(tw):
             dxpad[:, :, 2 * i:2 * i + 4, 2 * j:2 * j + 4] += dd[:, :, i, j]
     return dxpad
+
+
+def product(a, b):
+    """``a @ b``, the matrix product :func:`tinyfcn.ops._kernels.product` computes (by either BLAS) into the array it is given."""
+    return a @ b
 
 
 def winograd_chunks(x, padding, U, bias, relu, B):
