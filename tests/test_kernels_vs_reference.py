@@ -1,5 +1,6 @@
 """The compiled ops (tinyfcn.ops.functional) and each compiled kernel (tinyfcn.ops._kernels) against their plain-NumPy twins (tinyfcn.ops.reference)."""
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -500,6 +501,27 @@ def test_product(dtype, m, k, n):
         assert_close(out, want, dtype)
         if gemm and 1 not in (m, k, n):
             np.testing.assert_array_equal(out, want)
+
+
+def test_the_kernels_run_as_plain_python_with_numba_disabled():
+    """``NUMBA_DISABLE_JIT=1`` (a debugger, a coverage report) runs every kernel as Python, the BLAS
+    products included: a Winograd layer of 16 channels, forward and backward, against the twins."""
+    import subprocess
+    import sys
+    code = """
+import numpy as np
+from tinyfcn import functional as F, reference as R
+rng = np.random.default_rng(0)
+x, w, dout = (rng.standard_normal(s) for s in ((1, 16, 8, 8), (16, 16, 3, 3), (1, 16, 8, 8)))
+out, cache = F.conv2d_forward(x, w, None, 1, 1)
+assert F._winograd(w, (1, 1), (1, 1), 64) and cache[5] is not None
+got, want = (out, *F.conv2d_backward(dout, cache)[:2]), R.conv2d_backward(dout, R.conv2d_forward(x, w, None, 1, 1)[1])[:2]
+print(max(float(np.abs(g - v).max() / np.abs(v).max()) for g, v in zip(got, (R.conv2d_forward(x, w, None, 1, 1)[0], *want))))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "NUMBA_DISABLE_JIT": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.split()[-1]) < 1e-12
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -425,6 +425,10 @@ def winograd_input_adjoint(dV, dxpad):
 
 # ---------------------------------------------------------------- matrix products
 
+_COMPILED = not numba.config.DISABLE_JIT
+"""False when numba runs the kernels as plain Python, where :func:`_cblas_gemm` cannot run."""
+
+
 @intrinsic
 def _cblas_gemm(typingctx, address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     """``c = op(a) @ op(b)`` (m x n, inner size k) by the CBLAS ``?gemm`` at ``address``: row-major, alpha 1,
@@ -455,9 +459,10 @@ def product(gemm, a, b, out):
     a, b: 2-D, each with contiguous rows or a transposed view of such (``V.T``); out: C-contiguous
     (a.shape[0], b.shape[1]), overwritten. The same bits as ``np.matmul`` on NumPy's BLAS at one thread
     (a test checks), whose kernels may add in another order than SciPy's (see
-    :data:`tinyfcn.ops.functional.WINOGRAD_NUMPY_BLAS_CHANNELS`).
+    :data:`tinyfcn.ops.functional.WINOGRAD_NUMPY_BLAS_CHANNELS`). Run as plain Python
+    (``NUMBA_DISABLE_JIT=1``), ``np.dot`` is NumPy's and serves for both.
     """
-    if gemm == 0:
+    if gemm == 0 or not _COMPILED:
         np.dot(a, b, out)
         return
     s = a.itemsize
