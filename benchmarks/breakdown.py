@@ -12,7 +12,8 @@
    gradient's product, pad dout, the direct kernel for the input gradient. Where it
    runs Winograd (``functional._winograd``), the pieces are its transforms and its three sets of
    16 products, chunk by chunk of images (inside one numba call per thread, ``_kernels.winograd_chunks``
-   and ``_kernels.winograd_chunks_backward``; the replica calls the pieces one by one). A transposed convolution runs the same pieces the other way round. A
+   and ``_kernels.winograd_chunks_backward``; the replica calls the pieces one by one, each product by
+   ``_kernels.product`` on the BLAS the layer's rule picks, ``functional._winograd_gemm``). A transposed convolution runs the same pieces the other way round. A
    replica of each call, built from tinyfcn's own private helpers (read-only), runs the
    pieces in order with a stopwatch lap after each, at the FCN-8s shapes; the real call
    is timed alongside to show the pieces add up. So a slow op can be pinned on the BLAS,
@@ -184,6 +185,12 @@ def winograd_replica(op, rng):
     T = tiles[0] * tiles[1]
     dout = _randn(rng, (N, C_out, Ho, Wo))
 
+    gemm = F._winograd_gemm(C_in, C_out, x.dtype)                  # NumPy's BLAS or SciPy's, as the real call
+
+    def products(A, B, out):                                           # out[k] = A[k] @ B[k], as the kernels do
+        for k in range(16):
+            _kernels.product(gemm, A[k], B[k], out[k])
+
     def replica():                      # the pieces of one chunk of images after another, serially
         t = Laps()
         xc, wc = F._check_array("conv2d", "x", x), F._check_array("conv2d", "weight", w)
@@ -203,7 +210,7 @@ def winograd_replica(op, rng):
             xpad[:, :, p[0]:p[0] + H, p[1]:p[1] + W] = xc[n0:n1]
             _kernels.winograd_input(xpad, V)
             t.lap("fwd: pad + input transform")
-            np.matmul(U, V[:, :C_in * B * T].reshape(16, C_in, B * T), out=M[:, :C_out * B * T].reshape(16, C_out, B * T))
+            products(U, V[:, :C_in * B * T].reshape(16, C_in, B * T), M[:, :C_out * B * T].reshape(16, C_out, B * T))
             t.lap("fwd: 16 GEMMs U@V")
             _kernels.winograd_output(M, out[n0:n1])
             t.lap("fwd: output transform")
@@ -219,9 +226,9 @@ def winograd_replica(op, rng):
             _kernels.winograd_output_adjoint(d[n0:n1], M)
             t.lap("bwd: output adjoint")
             Mv, Vv = M[:, :C_out * B * T].reshape(16, C_out, B * T), V[:, :C_in * B * T].reshape(16, C_in, B * T)
-            np.matmul(Mv, Vv.transpose(0, 2, 1), out=dU[i])
+            products(Mv, Vv.transpose(0, 2, 1), dU[i])
             t.lap("bwd: 16 GEMMs dM@V.T (dW)")
-            np.matmul(U.transpose(0, 2, 1), Mv, out=dV[:, :C_in * B * T].reshape(16, C_in, B * T))
+            products(U.transpose(0, 2, 1), Mv, dV[:, :C_in * B * T].reshape(16, C_in, B * T))
             t.lap("bwd: 16 GEMMs U.T@dM (dx)")
             _kernels.winograd_input_adjoint(dV, dxpad)
             t.lap("bwd: input adjoint")
