@@ -13,12 +13,17 @@
    runs Winograd (``functional._winograd``), the pieces are its transforms and its three sets of
    16 products, chunk by chunk of images (inside one numba call per thread, ``_kernels.winograd_chunks``
    and ``_kernels.winograd_chunks_backward``; the replica calls the pieces one by one, each product by
-   ``_kernels.product`` on the BLAS the layer's rule picks, ``functional._winograd_gemm``). A transposed convolution runs the same pieces the other way round. A
+   ``_kernels.product`` on NumPy's BLAS, as the kernels do). A transposed convolution runs the same pieces the other way round. A
    replica of each call, built from tinyfcn's own private helpers (read-only), runs the
    pieces in order with a stopwatch lap after each, at the FCN-8s shapes; the real call
    is timed alongside to show the pieces add up. So a slow op can be pinned on the BLAS,
    on the numba loops or on copies.
-2. Training-step profile. Every layer of an FCN-8s gets a stopwatch around its
+2. Winograd on either BLAS. For each of FCN-8s's Winograd layers, its forward and backward kernels
+   (``_kernels.winograd_chunks`` and ``..._backward``, every chunk in one call) with their products on
+   NumPy's own BLAS, as tinyfcn runs them, and on SciPy's (numba's ``np.dot``), both BLAS held at one
+   thread; and whether the two give the same bits (output, weight and input gradients): the figures
+   behind ``tinyfcn.ops.blas``, for checking them on another CPU.
+3. Training-step profile. Every layer of an FCN-8s gets a stopwatch around its
    ``forward``/``backward`` (on the instance, nothing in tinyfcn is modified); the
    step's time is split by layer type, plus the loss and the SGD update.
 
@@ -43,7 +48,7 @@ from tinyfcn import functional as F
 from tinyfcn import nn, threads
 from tinyfcn.labels import IGNORE
 from tinyfcn.networks.models import FCN8s
-from tinyfcn.ops import _kernels
+from tinyfcn.ops import _kernels, blas
 from tinyfcn.training.optim import SGD
 
 
@@ -185,7 +190,7 @@ def winograd_replica(op, rng):
     T = tiles[0] * tiles[1]
     dout = _randn(rng, (N, C_out, Ho, Wo))
 
-    gemm = F._winograd_gemm(C_in, C_out, x.dtype)                  # NumPy's BLAS or SciPy's, as the real call
+    gemm = blas.gemm_address(x.dtype)                                  # NumPy's BLAS (0: numba's np.dot), as the real call
 
     def products(A, B, out):                                           # out[k] = A[k] @ B[k], as the kernels do
         for k in range(16):
@@ -317,6 +322,51 @@ def op_breakdown(quick):
     return rows
 
 
+def winograd_blas(quick):
+    """Per Winograd layer of FCN-8s: its forward + backward kernels with the products on NumPy's BLAS and
+    on SciPy's, median ms, and whether the two give the same bits (see the module docstring); [] where
+    NumPy's BLAS is not one tinyfcn can call (every product is then numba's ``np.dot``)."""
+    numpy_blas = blas.gemm_address(np.float32)
+    if not numpy_blas:
+        return []
+    rng = np.random.default_rng(0)
+    repeats = 5 if quick else 15
+    rows = []
+    for op in fcn_layers.fcn_ops():
+        if op["kind"] != "conv" or "fcn8s" not in op["uses"]:
+            continue
+        (Ho, Wo), (ph, pw) = fcn_layers.output_size(op), op["padding"]
+        if not F._winograd(np.empty(op["w_shape"]), op["stride"], op["padding"], Ho * Wo):
+            continue
+        x, w = _randn(rng, op["x_shape"]), _randn(rng, op["w_shape"], 0.1)
+        (N, C_in), C_out = x.shape[:2], w.shape[0]
+        dout = _randn(rng, (N, C_out, Ho, Wo))
+        th, tw = F._winograd_tiles((Ho, Wo))
+        B, U = F._winograd_chunk_images(Ho * Wo), F._winograd_weight(w)
+        chunks, S_in, S_out = -(-N // B), C_in * B * th * tw + _kernels.ROW_GAP, C_out * B * th * tw + _kernels.ROW_GAP
+        xpad = np.empty((B, C_in, 2 * th + 2, 2 * tw + 2), np.float32)
+        V, M, dM, dV = (np.empty(n, np.float32) for n in (chunks * 16 * S_in, 16 * S_out, 16 * S_out, 16 * S_in))
+        results, times = {}, {}
+        for name, gemm in (("numpy", numpy_blas), ("scipy", 0)):
+            out, dU, dx = np.empty(dout.shape, np.float32), np.empty((chunks, 16, C_out, C_in), np.float32), \
+                np.empty(x.shape, np.float32)
+
+            def layer():                                               # the whole batch in one call each way
+                _kernels.winograd_chunks(x, ph, pw, U, gemm, None, False, B, 0, chunks, V, True, xpad, M, out)
+                _kernels.winograd_chunks_backward(dout, None, x, ph, pw, U, gemm, B, 0, chunks, V, True, None, dU, dx,
+                                                  xpad, dM, dV)
+
+            with threads.computing():                                  # both BLAS at one thread, as tinyfcn runs
+                layer()
+                number = calls_per_sample(layer, 0.02)
+                times[name] = float(np.median([time_calls(layer, number) for _ in range(repeats)]))
+            results[name] = (out, dU, dx)
+        rows.append({"label": fcn_layers.label(op), "uses": fcn_layers.uses_text(op),
+                     "numpy_ms": times["numpy"] * 1e3, "scipy_ms": times["scipy"] * 1e3,
+                     "same_bits": all(np.array_equal(a, b) for a, b in zip(results["numpy"], results["scipy"]))})
+    return rows
+
+
 def _stopwatch(totals, key, fn):
     """Wrap ``fn`` so that each call adds its duration to ``totals[key]``."""
     def timed(*args, **kwargs):
@@ -365,7 +415,7 @@ def main():
     job = read_job()
     threads.set_threads(1)                # the replicas are serial: compare them with a serial real call
     result = {"threads": threads_from_env(), "note": "pieces and real call at 1 tinyfcn thread"}
-    for name, fn in (("ops", op_breakdown), ("train_step", train_step_profile)):
+    for name, fn in (("ops", op_breakdown), ("winograd_blas", winograd_blas), ("train_step", train_step_profile)):
         log(f"  breakdown: {name}")
         try:
             result[name] = fn(job["quick"])

@@ -261,6 +261,16 @@ def breakdown_tables(res):
                                             f"timed alongside), {res['threads']} thread(s)"))
     elif res.get("ops_skipped"):
         out.append(f"conv breakdown skipped: {res['ops_skipped']}")
+    if res.get("winograd_blas"):
+        rows = [[r["label"], r["uses"], ms(r["numpy_ms"]), ms(r["scipy_ms"]), num(r["scipy_ms"] / r["numpy_ms"], 2) + "x",
+                 "yes" if r["same_bits"] else "no"] for r in res["winograd_blas"]]
+        out.append(table(["op", "layers", "NumPy's BLAS ms", "SciPy's ms", "SciPy/NumPy", "same bits"], rows,
+                         "Winograd's forward + backward kernels (batch 8), the products on NumPy's own BLAS (as "
+                         "tinyfcn runs them) and on SciPy's (numba's np.dot); one thread, medians"))
+    elif res.get("winograd_blas") == []:
+        out.append("Winograd's products: NumPy's BLAS is not one tinyfcn calls here; every product is numba's np.dot")
+    elif res.get("winograd_blas_skipped"):
+        out.append(f"Winograd BLAS comparison skipped: {res['winograd_blas_skipped']}")
     if res.get("train_step"):
         prof = res["train_step"]
         total = prof["step total"]

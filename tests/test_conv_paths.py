@@ -5,7 +5,7 @@ import pytest
 
 from tinyfcn import functional as F
 from tinyfcn import threads
-from tinyfcn.ops import _kernels, blas
+from tinyfcn.ops import _kernels
 from tinyfcn.ops.gradcheck import numerical_gradient, rel_error
 
 AGREEMENT = {np.float32: 1e-6, np.float64: 1e-12}
@@ -100,14 +100,6 @@ def test_each_paths_gradients(monkeypatch, path, padding, seed):
     assert rel_error(dx, numerical_gradient(lambda v: F.conv2d_forward(v, w, b, 1, padding)[0], x, dout)) < 1e-7
     assert rel_error(dw, numerical_gradient(lambda v: F.conv2d_forward(x, v, b, 1, padding)[0], w, dout)) < 1e-7
     assert rel_error(db, numerical_gradient(lambda v: F.conv2d_forward(x, w, v, 1, padding)[0], b, dout)) < 1e-7
-
-
-def test_winograd_products_run_on_numpys_blas_up_to_32_channels_on_one_side():
-    numpy_blas = blas.gemm_address(np.float32)
-    assert F._winograd_gemm(16, 16, np.float32) == F._winograd_gemm(32, 64, np.float32) == numpy_blas
-    assert F._winograd_gemm(64, 32, np.float32) == numpy_blas
-    assert F._winograd_gemm(64, 64, np.float32) == F._winograd_gemm(128, 33, np.float32) == 0
-    assert F._winograd_gemm(16, 16, np.float64) == blas.gemm_address(np.float64)
 
 
 def test_winograd_chunk_sizes_follow_the_map_not_the_thread_count():

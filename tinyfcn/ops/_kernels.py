@@ -458,9 +458,8 @@ def product(gemm, a, b, out):
 
     a, b: 2-D, each with contiguous rows or a transposed view of such (``V.T``); out: C-contiguous
     (a.shape[0], b.shape[1]), overwritten. The same bits as ``np.matmul`` on NumPy's BLAS at one thread
-    (a test checks), whose kernels may add in another order than SciPy's (see
-    :data:`tinyfcn.ops.functional.WINOGRAD_NUMPY_BLAS_CHANNELS`). Run as plain Python
-    (``NUMBA_DISABLE_JIT=1``), ``np.dot`` is NumPy's and serves for both.
+    (a test checks). Run as plain Python (``NUMBA_DISABLE_JIT=1``), ``np.dot`` is NumPy's and serves
+    for both.
     """
     if gemm == 0 or not _COMPILED:
         np.dot(a, b, out)

@@ -251,7 +251,7 @@ transform; backward likewise), so a layer is one hand-over between threads, and 
 products stay in the core's cache from one step to the next (a range at a time, they did not:
 FCN-8s's inference at batch 8, one thread, took 4 % longer; its training step 1 % longer). A
 thread's range is one numba call (:func:`tinyfcn.ops._kernels.winograd_chunks` and its backward),
-the products through :func:`tinyfcn.ops._kernels.product` (see :data:`WINOGRAD_NUMPY_BLAS_CHANNELS`), so
+the products through :func:`tinyfcn.ops._kernels.product` (NumPy's own BLAS: :mod:`tinyfcn.ops.blas`), so
 the thread takes the interpreter lock only to start it:
 with the steps called one by one from Python, two threads waited on each other between them (on a
 2-core Intel Xeon, AVX-512, FCN-8s's training step at batch 8 took 53.5-54.1 ms against 58.1-59.6
@@ -307,30 +307,6 @@ def _winograd_chunk_images(pixels):
     holds images ``i*B`` to ``min(N, (i+1)*B) - 1`` (the last may be smaller), the same for any thread count,
     so no sum depends on it."""
     return min(WINOGRAD_CHUNK_IMAGES, -(-WINOGRAD_CHUNK_PIXELS // pixels))
-
-
-WINOGRAD_NUMPY_BLAS_CHANNELS = 32
-"""Winograd's products (:func:`tinyfcn.ops._kernels.product`) run on NumPy's own BLAS
-(:func:`tinyfcn.ops.blas.gemm_address`) where a layer has at most this many channels in or out, and on
-SciPy's (numba's ``np.dot``) where both sides have more (:func:`_winograd_gemm`). NumPy's is used
-wherever tinyfcn can call it (NumPy's PyPI wheels); with any other NumPy every product is ``np.dot``.
-
-The two are different builds of OpenBLAS (SciPy 1.17.1's wheels carry 0.3.30, NumPy 2.4's 0.3.31).
-Measured on a 2-core AMD EPYC (Zen 3, AVX2: both use their Haswell kernels), one thread, FCN-8s's
-layers at batch 8 x 64x64, the 48 products of a forward + backward pass (forward, weight gradient and
-input gradient) called as the kernels call them, SciPy's ms -> NumPy's: conv1_2 (16->16) 7.2 -> 4.6,
-conv2_1 (16->32) 2.8 -> 1.9, conv2_2 (32->32) 4.6 -> 3.2, conv3_1 (32->64) 1.9 -> 1.5; with 64 channels
-on both sides SciPy's was as fast or faster (conv3_2 2.5 against 2.7, conv4_1 1.3 against 1.3, conv4_2
-2.5 against 2.6). Where NumPy's runs there, the two gave the same bits for every product of those
-four layers (in the 64-channel layers they do not), so on that machine the rule changed no result;
-with other CPUs' kernels, whether the two versions add alike was not measured. Measured once and
-written here; nothing is timed at run time."""
-
-
-def _winograd_gemm(C_in, C_out, dtype):
-    """The ``gemm`` argument of the Winograd kernels: NumPy's BLAS (its address) for a layer of at most
-    :data:`WINOGRAD_NUMPY_BLAS_CHANNELS` channels on one side at least, else 0 (numba's ``np.dot``)."""
-    return blas.gemm_address(dtype) if min(C_in, C_out) <= WINOGRAD_NUMPY_BLAS_CHANNELS else 0
 
 
 def _winograd_weight(weight):
@@ -437,7 +413,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, relu=False, keep_c
     if _winograd(weight, stride, padding, P):                          # chunk by chunk of images: tiles, 16 products, outputs
         th, tw = _winograd_tiles((Ho, Wo))
         U, T, B = _winograd_weight(weight), th * tw, _winograd_chunk_images(P)
-        gemm = _winograd_gemm(C_in, C_out, x.dtype)
+        gemm = blas.gemm_address(x.dtype)                             # NumPy's BLAS; 0: numba's np.dot
         chunks = -(-N // B)
         cols = np.empty(chunks * 16 * (C_in * B * T + _kernels.ROW_GAP), x.dtype) if keep_columns else None   # every chunk's V, in cols' place
         out = np.empty((N, C_out, Ho, Wo), x.dtype)
@@ -607,7 +583,7 @@ def _winograd_backward(dout, kept, x, weight, has_bias, padding, V, Ho, Wo, inpu
     B = _winograd_chunk_images(Ho * Wo)
     chunks = -(-N // B)
     U = _winograd_weight(weight) if input_grad else None
-    gemm = _winograd_gemm(C_in, C_out, x.dtype)
+    gemm = blas.gemm_address(x.dtype)                                 # NumPy's BLAS; 0: numba's np.dot
     per_chunk = np.empty((chunks, 16, C_out, C_in), x.dtype)           # each chunk's dU
     per_image_bias = np.empty((N, C_out), x.dtype)
     dx = np.empty(x.shape, x.dtype) if input_grad else None
