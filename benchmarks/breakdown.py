@@ -26,11 +26,20 @@
 3. Training-step profile. Every layer of an FCN-8s gets a stopwatch around its
    ``forward``/``backward`` (on the instance, nothing in tinyfcn is modified); the
    step's time is split by layer type, plus the loss and the SGD update.
+4. Two threads against one (on a machine with two cores or more). FCN-8s training steps at one
+   and at two tinyfcn threads, alternating in this process; stopwatches around
+   ``threads.parallel_for`` and ``threads.parallel_ranges`` (swapped in on the module for the
+   measurement, put back after) split each step into the jobs two threads share and the rest, and
+   time each piece of a shared job on the thread that ran it: how long the two threads were busy,
+   how late the worker started, how long the job ran on after its last piece. Beside it, what this
+   machine gives two threads on work that shares nothing: two one-thread matrix products at once, and
+   a memory-bound addition split in two, against one thread alone.
 
 This describes tinyfcn's current implementation; if its internals change, the affected
 part is reported as skipped instead of failing the suite.
 """
 import collections
+import threading
 import time
 
 import fcn_layers
@@ -411,11 +420,140 @@ def train_step_profile(quick, batch=8, size=64):
     return {key: float(np.median(v)) for key, v in per_step.items()}
 
 
+class Ceiling:
+    """What this machine gives two threads on work that shares nothing, one sample per :meth:`sample` call.
+
+    ``products``: twelve 512x512 float32 products (NumPy's BLAS held at one thread) on one thread,
+    against twelve on each of two threads at once: 2 x alone / together. ``memory``: ``a = b + c`` over
+    three 32 MB arrays (more than most L3 caches hold) on one thread, against its two halves on two threads at once.
+    """
+
+    def __init__(self, pool):
+        rng = np.random.default_rng(0)
+        self.pool, self.samples = pool, {"products": [], "memory": []}
+        self.mats = [[_randn(rng, (512, 512)) for _ in range(3)] for _ in range(2)]
+        self.big = [_randn(rng, (8 << 20,)) for _ in range(3)]
+
+    def _products(self, k):
+        a, b, c = self.mats[k]
+        for _ in range(12):
+            np.matmul(a, b, out=c)
+
+    def _add(self, part):
+        np.add(self.big[1][part], self.big[2][part], out=self.big[0][part])
+
+    def sample(self):
+        half = self.big[0].size // 2
+        for name, alone, mine, other, work in (
+                ("products", lambda: self._products(0), lambda: self._products(0), lambda: self._products(1), 2),
+                ("memory", lambda: self._add(slice(None)), lambda: self._add(slice(0, half)),
+                 lambda: self._add(slice(half, None)), 1)):
+            with threads.computing():
+                t0 = time.perf_counter()
+                alone()
+                one = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                pending = self.pool.submit(other)
+                mine()
+                pending.result()
+                self.samples[name].append(work * one / (time.perf_counter() - t0))
+
+    def medians(self):
+        return {name: float(np.median(v)) for name, v in self.samples.items()}
+
+
+def _watched(fn, state, main_thread):
+    """``fn`` (``threads.parallel_for`` or ``parallel_ranges``) with stopwatches for the jobs two threads share.
+
+    A job counts as shared when it is not nested in another and tinyfcn would give it two threads
+    (two items or more, not a small job); its figures add up in ``state["step"]``.
+    """
+    def call(count, body, values=None, macs=0):
+        if state["depth"] > 0 or count < 2 or threads._small(values, macs):
+            state["depth"] += 1
+            try:
+                return fn(count, body, values, macs)
+            finally:
+                state["depth"] -= 1
+        step, marks = state["step"], {"start": None, "ends": [time.perf_counter()]}
+
+        def piece(*args):
+            t0 = time.perf_counter()
+            on_worker = threading.get_ident() != main_thread
+            if on_worker and marks["start"] is None:
+                marks["start"] = t0
+            try:
+                return body(*args)
+            finally:
+                t1 = time.perf_counter()
+                step["worker busy" if on_worker else "caller busy"] += t1 - t0
+                marks["ends"].append(t1)
+
+        t0 = time.perf_counter()
+        state["depth"] += 1
+        try:
+            return fn(count, piece, values, macs)
+        finally:
+            state["depth"] -= 1
+            t1 = time.perf_counter()
+            step["shared jobs"] += t1 - t0
+            step["jobs"] += 1
+            step["worker start delay"] += (marks["start"] or t1) - t0
+            step["after the last piece"] += t1 - max(marks["ends"])
+    return call
+
+
+def two_threads(quick, batch=8, size=64):
+    """FCN-8s training steps at one and two tinyfcn threads, alternating, for norm "none" and "batch":
+    per step (medians) the wall time, the time in jobs two threads share, and at two threads each
+    thread's busy time in them, the worker's start delay and the time after the last piece; a
+    :class:`Ceiling` sample between each pair of steps. None on a machine with one core."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+    if len(os.sched_getaffinity(0)) < 2:
+        return None
+    rng = np.random.default_rng(0)
+    x = _randn(rng, (batch, 3, size, size))
+    y = rng.integers(0, fcn_layers.NUM_CLASSES, (batch, size, size))
+    state = {"depth": 0, "step": None}
+    original = threads.parallel_for, threads.parallel_ranges
+    result = {}
+    threads.parallel_for, threads.parallel_ranges = (_watched(fn, state, threading.get_ident()) for fn in original)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            for norm in ("none", "batch"):
+                model = FCN8s(fcn_layers.NUM_CLASSES, norm=norm)
+                loss_fn = nn.SoftmaxCrossEntropy(IGNORE)
+                opt = SGD(model.params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+                steps, ceiling = {1: collections.defaultdict(list), 2: collections.defaultdict(list)}, Ceiling(pool)
+                for i in range(2 + (8 if quick else 30)):
+                    for n in ((1, 2) if i % 2 == 0 else (2, 1)):
+                        state["step"] = collections.defaultdict(float)
+                        with threads.using(n):
+                            t0 = time.perf_counter()
+                            loss_fn.forward(model.forward(x), y)
+                            model.backward(loss_fn.backward(), input_grad=False)   # as train_step
+                            opt.step(model.grads)
+                            state["step"]["step"] = time.perf_counter() - t0
+                        if i >= 2:                                              # two warm-up pairs
+                            for key, value in state["step"].items():
+                                steps[n][key].append(value)
+                    if i >= 2:
+                        ceiling.sample()
+                pairs = np.array(steps[1]["step"]) / np.array(steps[2]["step"])
+                result[norm] = {**{str(n): {k: float(np.median(v)) for k, v in s.items()} for n, s in steps.items()},
+                                "speed_up": float(np.median(pairs)), "ceiling": ceiling.medians()}
+    finally:
+        threads.parallel_for, threads.parallel_ranges = original
+    return result
+
+
 def main():
     job = read_job()
     threads.set_threads(1)                # the replicas are serial: compare them with a serial real call
     result = {"threads": threads_from_env(), "note": "pieces and real call at 1 tinyfcn thread"}
-    for name, fn in (("ops", op_breakdown), ("winograd_blas", winograd_blas), ("train_step", train_step_profile)):
+    for name, fn in (("ops", op_breakdown), ("winograd_blas", winograd_blas), ("train_step", train_step_profile),
+                     ("two_threads", two_threads)):
         log(f"  breakdown: {name}")
         try:
             result[name] = fn(job["quick"])

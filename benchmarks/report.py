@@ -282,4 +282,35 @@ def breakdown_tables(res):
                          f"{res['threads']} thread(s)"))
     elif res.get("train_step_skipped"):
         out.append(f"training-step profile skipped: {res['train_step_skipped']}")
+    if res.get("two_threads"):
+        out.append(two_threads_table(res["two_threads"]))
+    elif res.get("two_threads_skipped"):
+        out.append(f"two threads against one skipped: {res['two_threads_skipped']}")
+    elif "two_threads" in res:
+        out.append("two threads against one: not measured, this process may run on one core only")
     return "\n\n".join(out)
+
+
+def two_threads_table(res):
+    """FCN-8s's training step at one and two threads: the shared jobs, the rest, and what two threads lose."""
+    rows = []
+    for norm, name in (("none", "FCN-8s"), ("batch", "FCN-8s + BN")):
+        one, two, ceiling = res[norm]["1"], res[norm]["2"], res[norm]["ceiling"]
+        rest = {n: s["step"] - s["shared jobs"] for n, s in ((1, one), (2, two))}
+        busy = two["caller busy"] + two["worker busy"]
+        rows.append([name, ms(one["step"] * 1e3), ms(two["step"] * 1e3), num(res[norm]["speed_up"], 2) + "x",
+                     f"{two['jobs']:.0f}", ms(one["shared jobs"] * 1e3), ms(two["shared jobs"] * 1e3),
+                     ms(rest[1] * 1e3), ms(rest[2] * 1e3), ms(two["caller busy"] * 1e3), ms(two["worker busy"] * 1e3),
+                     num(busy / one["shared jobs"], 2) + "x", ms(two["worker start delay"] * 1e3),
+                     ms(two["after the last piece"] * 1e3),
+                     num(one["step"] / (rest[1] + one["shared jobs"] / ceiling["products"]), 2) + "x",
+                     num(ceiling["products"], 2) + "x", num(ceiling["memory"], 2) + "x"])
+    return table(["batch 8 x 64x64", "step 1 thr", "2 thr", "speed-up", "shared jobs", "in them 1 thr", "2 thr",
+                  "rest 1 thr", "2 thr", "busy: caller", "worker", "busy 2 thr / 1", "worker start delay",
+                  "after last piece", "bound", "machine: products", "memory"], rows,
+                 "Two threads against one: training steps at 1 and 2 tinyfcn threads alternating in one process "
+                 "(ms per step, medians; speed-up: median of the pairs). `shared jobs`: those two threads share; "
+                 "`rest`: all else, on one thread; `busy`: time inside the jobs' pieces, per thread; `machine`: two threads against "
+                 "one on work that shares nothing, sampled between the pairs of steps (one-thread matrix products; "
+                 "an addition over three 32 MB arrays); `bound`: the speed-up if the shared jobs ran as "
+                 "much faster as those products and the rest did not slow down")

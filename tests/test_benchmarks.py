@@ -4,6 +4,7 @@ The breakdown section replays tinyfcn's convolutions from its private helpers an
 as skipped when they no longer fit; on the tinyfcn it ships with, nothing may be skipped.
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,11 @@ def test_the_ops_and_breakdown_sections_run_and_skip_nothing(tmp_path):
     assert "skipped" not in done.stdout, done.stdout
     (section,) = json.loads(out.read_text())["by_threads"].values()
     assert section["breakdown"]["train_step"]["step total"] > 0
+    if len(os.sched_getaffinity(0)) > 1:                   # the two-thread account: every shared job seen at both counts
+        for norm in ("none", "batch"):
+            account = section["breakdown"]["two_threads"][norm]
+            assert account["1"]["jobs"] == account["2"]["jobs"] > 0
+            assert account["2"]["worker busy"] > 0 and account["1"].get("worker busy", 0) == 0
     assert section["ops"], "the ops section measured nothing"
 
 
