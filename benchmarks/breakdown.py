@@ -39,8 +39,10 @@ This describes tinyfcn's current implementation; if its internals change, the af
 part is reported as skipped instead of failing the suite.
 """
 import collections
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import fcn_layers
 import numpy as np
@@ -508,8 +510,6 @@ def two_threads(quick, batch=8, size=64):
     per step (medians) the wall time, the time in jobs two threads share, and at two threads each
     thread's busy time in them, the worker's start delay and the time after the last piece; a
     :class:`Ceiling` sample between each pair of steps. None on a machine with one core."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
     if len(os.sched_getaffinity(0)) < 2:
         return None
     rng = np.random.default_rng(0)
