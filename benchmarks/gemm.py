@@ -66,7 +66,7 @@ def cpu_idle(root="/"):
     """How an idle CPU waits for work, from sysfs: the cpuidle driver and governor and, with the
     ``haltpoll`` driver of a virtual machine, how long it polls before it halts
     (``guest_halt_poll_ns``). At 0 an idle CPU halts at once, and waking a thread on it goes through
-    the hypervisor: the README's "Threads" section measures what that costs a hand-over between
+    the hypervisor: docs/speed.md ("Two threads") measures what that costs a hand-over between
     tinyfcn's threads. ``root`` is put before every path (a test lays out its own tree)."""
     found = {}                                           # label -> value, the first file that says
     for label, path in (("driver", "sys/devices/system/cpu/cpuidle/current_driver"),
